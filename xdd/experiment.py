@@ -1,0 +1,207 @@
+"""run_experiment(cfg, progress) -> results: the whole protocol for one configuration.
+
+Stages (as reported to ``progress(stage, step, total, info)``): ``data``, ``pretrain`` (skipped
+when a pretrained GAN with the same pretraining config is cached), ``retrain:<method>`` for
+each retraining method, ``score``, ``project:<name>``.  ``progress`` may raise (e.g. a
+cancelled job): the run then stops and leaves nothing in the cache.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from . import store
+from .config import CODE_VERSION, RunConfig, pretrain_key, run_key, to_dict, validate
+from .data import load_mnist, make_splits, to_tensor
+
+Progress = Callable[[str, int, int, dict], None]
+EMBEDDING_METHODS = ("xdd", "mcdd", "pairwise", "svdd")  # retrained, scored by KDE
+
+
+def _noop(stage: str, step: int, total: int, info: dict) -> None:
+    pass
+
+
+def cached_results(cfg: RunConfig) -> dict[str, Any] | None:
+    return store.load_results(run_key(cfg))
+
+
+def load_pretrained(cfg: RunConfig, device):
+    """(G, D) from the cache, or None when absent or unreadable."""
+    from .models import Discriminator, Generator
+
+    state = store.load_checkpoint(store.pretrain_dir(pretrain_key(cfg)) / "checkpoint.pt")
+    if state is None or state.get("code_version") != CODE_VERSION:
+        return None
+    p = cfg.pretrain
+    G, D = Generator(p.z_dim, p.g_width), Discriminator(p.d_width)
+    try:
+        G.load_state_dict(state["G"])
+        D.load_state_dict(state["D"])
+    except (KeyError, RuntimeError):
+        return None
+    return G.to(device).eval(), D.to(device).eval()
+
+
+def ensure_pretrained(cfg: RunConfig, x_pre, device, progress: Progress):
+    """The pretrained (G, D) for cfg's pretraining config: from the cache or trained now.
+
+    Returns (G, D, reused, seconds).
+    """
+    from .pretrain import pretrain_gan
+
+    t0 = time.perf_counter()
+    got = load_pretrained(cfg, device)
+    if got is not None:
+        progress("pretrain", cfg.pretrain.steps, cfg.pretrain.steps, {"reused": True})
+        return got[0], got[1], True, time.perf_counter() - t0
+    G, D, last = pretrain_gan(cfg.pretrain, x_pre, device, progress)
+    pdir = store.pretrain_dir(pretrain_key(cfg))
+    store.save_checkpoint(pdir / "checkpoint.pt", {
+        "G": G.state_dict(), "D": D.state_dict(), "step": cfg.pretrain.steps,
+        "code_version": CODE_VERSION, "losses": last,
+    })
+    store.atomic_write_json(pdir / "config.json", {
+        "ood_digit": cfg.ood_digit, "data": to_dict(cfg.data), "pretrain": to_dict(cfg.pretrain),
+        "code_version": CODE_VERSION})
+    return G, D, False, time.perf_counter() - t0
+
+
+def _normalize(z: np.ndarray) -> np.ndarray:
+    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+
+
+def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | None = None,
+                   force: bool = False) -> dict[str, Any]:
+    """Run (or load from the cache) one configuration; returns its results dict."""
+    import torch
+
+    from .device import describe, resolve_device
+    from .metrics import all_metrics
+    from .projection import project, subsample
+    from .retrain import embed_all, max_softmax_score, retrain
+    from .scoring import KDEScorer, PixelKDE
+
+    validate(cfg)
+    progress = progress or _noop
+    key = run_key(cfg)
+    if not force:
+        hit = store.load_results(key)
+        if hit is not None:
+            return hit
+    dev = resolve_device(device)
+    started = time.time()
+    t_all = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    progress("data", 0, 1, {})
+    t0 = time.perf_counter()
+    data = load_mnist(cfg.data.root)
+    splits = make_splits(cfg, data)  # raises ConfigError for too many shots
+    x_lab_u8 = data.x_train[splits.labeled]
+    y_lab = data.y_train[splits.labeled]
+    x_test_u8 = data.x_test[splits.test]
+    y_test = data.y_test[splits.test]
+    is_ood = (y_test == cfg.ood_digit).astype(np.int8)
+    in_classes = [k for k in range(10) if k != cfg.ood_digit]
+    remap = {d: i for i, d in enumerate(in_classes)}
+    y_lab_idx = torch.tensor([remap[int(v)] for v in y_lab], dtype=torch.long, device=dev)
+    x_lab = to_tensor(x_lab_u8).to(dev)
+    x_test = to_tensor(x_test_u8)
+    timings["data"] = time.perf_counter() - t0
+    progress("data", 1, 1, {})
+
+    with store.RunWriter(key) as writer:
+        need_gan = any(m != "pixels" for m in cfg.methods)
+        G = D = None
+        reused = False
+        if need_gan:
+            G, D, reused, timings["pretrain"] = ensure_pretrained(
+                cfg, to_tensor(data.x_train[splits.pretrain]), dev, progress)
+
+        scores: dict[str, np.ndarray] = {}
+        metrics: dict[str, dict[str, float]] = {}
+        embeddings: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # method -> (test, labeled)
+
+        def prep(z: torch.Tensor) -> np.ndarray:
+            z = z.double().numpy()
+            return _normalize(z) if cfg.score.normalize else z
+
+        def kde_scores(name: str, model) -> None:
+            t = time.perf_counter()
+            progress("score", 0, 1, {"method": name})
+            z_test, z_lab = prep(embed_all(model, x_test)), prep(embed_all(model, x_lab))
+            kde = KDEScorer(cfg.score.bandwidth).fit(z_lab)
+            scores[name] = kde.score(z_test)
+            metrics[name] = dict(all_metrics(is_ood, scores[name]), bandwidth=kde.bandwidth_)
+            embeddings[name] = (z_test, z_lab)
+            timings[f"score:{name}"] = time.perf_counter() - t
+
+        for method in cfg.methods:
+            if method == "pixels":
+                t = time.perf_counter()
+                pk = PixelKDE(cfg.score.pixel_pca, cfg.score.bandwidth).fit(x_lab_u8 / 255.0)
+                scores["pixels"] = pk.score(x_test_u8 / 255.0)
+                metrics["pixels"] = dict(all_metrics(is_ood, scores["pixels"]),
+                                         bandwidth=pk.kde_.bandwidth_)
+                timings["score:pixels"] = time.perf_counter() - t
+            elif method == "before":
+                kde_scores("before", D)
+            else:
+                t = time.perf_counter()
+                torch.manual_seed(cfg.seed)
+                out = retrain(D, cfg.retrain, x_lab, y_lab_idx, method, cfg.seed, progress)
+                timings[f"retrain:{method}"] = time.perf_counter() - t
+                if method == "softmax":
+                    scores["softmax"] = max_softmax_score(out.D, out.head, x_test).double().numpy()
+                    metrics["softmax"] = all_metrics(is_ood, scores["softmax"])
+                else:
+                    kde_scores(method, out.D)
+                if method == "xdd":
+                    store.save_checkpoint(writer.path("checkpoint.pt"), {
+                        "D": out.D.state_dict(), "step": cfg.retrain.steps,
+                        "code_version": CODE_VERSION})
+
+        writer.npz("scores.npz", test_index=splits.test, label=y_test, is_ood=is_ood,
+                   labeled_index=splits.labeled, labeled_label=y_lab,
+                   **{f"score_{m}": s for m, s in scores.items()})
+
+        # Projections: the same seeded subsample of test points for every embedding, with the
+        # labeled examples appended (rows M.. of each array).
+        proj: dict[str, np.ndarray] = {}
+        sub = subsample(len(y_test), cfg.projection.n_samples, cfg.projection.seed)
+        if len(sub) and cfg.projection.methods:
+            proj.update(index=splits.test[sub], label=y_test[sub], labeled_label=y_lab)
+            for emb_name, (z_test, z_lab) in embeddings.items():
+                if emb_name not in ("before", "xdd"):
+                    continue
+                z = np.concatenate([z_test[sub], z_lab])
+                for pm in cfg.projection.methods:
+                    t = time.perf_counter()
+                    progress(f"project:{pm}", 0, 1, {"embedding": emb_name})
+                    proj[f"{emb_name}_{pm}"] = project(z, pm, cfg.projection.seed)
+                    timings[f"project:{emb_name}:{pm}"] = time.perf_counter() - t
+                    progress(f"project:{pm}", 1, 1, {"embedding": emb_name})
+        if proj:
+            writer.npz("projections.npz", **proj)
+        writer.json("config.json", to_dict(cfg))
+        results = {
+            "run_key": key, "pretrain_key": pretrain_key(cfg) if need_gan else None,
+            "code_version": CODE_VERSION, "config": to_dict(cfg), "preset": cfg.preset,
+            "ood_digit": cfg.ood_digit, "shots": cfg.shots, "seed": cfg.seed,
+            "device": describe(dev), "pretrain_reused": reused,
+            "started": started, "wall_time_s": time.perf_counter() - t_all,
+            "timings": timings, "n_test": int(len(y_test)), "n_ood": int(is_ood.sum()),
+            "base_rate": float(is_ood.mean()), "n_labeled": int(len(y_lab)),
+            "auprc_variant": "average precision (sklearn average_precision_score), OOD = positive",
+            "methods": metrics,
+        }
+        return writer.commit(results)
+
+
+def sweep_configs(base: RunConfig, digits, seeds, shots_list) -> list[RunConfig]:
+    return [dataclasses.replace(base, ood_digit=d, seed=s, shots=k)
+            for d in digits for k in shots_list for s in seeds]

@@ -1,0 +1,60 @@
+"""GAN pretraining of the paper's DCGAN-style G and D on the unlabeled in-distribution images."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .config import PretrainConfig
+from .losses import gan_d_loss, gan_g_loss
+from .models import Discriminator, Generator, init_weights
+
+Progress = Callable[[str, int, int, dict], None]
+
+
+def _noop(stage: str, step: int, total: int, info: dict) -> None:
+    pass
+
+
+def pretrain_gan(cfg: PretrainConfig, x: torch.Tensor, device: torch.device,
+                 progress: Progress | None = None, report_every: int = 10
+                 ) -> tuple[Generator, Discriminator, dict]:
+    """Train G and D for ``cfg.steps`` steps on x: (N, 1, 28, 28) in [-1, 1] (unlabeled).
+
+    Returns G, D (in eval mode, on ``device``) and the last losses.
+    """
+    progress = progress or _noop
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # module initialisation draws from the global generator
+    G = Generator(cfg.z_dim, cfg.g_width)
+    D = Discriminator(cfg.d_width)
+    init_weights(G)
+    init_weights(D)
+    G.to(device).train()
+    D.to(device).train()
+    x = x.to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    n, b = x.shape[0], min(cfg.batch_size, x.shape[0])
+    last = {"d_loss": float("nan"), "g_loss": float("nan")}
+    progress("pretrain", 0, cfg.steps, last)
+    for step in range(1, cfg.steps + 1):
+        idx = torch.randint(0, n, (b,), generator=gen).to(device)
+        noise = torch.randn(b, cfg.z_dim, generator=gen).to(device)
+        real = x[idx]
+        fake = G(noise)
+        # D step: the fake batch is detached so G's graph is built once and reused below.
+        d_loss = gan_d_loss(D(real), D(fake.detach()))
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        g_loss = gan_g_loss(D(fake))
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        if step % report_every == 0 or step == cfg.steps:
+            last = {"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach())}
+            progress("pretrain", step, cfg.steps, last)
+    G.eval()
+    D.eval()
+    return G, D, last

@@ -1,0 +1,231 @@
+"""The cache/ layout, atomic writes and safe loading.
+
+Layout (``XDD_CACHE`` overrides the root, which defaults to ``<repo>/cache``)::
+
+    cache/data/mnist-<tag>.npz             MNIST as uint8 arrays (first load converts)
+    cache/pretrain/<pretrain_key>/         config.json, checkpoint.pt (G and D state_dicts)
+    cache/runs/<run_key>/                  config.json, results.json, scores.npz,
+                                           projections.npz, checkpoint.pt (retrained D)
+
+Every file is written to a temporary name in its folder and renamed into place, so a reader
+never sees half a file.  A run folder is assembled under a temporary name and renamed into
+place whole, and ``results.json`` records the SHA-256 of every other file in it, so a run
+with a truncated or altered file is detected, removed and recomputed, never loaded.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("XDD_CACHE", REPO_ROOT / "cache"))
+
+
+def runs_dir() -> Path:
+    return cache_root() / "runs"
+
+
+def run_dir(key: str) -> Path:
+    _check_key(key)
+    return runs_dir() / key
+
+
+def pretrain_dir(key: str) -> Path:
+    _check_key(key)
+    return cache_root() / "pretrain" / key
+
+
+def _check_key(key: str) -> None:
+    # Keys are hex hashes; anything else (a path, "..") must never reach the file system.
+    if not (isinstance(key, str) and 1 <= len(key) <= 64 and all(c in "0123456789abcdef" for c in key)):
+        raise ValueError(f"malformed key {key!r}: expected a hexadecimal run key")
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """A dict of state_dicts (+ config, step, versions), written atomically."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint, or None when it is missing, truncated or not a checkpoint."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_json(path: Path) -> Any | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------- run folders
+
+
+class RunWriter:
+    """Assembles a run folder under a temporary name; ``commit`` renames it into place.
+
+    Used as a context manager: if the body raises (or the job is cancelled), the temporary
+    folder is removed and the cache holds nothing of the run.
+    """
+
+    def __init__(self, key: str):
+        self.key = key
+        self.final = run_dir(key)
+        self.tmp = runs_dir() / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.files: dict[str, str] = {}
+
+    def __enter__(self) -> "RunWriter":
+        self.tmp.mkdir(parents=True)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def path(self, name: str) -> Path:
+        return self.tmp / name
+
+    def json(self, name: str, obj: Any) -> None:
+        atomic_write_json(self.tmp / name, obj)
+
+    def npz(self, name: str, **arrays: np.ndarray) -> None:
+        atomic_save_npz(self.tmp / name, **arrays)
+
+    def commit(self, results: dict[str, Any]) -> dict[str, Any]:
+        """Write results.json (with the hashes of every other file) and move into place."""
+        files = {p.name: sha256_file(p) for p in sorted(self.tmp.iterdir()) if p.is_file()
+                 and p.name != "results.json"}
+        results = dict(results, files=files)
+        atomic_write_json(self.tmp / "results.json", results)
+        if self.final.exists():  # a stale or corrupt copy: replace it
+            shutil.rmtree(self.final, ignore_errors=True)
+        os.replace(self.tmp, self.final)
+        return results
+
+
+def load_results(key: str) -> dict[str, Any] | None:
+    """The run's results if the folder is complete and every file matches its hash.
+
+    A run that fails the check is removed so it will be recomputed.
+    """
+    d = run_dir(key)
+    if not d.is_dir():
+        return None
+    res = read_json(d / "results.json")
+    ok = isinstance(res, dict) and isinstance(res.get("files"), dict) and res.get("run_key") == key
+    if ok:
+        for name, digest in res["files"].items():
+            p = d / name
+            if not p.is_file() or sha256_file(p) != digest:
+                ok = False
+                break
+    if not ok:
+        shutil.rmtree(d, ignore_errors=True)
+        return None
+    return res
+
+
+def load_npz(key: str, name: str) -> dict[str, np.ndarray] | None:
+    """An npz file of a verified run as a dict of arrays (None if absent)."""
+    p = run_dir(key) / name
+    if not p.is_file():
+        return None
+    with np.load(p, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def list_runs() -> list[dict[str, Any]]:
+    """results.json of every complete run in the cache (cheap: hashes are not re-checked)."""
+    out = []
+    root = runs_dir()
+    if not root.is_dir():
+        return out
+    for d in sorted(root.iterdir()):
+        if d.name.startswith("."):
+            continue
+        res = read_json(d / "results.json")
+        if isinstance(res, dict) and "run_key" in res:
+            out.append(res)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_tmp() -> None:
+    """Remove temporary run folders whose writing process has died (killed mid-run)."""
+    root = runs_dir()
+    if root.is_dir():
+        for d in root.glob(".tmp-*"):
+            parts = d.name.split("-")
+            pid = int(parts[2]) if len(parts) > 3 and parts[2].isdigit() else -1
+            if pid < 0 or not _alive(pid):
+                shutil.rmtree(d, ignore_errors=True)
