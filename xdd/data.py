@@ -105,7 +105,7 @@ def load_mnist(root: str | None = None) -> MNIST:
     tag = hashlib.sha256(source.encode()).hexdigest()[:12]
     if tag in _MEMO:
         return _MEMO[tag]
-    npz = store.cache_root() / "data" / f"mnist-{tag}.npz"
+    npz = store.data_dir() / f"mnist-{tag}.npz"
     data = None
     if npz.is_file():
         try:

@@ -33,6 +33,11 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDD_CACHE", REPO_ROOT / "cache"))
 
 
+def data_dir() -> Path:
+    """Converted datasets; ``XDD_DATA_CACHE`` lets tests share one copy across temp caches."""
+    return Path(os.environ.get("XDD_DATA_CACHE", cache_root() / "data"))
+
+
 def runs_dir() -> Path:
     return cache_root() / "runs"
 
