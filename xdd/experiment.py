@@ -15,7 +15,7 @@ import numpy as np
 
 from . import store
 from .config import CODE_VERSION, RunConfig, pretrain_key, run_key, to_dict, validate
-from .data import load_mnist, make_splits, to_tensor
+from .data import eval_arrays, load_mnist, make_splits, to_tensor
 
 Progress = Callable[[str, int, int, dict], None]
 EMBEDDING_METHODS = ("xdd", "mcdd", "pairwise", "svdd")  # retrained, scored by KDE
@@ -103,8 +103,9 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
     splits = make_splits(cfg, data)  # raises ConfigError for too many shots
     x_lab_u8 = data.x_train[splits.labeled]
     y_lab = data.y_train[splits.labeled]
-    x_test_u8 = data.x_test[splits.test]
-    y_test = data.y_test[splits.test]
+    x_eval, y_eval = eval_arrays(data, cfg.data.eval_split)
+    x_test_u8 = x_eval[splits.test]
+    y_test = y_eval[splits.test]
     is_ood = (y_test == cfg.ood_digit).astype(np.int8)
     in_classes = [k for k in range(10) if k != cfg.ood_digit]
     remap = {d: i for i, d in enumerate(in_classes)}
@@ -194,7 +195,7 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
             "ood_digit": cfg.ood_digit, "shots": cfg.shots, "seed": cfg.seed,
             "device": describe(dev), "pretrain_reused": reused,
             "started": started, "wall_time_s": time.perf_counter() - t_all,
-            "timings": timings, "n_test": int(len(y_test)), "n_ood": int(is_ood.sum()),
+            "timings": timings, "eval_split": cfg.data.eval_split, "n_test": int(len(y_test)), "n_ood": int(is_ood.sum()),
             "base_rate": float(is_ood.mean()), "n_labeled": int(len(y_lab)),
             "auprc_variant": "average precision (sklearn average_precision_score), OOD = positive",
             "methods": metrics,

@@ -62,22 +62,37 @@ def pairwise_term(z: torch.Tensor, y: torch.Tensor, sigma2: float = 1.0) -> torc
     return -(sq * inter).sum() / n_pairs / (2.0 * sigma2)
 
 
+RATIO_EPS = 1e-2  # bounds the "ratio" pairwise term below by -4 / (2 * RATIO_EPS) on the sphere
+
+
+def within_class_spread(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(1/N) sum_i ||z_i - mean of z over y_i's class||^2: the pooled within-class spread."""
+    classes, inv = torch.unique(y, return_inverse=True)
+    sums = torch.zeros(len(classes), z.shape[1], dtype=z.dtype, device=z.device).index_add_(0, inv, z)
+    counts = torch.bincount(inv, minlength=len(classes)).to(z.dtype)
+    means = sums / counts[:, None]  # (C, d)
+    return (z - means[inv]).pow(2).sum(1).mean()
+
+
 def xdd_loss(z: torch.Tensor, y: torch.Tensor, centers: torch.Tensor, log_sigma: torch.Tensor,
              bias: torch.Tensor | None = None, *, beta: float = 1.0, pair_weight: float = 1.0,
              pair_mode: str = "sphere") -> tuple[torch.Tensor, dict[str, float]]:
     """L = I(X;Z) - beta I(Z;Y)  ~  pair_weight * pairwise_term + beta * mcdd_loss.
 
     ``pair_mode="sphere"`` puts z on the unit sphere first, which bounds every squared distance
-    by 4 and makes the pairwise term well posed; ``"none"`` is the formula as written (scaling
-    z up lowers it without bound).  ``beta=0`` is the pairwise-only ablation and
+    by 4 and makes the pairwise term well posed; ``"ratio"`` also measures the inter-class
+    distances relative to the pooled within-class spread (sigma^2 = spread + eps), so the same
+    term pulls classes together while it pushes them apart; ``"none"`` is the formula as
+    written (scaling z up lowers it without bound).  ``beta=0`` is the pairwise-only ablation and
     ``pair_weight=0`` the MCDD-only baseline.
     """
-    if pair_mode == "sphere":
-        z = F.normalize(z, dim=1)
-    elif pair_mode != "none":
+    if pair_mode not in ("sphere", "ratio", "none"):
         raise ValueError(f"unknown pair_mode {pair_mode!r}")
+    if pair_mode in ("sphere", "ratio"):
+        z = F.normalize(z, dim=1)
     mc = mcdd_loss(z, y, centers, log_sigma, bias)
-    pw = pairwise_term(z, y)
+    sigma2 = within_class_spread(z, y) + RATIO_EPS if pair_mode == "ratio" else 1.0
+    pw = pairwise_term(z, y, sigma2)
     loss = beta * mc + pair_weight * pw
     return loss, {"loss": float(loss.detach()), "mcdd": float(mc.detach()),
                   "pairwise": float(pw.detach())}

@@ -77,7 +77,7 @@ def retrain(D0: Discriminator, cfg: RetrainConfig, x: torch.Tensor, y: torch.Ten
     D.train(not cfg.freeze_bn)
 
     k = int(y.max()) + 1
-    sphere = cfg.pair_mode == "sphere"
+    sphere = cfg.pair_mode in ("sphere", "ratio")
     with torch.no_grad():
         z0 = D.embed(x)
         if sphere and method in ("xdd", "mcdd", "pairwise"):
