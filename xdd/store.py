@@ -19,6 +19,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from pathlib import Path
@@ -27,6 +28,8 @@ from typing import Any
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Host tag in temporary names, so a cache shared by several machines is cleaned per host.
+_HOST = "".join(c for c in socket.gethostname() if c.isalnum())[:32] or "host"
 
 
 def cache_root() -> Path:
@@ -137,7 +140,7 @@ class RunWriter:
     def __init__(self, key: str):
         self.key = key
         self.final = run_dir(key)
-        self.tmp = runs_dir() / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.tmp = runs_dir() / f".tmp-{key}-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.files: dict[str, str] = {}
 
     def __enter__(self) -> "RunWriter":
@@ -226,11 +229,17 @@ def _alive(pid: int) -> bool:
 
 
 def clean_tmp() -> None:
-    """Remove temporary run folders whose writing process has died (killed mid-run)."""
+    """Remove temporary run folders (and temp files) whose writing process on this host died.
+
+    Folders written by another host sharing the cache are left alone: their pid means nothing
+    here.
+    """
     root = runs_dir()
-    if root.is_dir():
-        for d in root.glob(".tmp-*"):
-            parts = d.name.split("-")
-            pid = int(parts[2]) if len(parts) > 3 and parts[2].isdigit() else -1
-            if pid < 0 or not _alive(pid):
-                shutil.rmtree(d, ignore_errors=True)
+    if not root.is_dir():
+        return
+    for d in root.glob(".tmp-*"):
+        parts = d.name.split("-")  # .tmp, key, host, pid, rand
+        if len(parts) != 5 or parts[2] != _HOST or not parts[3].isdigit():
+            continue
+        if not _alive(int(parts[3])):
+            shutil.rmtree(d, ignore_errors=True)

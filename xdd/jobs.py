@@ -1,0 +1,785 @@
+"""The job queue: runs go to a background worker process; any process can follow them.
+
+A job is one :class:`~xdd.config.RunConfig` to compute with
+:func:`xdd.experiment.run_experiment`.  Two things are stored for it:
+
+* a **message** on a huey queue (``SqliteHuey`` in ``cache/jobs/queue.db`` by default, a
+  ``RedisHuey`` when ``XDD_QUEUE=redis://host:port/db``) that wakes a worker up, and
+* a **job record** (status, config, progress, timestamps, device, error, run key) that any
+  process can read: a SQLite database ``cache/jobs/jobs.db`` (WAL, busy timeout) with the
+  SQLite queue, or Redis keys next to the queue with ``XDD_QUEUE``, so that workers on other
+  machines and the app share one view.
+
+The record is the source of truth; the message only carries the job id.  A worker *claims*
+a job by an atomic queued -> running transition, so a duplicate message is harmless, and
+recovery may re-send messages freely.  Workers and running jobs write heartbeats; a job
+whose worker died (SIGKILL, power loss) is re-queued by the next status read or worker
+start, or marked failed after :data:`MAX_ATTEMPTS` deaths.  docs/JOBS.md tells the whole
+story.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import functools
+import json
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from . import store
+from .config import RunConfig, run_key, to_dict, validate
+
+STATUSES = ("queued", "running", "done", "failed", "cancelled")
+ACTIVE = ("queued", "running")
+JOB_ID = re.compile(r"[0-9a-f]{32}")
+HOST = socket.gethostname()
+
+
+def _pid_space() -> str:
+    """Where a pid means this process table: the kernel's boot id and our pid namespace.
+    Two machines (or containers) with the same hostname still differ here."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+        ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return HOST
+    return f"{HOST}/{boot}/{ns}"
+
+
+PID_SPACE = _pid_space()
+
+HEARTBEAT_S = 2.0  # how often a worker and its running job write a heartbeat
+# A heartbeat older than this means the process is gone.  On this host a dead pid is
+# noticed at once and the long limit only catches a hung process; a worker on another host
+# can only be judged by its heartbeat.
+STALE_LOCAL_S = 600.0
+STALE_REMOTE_S = 60.0
+WORKER_STALE_S = 60.0  # worker_alive(): a worker is alive if it beat this recently
+MAX_ATTEMPTS = 3  # a job whose worker died this many times is marked failed, not re-queued
+ORPHAN_S = 5.0  # a queued job with no message this old is sent again (see recover())
+AUTO_WORKER_MAX_IDLE_S = 3600.0  # a worker started by ensure_worker() exits after an idle hour
+QUEUE_NAME = os.environ.get("XDD_QUEUE_NAME", "xdd")
+
+
+class JobError(ValueError):
+    """A bad job id or queue setting; the message says what was expected."""
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def jobs_dir() -> Path:
+    return store.cache_root() / "jobs"
+
+
+def queue_url() -> str | None:
+    """The Redis URL from ``XDD_QUEUE``, or None for the local SQLite queue."""
+    url = os.environ.get("XDD_QUEUE", "").strip()
+    if url in ("", "sqlite"):
+        return None
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise JobError(f"XDD_QUEUE={url!r} is not a Redis URL; accepted: redis://host:port/db, "
+                       "rediss://..., unix:///path.sock, or unset for the SQLite queue under cache/jobs")
+    return url
+
+
+def describe_queue() -> str:
+    url = queue_url()
+    return f"redis {url} (queue {QUEUE_NAME!r})" if url else f"sqlite {jobs_dir()}"
+
+
+def check_id(job_id: Any) -> str:
+    """Job ids are uuid4 hex; anything else (a path, '..', '') is refused before any lookup."""
+    if not (isinstance(job_id, str) and JOB_ID.fullmatch(job_id)):
+        raise JobError(f"malformed job id {job_id!r}: expected 32 lowercase hexadecimal "
+                       "characters, as printed by `python -m xdd submit`")
+    return job_id
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True if a process with this pid exists on this host and is not a zombie."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child that nobody has waited for yet is a zombie: dead for our purpose
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
+def one_line(exc: BaseException, limit: int = 400) -> str:
+    """'ConfigError: data folder ... does not exist' — readable in a table cell."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    msg = f"{type(exc).__name__}: {text}"
+    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
+
+
+def _holder_dead(rec: dict[str, Any], now: float) -> bool:
+    """Is the process that claimed this running job gone?"""
+    w = rec.get("worker") or {}
+    age = now - (rec.get("heartbeat") or rec.get("started") or now)
+    if w.get("pid_space") == PID_SPACE:
+        return not pid_alive(w.get("pid")) or age > STALE_LOCAL_S
+    return age > STALE_REMOTE_S
+
+
+# ---------------------------------------------------------------- record backends
+
+
+class _Records:
+    """Where job records and worker heartbeats live; every update is an atomic
+    read-modify-write of one record (``update``), so concurrent writers never lose a field."""
+
+    def create_or_get(self, rk: str, make: Callable[[bool], dict], cached: Callable[[], bool]
+                      ) -> tuple[dict, bool]:
+        raise NotImplementedError
+
+    def get(self, job_id: str) -> dict | None:
+        raise NotImplementedError
+
+    def list(self, limit: int) -> list[dict]:
+        raise NotImplementedError
+
+    def active(self) -> list[dict]:
+        raise NotImplementedError
+
+    def update(self, job_id: str, fn: Callable[[dict], dict | None]) -> tuple[dict | None, bool]:
+        raise NotImplementedError
+
+    def beat(self, worker: dict) -> None:
+        raise NotImplementedError
+
+    def remove_worker(self, worker_id: str) -> None:
+        raise NotImplementedError
+
+    def workers(self) -> list[dict]:
+        raise NotImplementedError
+
+
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, run_key TEXT NOT NULL, "
+    "status TEXT NOT NULL, created REAL NOT NULL, doc TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS jobs_key ON jobs (run_key, status)",
+    "CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status)",
+    "CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created)",
+    "CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, heartbeat REAL NOT NULL, "
+    "doc TEXT NOT NULL)",
+]
+_READY: set[str] = set()
+
+
+class _SqliteRecords(_Records):
+    """Records in ``cache/jobs/jobs.db``: WAL (readers never block the worker), a generous
+    busy timeout, synchronous=FULL, and ``BEGIN IMMEDIATE`` around every read-modify-write."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @contextlib.contextmanager
+    def _conn(self) -> Iterator[sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout=30000")
+            key = str(self.path)
+            if key not in _READY or not self.path.exists():
+                self._init(conn)
+                _READY.add(key)
+            conn.execute("PRAGMA synchronous=FULL")
+            yield conn
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _init(conn: sqlite3.Connection) -> None:
+        # Switching a new file to WAL needs a write lock that a concurrent opener may hold
+        # for a moment; the busy handler does not cover it, so retry.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in _SCHEMA:
+                conn.execute(stmt)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @staticmethod
+    def _put(conn: sqlite3.Connection, rec: dict) -> None:
+        conn.execute("INSERT OR REPLACE INTO jobs (id, run_key, status, created, doc) "
+                     "VALUES (?, ?, ?, ?, ?)",
+                     (rec["id"], rec["run_key"], rec["status"], rec["created"], json.dumps(rec)))
+
+    def create_or_get(self, rk, make, cached):
+        with self._tx() as conn:
+            rows = conn.execute("SELECT doc FROM jobs WHERE run_key = ? AND status IN "
+                                "('queued', 'running') ORDER BY created DESC", (rk,)).fetchall()
+            for (doc,) in rows:
+                rec = json.loads(doc)
+                if not rec.get("cancel_requested"):
+                    return rec, False
+            # Checked under the write lock: a worker marks a job done only after its run
+            # folder is in place, so "not active and not cached" cannot be a finished race.
+            is_cached = cached()
+            if is_cached:
+                row = conn.execute("SELECT doc FROM jobs WHERE run_key = ? AND status = 'done' "
+                                   "ORDER BY created DESC LIMIT 1", (rk,)).fetchone()
+                if row:
+                    return json.loads(row[0]), False
+            rec = make(is_cached)
+            self._put(conn, rec)
+            return rec, True
+
+    def get(self, job_id):
+        with self._conn() as conn:
+            row = conn.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def list(self, limit):
+        with self._conn() as conn:
+            rows = conn.execute("SELECT doc FROM jobs ORDER BY created DESC, rowid DESC LIMIT ?",
+                                (int(limit),)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def active(self):
+        with self._conn() as conn:
+            rows = conn.execute("SELECT doc FROM jobs WHERE status IN ('queued', 'running') "
+                                "ORDER BY created").fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def update(self, job_id, fn):
+        with self._tx() as conn:
+            row = conn.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None, False
+            rec = json.loads(row[0])
+            new = fn(copy.deepcopy(rec))
+            if new is None:
+                return rec, False
+            self._put(conn, new)
+            return new, True
+
+    def beat(self, worker):
+        with self._conn() as conn:
+            conn.execute("INSERT OR REPLACE INTO workers (id, heartbeat, doc) VALUES (?, ?, ?)",
+                         (worker["id"], worker["heartbeat"], json.dumps(worker)))
+
+    def remove_worker(self, worker_id):
+        with self._conn() as conn:
+            conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+
+    def workers(self):
+        with self._conn() as conn:
+            # Rows of workers that vanished without saying goodbye: kept a day for the record.
+            conn.execute("DELETE FROM workers WHERE heartbeat < ?", (time.time() - 86400,))
+            rows = conn.execute("SELECT doc FROM workers ORDER BY heartbeat DESC").fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+
+class _RedisRecords(_Records):
+    """Records as JSON strings in Redis, next to the huey queue, so that workers on several
+    machines and the app share them.  Keys (prefix ``<XDD_QUEUE_NAME>:``): ``job:<id>``,
+    ``jobs`` (sorted set by creation time), ``active`` (set of queued/running ids),
+    ``key:<run_key>`` (the newest job for that run key), ``worker:<id>`` (expiring)."""
+
+    def __init__(self, url: str):
+        self.r = _redis_client(url)
+        self.p = f"{QUEUE_NAME}:"
+
+    def _jk(self, job_id: str) -> str:
+        return f"{self.p}job:{job_id}"
+
+    def _stage(self, pipe, rec: dict) -> None:
+        pipe.set(self._jk(rec["id"]), json.dumps(rec))
+        if rec["status"] in ACTIVE:
+            pipe.sadd(self.p + "active", rec["id"])
+        else:
+            pipe.srem(self.p + "active", rec["id"])
+
+    def create_or_get(self, rk, make, cached):
+        from redis.exceptions import WatchError
+
+        # The cache is read before the transaction (it is files, not Redis); see JOBS.md for
+        # the one harmless race this leaves.
+        is_cached = cached()
+        ptr = f"{self.p}key:{rk}"
+        with self.r.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(ptr)
+                    cur = None
+                    jid = pipe.get(ptr)
+                    if jid:
+                        pipe.watch(self._jk(jid))
+                        raw = pipe.get(self._jk(jid))
+                        cur = json.loads(raw) if raw else None
+                    if cur and cur["status"] in ACTIVE and not cur.get("cancel_requested"):
+                        pipe.unwatch()
+                        return cur, False
+                    if is_cached and cur and cur["status"] == "done":
+                        pipe.unwatch()
+                        return cur, False
+                    rec = make(is_cached)
+                    pipe.multi()
+                    self._stage(pipe, rec)
+                    pipe.zadd(self.p + "jobs", {rec["id"]: rec["created"]})
+                    pipe.set(ptr, rec["id"])
+                    pipe.execute()
+                    return rec, True
+                except WatchError:
+                    continue
+
+    def get(self, job_id):
+        raw = self.r.get(self._jk(job_id))
+        return json.loads(raw) if raw else None
+
+    def _many(self, ids: list[str]) -> list[dict]:
+        if not ids:
+            return []
+        return [json.loads(raw) for raw in self.r.mget([self._jk(i) for i in ids]) if raw]
+
+    def list(self, limit):
+        if limit <= 0:  # ZREVRANGE 0 -1 would mean "all"
+            return []
+        return self._many(self.r.zrevrange(self.p + "jobs", 0, int(limit) - 1))
+
+    def active(self):
+        return sorted(self._many(sorted(self.r.smembers(self.p + "active"))),
+                      key=lambda r: r["created"])
+
+    def update(self, job_id, fn):
+        from redis.exceptions import WatchError
+
+        key = self._jk(job_id)
+        with self.r.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        pipe.unwatch()
+                        return None, False
+                    rec = json.loads(raw)
+                    new = fn(copy.deepcopy(rec))
+                    if new is None:
+                        pipe.unwatch()
+                        return rec, False
+                    pipe.multi()
+                    self._stage(pipe, new)
+                    pipe.execute()
+                    return new, True
+                except WatchError:
+                    continue
+
+    def beat(self, worker):
+        self.r.set(f"{self.p}worker:{worker['id']}", json.dumps(worker),
+                   ex=int(WORKER_STALE_S * 2))
+
+    def remove_worker(self, worker_id):
+        self.r.delete(f"{self.p}worker:{worker_id}")
+
+    def workers(self):
+        keys = list(self.r.scan_iter(match=f"{self.p}worker:*", count=500))
+        out = [json.loads(raw) for raw in (self.r.mget(keys) if keys else []) if raw]
+        return sorted(out, key=lambda w: -w.get("heartbeat", 0))
+
+
+_REDIS: dict[str, Any] = {}
+
+
+def _redis_client(url: str):
+    import redis
+
+    if url not in _REDIS:
+        _REDIS[url] = redis.Redis.from_url(url, decode_responses=True, socket_timeout=30,
+                                           health_check_interval=30)
+    return _REDIS[url]
+
+
+def records() -> _Records:
+    url = queue_url()
+    return _RedisRecords(url) if url else _SqliteRecords(jobs_dir() / "jobs.db")
+
+
+# ---------------------------------------------------------------- the huey queue
+
+_HUEY: dict[str, tuple[Any, Any]] = {}
+
+
+def _huey_and_task() -> tuple[Any, Any]:
+    """The huey instance for the current settings and the registered ``run_job`` task.
+
+    One instance per queue location, built on first use, because ``XDD_CACHE`` and
+    ``XDD_QUEUE`` are read at call time (tests point them elsewhere per test).
+    """
+    from huey import RedisHuey, SqliteHuey
+
+    from .worker import run_job
+
+    url = queue_url()
+    where = url or str(jobs_dir() / "queue.db")
+    if where not in _HUEY:
+        if url:
+            h = RedisHuey(QUEUE_NAME, url=url, results=False, blocking=True, read_timeout=1)
+        else:
+            jobs_dir().mkdir(parents=True, exist_ok=True)
+            h = SqliteHuey(QUEUE_NAME, filename=where, results=False, journal_mode="wal",
+                           timeout=30, fsync=True)
+        _HUEY[where] = (h, h.task(name="run_job")(run_job))
+    return _HUEY[where]
+
+
+def get_huey():
+    return _huey_and_task()[0]
+
+
+def _send(job_id: str) -> None:
+    """Put a message for the job on the queue and note when; a duplicate is harmless."""
+    _huey_and_task()[1](job_id)
+
+    def mark(r: dict) -> dict | None:
+        if r["status"] != "queued":
+            return None
+        r["enqueued"] = time.time()
+        return r
+
+    records().update(job_id, mark)
+
+
+# ---------------------------------------------------------------- the API
+
+
+def _api(fn: Callable) -> Callable:
+    """Store failures (SQLite errors, an unreachable Redis) reach callers as one JobError
+    that names the store, not as a driver traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except JobError:
+            raise
+        except sqlite3.Error as exc:
+            raise JobError(f"the job store under {jobs_dir()} failed: {one_line(exc)}") from exc
+        except Exception as exc:
+            if type(exc).__module__.split(".")[0] == "redis":
+                raise JobError(f"the Redis queue {queue_url()} failed or is unreachable: "
+                               f"{one_line(exc)}") from exc
+            raise
+    return wrapper
+
+
+def _new_record(cfg: RunConfig, rk: str, cached: bool) -> dict[str, Any]:
+    now = time.time()
+    rec = {
+        "id": uuid.uuid4().hex, "status": "queued", "config": to_dict(cfg), "run_key": rk,
+        "created": now, "started": None, "finished": None,
+        "progress": {"stage": "queued", "step": 0, "total": 0, "eta_s": None},
+        "device": None, "error": None, "cancel_requested": False, "attempts": 0,
+        "cached": False, "worker": None, "heartbeat": None, "enqueued": None, "note": None,
+    }
+    if cached:  # the result is in the cache already: a finished job, no message
+        res = store.read_json(store.run_dir(rk) / "results.json") or {}
+        rec.update(status="done", started=now, finished=now, cached=True,
+                   device=res.get("device"),
+                   progress={"stage": "done", "step": 1, "total": 1, "eta_s": 0.0})
+    return rec
+
+
+@_api
+def submit(cfg: RunConfig) -> str:
+    """Queue a run and return its job id.
+
+    A config whose result is cached gives a finished job at once (the same one on every
+    call); a config already queued or running gives that job's id.
+    """
+    from .experiment import cached_results
+
+    validate(cfg)
+    rk = run_key(cfg)
+    rec, created = records().create_or_get(
+        rk, lambda is_cached: _new_record(cfg, rk, is_cached),
+        lambda: cached_results(cfg) is not None)
+    if created and rec["status"] == "queued":
+        try:
+            _send(rec["id"])
+        except Exception as exc:
+            _finish_failed(rec["id"], f"could not put the job on the queue: {one_line(exc)}")
+            raise JobError(f"could not put the job on the queue ({describe_queue()}): "
+                           f"{one_line(exc)}") from exc
+    return rec["id"]
+
+
+def _finish_failed(job_id: str, error: str) -> None:
+    def fail(r: dict) -> dict | None:
+        if r["status"] not in ACTIVE:
+            return None
+        r.update(status="failed", finished=time.time(), error=error)
+        return r
+
+    records().update(job_id, fail)
+
+
+@_api
+def status(job_id: str) -> dict[str, Any]:
+    """The job's record; a job whose worker died is re-queued (or failed) first."""
+    check_id(job_id)
+    recover()
+    rec = records().get(job_id)
+    if rec is None:
+        raise JobError(f"no job {job_id!r} in the queue at {describe_queue()} "
+                       "(see `python -m xdd jobs`)")
+    return rec
+
+
+@_api
+def list_jobs(limit: int = 100) -> list[dict[str, Any]]:
+    """The newest ``limit`` job records, newest first."""
+    recover()
+    return records().list(max(0, int(limit)))
+
+
+@_api
+def queue_counts() -> dict[str, int]:
+    recover()
+    act = records().active()
+    return {s: sum(r["status"] == s for r in act) for s in ACTIVE}
+
+
+@_api
+def cancel(job_id: str) -> dict[str, Any]:
+    """Cancel a job.  A queued job is cancelled at once; a running one keeps the status
+    "running" with ``cancel_requested`` until its worker stops it (within seconds, at its
+    next progress report), then says "cancelled".  A finished job is left as it is."""
+    check_id(job_id)
+
+    def req(r: dict) -> dict | None:
+        if r["status"] == "queued":
+            r.update(status="cancelled", cancel_requested=True, finished=time.time(),
+                     progress=dict(r["progress"], stage="cancelled", eta_s=None))
+            return r
+        if r["status"] == "running" and not r["cancel_requested"]:
+            r["cancel_requested"] = True
+            return r
+        return None
+
+    rec, _ = records().update(job_id, req)
+    if rec is None:
+        raise JobError(f"no job {job_id!r} in the queue at {describe_queue()} "
+                       "(see `python -m xdd jobs`)")
+    if rec["status"] == "running":  # its worker may be dead: settle it now
+        recover()
+        rec = records().get(job_id) or rec
+    return rec
+
+
+def recover(now: float | None = None) -> list[str]:
+    """Settle jobs that no live process will finish; returns the ids it touched.
+
+    * running, but its worker is dead (pid gone on this host, or heartbeat stale):
+      re-queued and sent again, or failed after MAX_ATTEMPTS, or cancelled if a cancel
+      was pending;
+    * queued for more than ORPHAN_S with no message sent (the submitter died in between):
+      the message is sent.
+    Every transition is a conditional update, so several processes recovering at once
+    re-queue a job once.
+    """
+    now = time.time() if now is None else now
+    recs = records()
+    touched: list[str] = []
+    for rec in recs.active():
+        if rec["status"] == "running" and _holder_dead(rec, now):
+            holder = rec.get("worker")
+
+            def settle(r: dict, holder=holder) -> dict | None:
+                if r["status"] != "running" or r.get("worker") != holder:
+                    return None
+                w = holder or {}
+                who = f"pid {w.get('pid')} on {w.get('host')}"
+                if r.get("cancel_requested"):
+                    r.update(status="cancelled", finished=now,
+                             note=f"its worker ({who}) died while the cancel was pending")
+                elif r.get("attempts", 0) >= MAX_ATTEMPTS:
+                    r.update(status="failed", finished=now,
+                             error=f"the worker running this job died {r['attempts']} times "
+                                   f"(last: {who}); not retried")
+                else:
+                    r.update(status="queued", worker=None, heartbeat=None, enqueued=None,
+                             started=None, device=None,
+                             progress={"stage": "queued", "step": 0, "total": 0, "eta_s": None},
+                             note=f"re-queued: its worker ({who}) died during "
+                                  f"{r['progress'].get('stage')}")
+                return r
+
+            new, changed = recs.update(rec["id"], settle)
+            if changed:
+                touched.append(rec["id"])
+                if new and new["status"] == "queued":
+                    _send(rec["id"])
+        elif (rec["status"] == "queued" and rec.get("enqueued") is None
+              and now - rec["created"] > ORPHAN_S):
+            _send(rec["id"])
+            touched.append(rec["id"])
+    if touched:
+        clean_tmp()  # the dead worker's half-assembled run folder
+    return touched
+
+
+def clean_tmp() -> None:
+    """Remove run folders half-written by dead processes -- with the local queue only.
+
+    ``store.clean_tmp`` judges a folder by the pid in its name on *this* host; with a Redis
+    queue the cache may be shared by several machines, where that pid means nothing, so the
+    folders are left alone (they are never loaded or listed, only wasted space).
+    """
+    if queue_url() is None:
+        store.clean_tmp()
+
+
+def resend_lost(now: float | None = None) -> list[str]:
+    """Called by an idle worker whose queue is empty: queued jobs sent long ago must have
+    lost their message (e.g. a worker stopped between taking it and claiming the job)."""
+    now = time.time() if now is None else now
+    out = []
+    for rec in records().active():
+        if (rec["status"] == "queued" and rec.get("enqueued") is not None
+                and now - rec["enqueued"] > ORPHAN_S):
+            _send(rec["id"])
+            out.append(rec["id"])
+    return out
+
+
+# ---------------------------------------------------------------- workers
+
+
+@_api
+def workers(alive_only: bool = True) -> list[dict[str, Any]]:
+    """Registered workers (id, pid, host, device, started, heartbeat, job), newest beat first."""
+    now = time.time()
+    out = []
+    for w in records().workers():
+        fresh = now - w.get("heartbeat", 0) < WORKER_STALE_S
+        alive = fresh and (w.get("pid_space") != PID_SPACE or pid_alive(w.get("pid")))
+        if alive or not alive_only:
+            out.append(dict(w, alive=alive))
+    return out
+
+
+@_api
+def worker_alive() -> bool:
+    """Is some worker consuming this queue (on this host: its pid lives; anywhere: its
+    heartbeat is fresh)?  Correct right after a SIGKILL on this host."""
+    _reap_children()
+    return bool(workers())
+
+
+_CHILDREN: list[subprocess.Popen] = []
+
+
+def _reap_children() -> None:
+    # Workers we started are our children; wait for dead ones so they do not linger as zombies.
+    for p in list(_CHILDREN):
+        if p.poll() is not None:
+            _CHILDREN.remove(p)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def worker_command(device: str = "auto", threads: int | None = None,
+                   max_idle: float | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "xdd", "worker", "--device", device]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    if max_idle is not None:
+        cmd += ["--max-idle", str(max_idle)]
+    return cmd
+
+
+def start_worker(device: str = "auto", threads: int | None = None,
+                 max_idle: float | None = None, log: Path | None = None) -> subprocess.Popen:
+    """Start a detached worker process (its own session: it outlives the caller).
+
+    A fresh interpreter is started (never a fork of this one, which may hold CUDA state);
+    it inherits XDD_CACHE / XDD_QUEUE, and its output goes to ``cache/jobs/worker.log``.
+    """
+    log = log or jobs_dir() / "worker.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    root = str(store.REPO_ROOT)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(worker_command(device, threads, max_idle), cwd=root, env=env,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+    _CHILDREN.append(proc)
+    return proc
+
+
+@_api
+def ensure_worker(timeout: float = 60.0, device: str = "auto",
+                  max_idle: float | None = AUTO_WORKER_MAX_IDLE_S) -> bool:
+    """Start a worker if none is alive; True if one is alive afterwards.
+
+    Safe when many processes call it at once: a file lock lets one of them start the worker
+    and wait for it to register, while the others wait and then find it alive.  A worker
+    started here exits after ``max_idle`` seconds without work, so closing the app does not
+    leave a process behind for good; the next submit starts a new one.
+    """
+    if worker_alive():
+        return True
+    with _file_lock(jobs_dir() / "ensure.lock"):
+        if worker_alive():
+            return True
+        proc = start_worker(device, max_idle=max_idle)
+        store.atomic_write_json(jobs_dir() / "spawned.json",
+                                {"pid": proc.pid, "started": time.time(), "host": HOST})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if worker_alive():
+                return True
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+    return worker_alive()

@@ -1,0 +1,309 @@
+"""The worker process: takes jobs off the huey queue one at a time and runs them.
+
+Start it with ``python -m xdd worker`` (foreground; Ctrl-C stops it and puts its running job
+back on the queue) or let :func:`xdd.jobs.ensure_worker` start a detached one.  One worker
+runs one job at a time on one device; run one worker per GPU (``CUDA_VISIBLE_DEVICES``).
+
+The task code (:func:`run_job`) only needs a job id: the record holds the config.  It claims
+the record atomically, so a duplicated message never runs a job twice.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import jobs
+
+log = logging.getLogger("xdd.worker")
+
+PROGRESS_EVERY_S = 0.5  # record writes (and cancel checks) at most this often
+IDLE_POLL_S = 0.5  # SQLite queue: how often an idle worker looks for a message
+HOUSEKEEPING_S = 5.0  # an idle worker's recovery pass
+
+
+class JobCancelled(Exception):
+    """Raised from the progress callback when the job's cancel was requested."""
+
+
+class JobLost(Exception):
+    """Raised from the progress callback when another process has taken the job over
+    (this worker was judged dead, e.g. after the machine slept)."""
+
+
+@dataclass
+class WorkerState:
+    """What this process is as a worker; shared by the loop, run_job and the heartbeat."""
+
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    device: str = "auto"
+    device_desc: str | None = None
+    threads: int | None = None  # torch CPU threads, re-applied before every job
+    started: float = field(default_factory=time.time)
+    job: str | None = None
+    in_job: bool = False
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def info(self) -> dict[str, Any]:
+        return {"id": self.id, "pid": os.getpid(), "host": jobs.HOST,
+                "pid_space": jobs.PID_SPACE, "device": self.device_desc,
+                "started": self.started, "heartbeat": time.time(), "job": self.job,
+                "queue": jobs.describe_queue()}
+
+
+_STATE: WorkerState | None = None
+
+
+def _state() -> WorkerState:
+    """The worker state; also when run_job runs under a plain huey consumer."""
+    global _STATE
+    if _STATE is None:
+        _STATE = WorkerState()
+    return _STATE
+
+
+def default_threads() -> int:
+    """CPU threads for torch: all usable cores but one (for the app and the browser), at most
+    8.  Oversubscribing a busy CPU makes torch's OpenMP threads spin and run far slower."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = os.cpu_count() or 1
+    return max(1, min(8, n - 1))
+
+
+class JobProgress:
+    """The progress callback handed to run_experiment: writes stage/step/total/ETA to the
+    record (throttled) and raises JobCancelled / JobLost so that the run stops."""
+
+    def __init__(self, job_id: str, worker_id: str, every: float = PROGRESS_EVERY_S):
+        self.job_id, self.worker_id, self.every = job_id, worker_id, every
+        self.stage: str | None = None
+        self.t_stage = self.last = 0.0
+        self.step0 = 0
+
+    def __call__(self, stage: str, step: int, total: int, info: dict) -> None:
+        now = time.monotonic()
+        if stage != self.stage:
+            self.stage, self.t_stage, self.step0 = stage, now, step
+        elif now - self.last < self.every:
+            return
+        self.last = now
+        done = step - self.step0
+        # ETA of the current stage, from its own rate so far.
+        eta = (total - step) * (now - self.t_stage) / done if done > 0 and total >= step else None
+        prog = {"stage": stage, "step": int(step), "total": int(total),
+                "eta_s": None if eta is None else round(eta, 1)}
+        verdict = {}
+
+        def write(r: dict) -> dict | None:
+            if r["status"] != "running" or (r.get("worker") or {}).get("id") != self.worker_id:
+                verdict["lost"] = True
+                return None
+            if r.get("cancel_requested"):
+                verdict["cancel"] = True
+            r.update(progress=prog, heartbeat=time.time())
+            return r
+
+        rec, _ = jobs.records().update(self.job_id, write)
+        if rec is None or verdict.get("lost"):
+            raise JobLost(f"job {self.job_id} was taken over by another process")
+        if verdict.get("cancel"):
+            raise JobCancelled(f"job {self.job_id} cancelled")
+
+
+def _job_heartbeat(job_id: str, worker_id: str, done: threading.Event) -> None:
+    """Keep the running job's heartbeat fresh between progress reports (long stages)."""
+    def beat(r: dict) -> dict | None:
+        if r["status"] != "running" or (r.get("worker") or {}).get("id") != worker_id:
+            return None
+        r["heartbeat"] = time.time()
+        return r
+
+    while not done.wait(jobs.HEARTBEAT_S):
+        try:
+            jobs.records().update(job_id, beat)
+        except Exception:  # a locked or unreachable store must not kill the run
+            log.exception("job heartbeat failed")
+
+
+def _claim(job_id: str, st: WorkerState) -> dict | None:
+    def claim(r: dict) -> dict | None:
+        if r["status"] != "queued" or r.get("cancel_requested"):
+            return None
+        now = time.time()
+        r.update(status="running", started=now, heartbeat=now, attempts=r.get("attempts", 0) + 1,
+                 worker={"id": st.id, "pid": os.getpid(), "host": jobs.HOST,
+                         "pid_space": jobs.PID_SPACE},
+                 device=st.device_desc, error=None,
+                 progress={"stage": "starting", "step": 0, "total": 0, "eta_s": None})
+        return r
+
+    rec, changed = jobs.records().update(job_id, claim)
+    return rec if changed else None
+
+
+def _finish(job_id: str, st: WorkerState, **fields: Any) -> None:
+    def fin(r: dict) -> dict | None:
+        if r["status"] != "running" or (r.get("worker") or {}).get("id") != st.id:
+            return None
+        r.update(finished=time.time(), **fields)
+        return r
+
+    jobs.records().update(job_id, fin)
+
+
+def _requeue(job_id: str, st: WorkerState) -> None:
+    """This worker is stopping: give the job back (not counted as a failed attempt)."""
+    def back(r: dict) -> dict | None:
+        if r["status"] != "running" or (r.get("worker") or {}).get("id") != st.id:
+            return None
+        r.update(status="queued", worker=None, heartbeat=None, enqueued=None, started=None,
+                 device=None, attempts=max(0, r.get("attempts", 1) - 1),
+                 progress={"stage": "queued", "step": 0, "total": 0, "eta_s": None},
+                 note="re-queued: its worker was stopped")
+        return r
+
+    _, changed = jobs.records().update(job_id, back)
+    if changed:
+        jobs._send(job_id)
+
+
+def run_job(job_id: str) -> None:
+    """The huey task: run one job and record how it ended.  Never raises for a bad run."""
+    from .config import from_dict
+    from .experiment import cached_results, run_experiment
+
+    st = _state()
+    if st.device_desc is None:
+        _resolve_device(st)
+    rec = _claim(job_id, st)
+    if rec is None:
+        log.info("job %s: not queued any more (cancelled, done or taken); skipped", job_id)
+        return
+    log.info("job %s: running %s", job_id, rec["run_key"])
+    st.job = job_id
+    done = threading.Event()
+    hb = threading.Thread(target=_job_heartbeat, args=(job_id, st.id, done), daemon=True)
+    hb.start()
+    try:
+        st.in_job = True
+        if st.stop.is_set():  # Ctrl-C arrived while the job was being claimed
+            raise KeyboardInterrupt
+        if st.threads:  # a library may have changed it during the previous job
+            import torch
+
+            torch.set_num_threads(st.threads)
+        cfg = from_dict(rec["config"])
+        was_cached = cached_results(cfg) is not None
+        res = run_experiment(cfg, device=st.device, progress=JobProgress(job_id, st.id))
+        st.in_job = False
+        # The device that computed the result: this worker's, or the original run's if cached.
+        _finish(job_id, st, status="done", run_key=res["run_key"], cached=was_cached,
+                device=res.get("device") if was_cached else st.device_desc,
+                progress={"stage": "done", "step": 1, "total": 1, "eta_s": 0.0})
+        log.info("job %s: done", job_id)
+    except JobCancelled:
+        st.in_job = False
+        _finish(job_id, st, status="cancelled",
+                progress=dict(jobs.records().get(job_id)["progress"], eta_s=None))
+        log.info("job %s: cancelled", job_id)
+    except JobLost as exc:
+        st.in_job = False
+        log.warning("%s; this worker stopped its copy", exc)
+    except KeyboardInterrupt:
+        st.in_job = False
+        _requeue(job_id, st)
+        log.info("job %s: worker stopping, job put back on the queue", job_id)
+    except Exception as exc:
+        st.in_job = False
+        log.error("job %s failed:\n%s", job_id, traceback.format_exc())
+        _finish(job_id, st, status="failed", error=jobs.one_line(exc))
+    finally:
+        st.in_job = False
+        st.job = None
+        done.set()
+        hb.join(timeout=5)
+
+
+def _resolve_device(st: WorkerState) -> None:
+    from .device import describe, resolve_device
+
+    st.device_desc = describe(resolve_device(st.device))
+
+
+def _heartbeat_loop(st: WorkerState) -> None:
+    while not st.stop.wait(jobs.HEARTBEAT_S):
+        try:
+            jobs.records().beat(st.info())
+        except Exception:
+            log.exception("worker heartbeat failed")
+
+
+def run_worker(device: str = "auto", threads: int | None = None, once: bool = False,
+               max_idle: float | None = None) -> int:
+    """Consume the queue until stopped (SIGINT/SIGTERM), ``once`` job, or ``max_idle`` seconds
+    without work.  Returns the number of jobs taken."""
+    global _STATE
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    st = _STATE = WorkerState(device=device)
+    # Register before importing torch, so ensure_worker() sees us within a second.
+    jobs.records().beat(st.info())
+    beat = threading.Thread(target=_heartbeat_loop, args=(st,), daemon=True)
+    beat.start()
+
+    def on_signal(signum, frame) -> None:
+        st.stop.set()
+        if st.in_job:  # stop the run now; run_job puts the job back on the queue
+            raise KeyboardInterrupt
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    taken = 0
+    try:
+        import torch
+
+        st.threads = threads or default_threads()
+        torch.set_num_threads(st.threads)
+        _resolve_device(st)
+        jobs.records().beat(st.info())
+        log.info("worker %s (pid %d) on %s, queue %s", st.id, os.getpid(), st.device_desc,
+                 jobs.describe_queue())
+        jobs.clean_tmp()  # run folders half-written by a killed worker
+        jobs.recover()
+        h = jobs.get_huey()
+        redis = jobs.queue_url() is not None
+        last_work = last_house = time.monotonic()
+        while not st.stop.is_set():
+            task = h.dequeue()  # RedisHuey blocks up to 1 s here
+            if task is None:
+                now = time.monotonic()
+                if now - last_house > HOUSEKEEPING_S:
+                    last_house = now
+                    jobs.recover()
+                    jobs.resend_lost()
+                if max_idle is not None and now - last_work > max_idle:
+                    break
+                if not redis:
+                    st.stop.wait(IDLE_POLL_S)
+                continue
+            taken += 1
+            h.execute(task)
+            last_work = time.monotonic()
+            if once:
+                break
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        st.stop.set()
+        try:
+            jobs.records().remove_worker(st.id)
+        except Exception:
+            log.exception("could not unregister the worker")
+        log.info("worker %s stopped after %d job(s)", st.id, taken)
+    return taken
