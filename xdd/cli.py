@@ -104,11 +104,13 @@ def _check_device(name: str) -> None:
     resolve_device(name)
 
 
-def _check_data(cfg: RunConfig) -> None:
-    """Load MNIST and draw the splits now, so a bad folder or shot count fails up front."""
+def _check_data(*configs: RunConfig) -> None:
+    """Load MNIST and draw every config's splits now, so a bad folder or shot count fails
+    before anything runs."""
     from .data import load_mnist, make_splits
 
-    make_splits(cfg, load_mnist(cfg.data.root))
+    for cfg in configs:
+        make_splits(cfg, load_mnist(cfg.data.root))
 
 
 class TqdmProgress:
@@ -160,6 +162,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, ood_digit=args.ood_digit, shots=args.shots, seed=args.seed)
     _check_device(args.device)
     _check_data(cfg)
+    from .experiment import cached_results
+
+    cached = not args.force and cached_results(cfg) is not None
     bar = TqdmProgress()
     t = time.perf_counter()
     try:
@@ -167,7 +172,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     print(format_results(res))
-    print(f"(answered in {time.perf_counter() - t:.1f} s)")
+    how = "answered from the cache" if cached else "computed"
+    print(f"({how} in {time.perf_counter() - t:.1f} s)")
     return 0
 
 
@@ -184,7 +190,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     seeds = list(range(args.first_seed, args.first_seed + args.reps))
     configs = [validate(c) for c in sweep_configs(base, args.digits, seeds, args.shots)]
     _check_device(args.device)
-    _check_data(max(configs, key=lambda c: c.shots))
+    _check_data(*configs)
     import shlex
 
     run_sweep(configs, device=args.device, out=args.out, title=args.title,

@@ -58,17 +58,20 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class RetrainConfig:
+    # Defaults chosen on the validation split (docs/METHOD.md section 5), never on test data.
     steps: int = 200
-    lr: float = 1e-4
+    lr: float = 1e-3
     weight_decay: float = 0.0
-    beta: float = 1.0  # weight of the I(Z;Y) (MCDD) term: L = I(X;Z) - beta * I(Z;Y)
-    pair_weight: float = 1.0  # weight of the I(X;Z) (pairwise) term
+    beta: float = 1.0  # weight of the I(Z;Y) (MCDD) side: L = I(X;Z) - beta * I(Z;Y)
+    pair_weight: float = 10.0  # weight of the I(X;Z) (pairwise) term
     # How the pairwise term is made well posed: "sphere" (embeddings on the unit sphere, so
     # every squared distance lies in [0, 4]), "ratio" (on the sphere, and inter-class
     # distances relative to the within-class spread) or "none" (the paper's formula as
     # written, unbounded below; kept for the ablation).
     pair_mode: str = "sphere"
-    train_blocks: int = 4  # number of last conv blocks of D that are retrained (1..4)
+    sigma_init: str = "mle"  # start of the MCDD deviations: "mle" (E||z-mu||^2/d) or "unit" (1)
+    pull_weight: float = 10.0  # Deep MCDD's pull of each sample to its class center (x beta)
+    train_blocks: int = 1  # number of last conv blocks of D that are retrained (1..4)
     l2sp: float = 0.0  # pull toward the pretrained weights (L2-SP), per retrained parameter
     augment_shift: int = 0  # random translations of the labeled images, in pixels
     freeze_bn: bool = True  # keep BatchNorm running stats of the pretrained D
@@ -118,7 +121,7 @@ _PRESETS: dict[str, RunConfig] = {
     "quick": RunConfig(
         preset="quick",
         pretrain=PretrainConfig(g_width=0.25, d_width=1.0, steps=1500, batch_size=64),
-        projection=ProjectionConfig(n_samples=2000),
+        projection=ProjectionConfig(n_samples=1000),
     ),
     # Paper Table 1 widths; 20 epochs of the ~54k in-distribution images at batch 64.
     "paper": RunConfig(
@@ -139,6 +142,8 @@ def _replace_nested(cfg: Any, overrides: dict[str, Any]) -> Any:
         if head not in names:
             raise ConfigError(f"unknown config field {key!r} for {type(cfg).__name__}")
         if rest:
+            if not dataclasses.is_dataclass(getattr(cfg, head)):
+                raise ConfigError(f"unknown config field {key!r}: {head!r} has no sub-fields")
             nested.setdefault(head, {})[rest] = value
         elif isinstance(value, dict) and dataclasses.is_dataclass(getattr(cfg, head)):
             nested.setdefault(head, {}).update(value)
@@ -157,13 +162,47 @@ def preset(name: str, **overrides: Any) -> RunConfig:
     """The named preset with overrides applied (dotted keys reach nested fields), validated."""
     if name not in _PRESETS:
         raise ConfigError(f"unknown preset {name!r}; accepted: {', '.join(PRESETS)}")
-    cfg = _replace_nested(_PRESETS[name], overrides)
-    validate(cfg)
-    return cfg
+    return canonical(validate(_replace_nested(_PRESETS[name], overrides)))
+
+
+def canonical(cfg: RunConfig) -> RunConfig:
+    """Methods in METHODS order without repeats, so equal configs get equal run keys."""
+    return dataclasses.replace(cfg, methods=tuple(m for m in METHODS if m in cfg.methods))
+
+
+# Numeric fields: (type, lowest accepted, may be None).  Integers are accepted for floats.
+_NUMERIC = {
+    "data.n_pretrain": (int, 1, True), "data.n_test": (int, 10, True),
+    "pretrain.z_dim": (int, 1, False), "pretrain.steps": (int, 0, False),
+    "pretrain.batch_size": (int, 1, False), "pretrain.lr": (float, 1e-12, False),
+    "pretrain.beta1": (float, 0.0, False), "pretrain.seed": (int, 0, False),
+    "retrain.steps": (int, 0, False), "retrain.lr": (float, 1e-12, False),
+    "retrain.weight_decay": (float, 0.0, False), "retrain.beta": (float, 0.0, False),
+    "retrain.pair_weight": (float, 0.0, False), "retrain.pull_weight": (float, 0.0, False),
+    "retrain.l2sp": (float, 0.0, False), "retrain.augment_shift": (int, 0, False),
+    "retrain.train_blocks": (int, 1, False),
+    "score.pixel_pca": (int, 1, False), "projection.n_samples": (int, 0, False),
+    "projection.seed": (int, 0, False),
+}
+
+
+def _check_numeric(cfg: RunConfig) -> None:
+    for path, (typ, low, nullable) in _NUMERIC.items():
+        head, name = path.split(".")
+        value = getattr(getattr(cfg, head), name)
+        if value is None and nullable:
+            continue
+        ok_type = (isinstance(value, int) if typ is int else isinstance(value, (int, float)))
+        if isinstance(value, bool) or not ok_type:
+            kind = "an integer" if typ is int else "a number"
+            raise ConfigError(f"{path} {value!r} is not {kind}; accepted: {kind} >= {low:g}")
+        if value < low or value != value:  # value != value: NaN
+            raise ConfigError(f"{path} {value!r} is out of range; accepted: >= {low:g}")
 
 
 def validate(cfg: RunConfig) -> RunConfig:
     """Raise ConfigError naming the first bad value and the accepted range."""
+    _check_numeric(cfg)
     if cfg.preset not in PRESETS:
         raise ConfigError(f"unknown preset {cfg.preset!r}; accepted: {', '.join(PRESETS)}")
     if not isinstance(cfg.ood_digit, int) or not 0 <= cfg.ood_digit <= 9:
@@ -182,15 +221,17 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"unknown projection {p!r}; accepted: {', '.join(PROJECTIONS)}")
     if cfg.data.eval_split not in ("test", "val"):
         raise ConfigError(f"data.eval_split {cfg.data.eval_split!r}; accepted: test, val")
-    if cfg.projection.n_samples < 0:
-        raise ConfigError(f"projection.n_samples {cfg.projection.n_samples} must be >= 0")
     r = cfg.retrain
     if r.pair_mode not in ("sphere", "ratio", "none"):
         raise ConfigError(f"retrain.pair_mode {r.pair_mode!r}; accepted: sphere, ratio, none")
+    for path in ("retrain.freeze_bn", "score.normalize"):
+        head, name = path.split(".")
+        if not isinstance(getattr(getattr(cfg, head), name), bool):
+            raise ConfigError(f"{path} {getattr(getattr(cfg, head), name)!r}; accepted: true, false")
+    if r.sigma_init not in ("mle", "unit"):
+        raise ConfigError(f"retrain.sigma_init {r.sigma_init!r}; accepted: mle, unit")
     if not 1 <= r.train_blocks <= 4:
         raise ConfigError(f"retrain.train_blocks {r.train_blocks} is out of range; accepted: 1-4")
-    if r.steps < 0 or cfg.pretrain.steps < 0:
-        raise ConfigError("training steps must be >= 0")
     bw = cfg.score.bandwidth
     if not (bw == "loo" or (isinstance(bw, (int, float)) and not isinstance(bw, bool) and bw > 0)):
         raise ConfigError(f"score.bandwidth {bw!r}; accepted: 'loo' or a positive number")
@@ -221,7 +262,7 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
             kwargs[key] = value
         return cls(**kwargs)
 
-    return validate(build(RunConfig, d))
+    return canonical(validate(build(RunConfig, d)))
 
 
 _SUBCONFIGS = {

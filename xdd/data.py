@@ -84,8 +84,11 @@ def _read_torchvision(root: Path) -> MNIST:
                     _read_idx(_find(raw, "t10k-labels-idx1-ubyte")).astype(np.int64))
     except (OSError, ValueError, EOFError) as exc:
         raise ConfigError(f"data folder {str(root)!r} is unreadable: {exc}") from exc
-    if out.x_train.shape[1:] != (28, 28) or len(out.x_train) != len(out.y_train):
-        raise ConfigError(f"data folder {str(root)!r} does not hold MNIST-shaped files")
+    for x, y in ((out.x_train, out.y_train), (out.x_test, out.y_test)):
+        if x.ndim != 3 or x.shape[1:] != (28, 28) or len(x) != len(y) or len(y) == 0:
+            raise ConfigError(f"data folder {str(root)!r} does not hold MNIST-shaped files")
+        if y.min() < 0 or y.max() >= N_CLASSES:
+            raise ConfigError(f"data folder {str(root)!r} has labels outside 0-9")
     return out
 
 
@@ -146,14 +149,16 @@ def labeled_indices(y_train: np.ndarray, ood_digit: int, shots: int, seed: int) 
     Returned in class order (all 0s, then all 1s, ...), so the draw is easy to inspect.
     """
     rng = np.random.default_rng([seed, 1009])
+    limit = int(min(c for k, c in enumerate(np.bincount(y_train, minlength=N_CLASSES))
+                    if k != ood_digit))
+    if shots > limit:
+        raise ConfigError(f"shots {shots} is more than the smallest in-distribution digit has "
+                          f"({limit}); accepted: 1-{limit}")
     out = []
     for k in range(N_CLASSES):
         if k == ood_digit:
             continue
         pool = np.flatnonzero(y_train == k)
-        if shots > len(pool):
-            raise ConfigError(f"shots {shots} is more than digit {k} has ({len(pool)}); "
-                              f"accepted: 1-{len(pool)}")
         out.append(np.sort(rng.choice(pool, size=shots, replace=False)))
     return np.concatenate(out)
 
@@ -182,6 +187,7 @@ class Splits:
 
 
 def max_shots(data: MNIST, ood_digit: int) -> int:
+    """The most shots a run can ask for: the smallest in-distribution class."""
     counts = np.bincount(data.y_train, minlength=N_CLASSES)
     return int(min(c for k, c in enumerate(counts) if k != ood_digit))
 

@@ -33,7 +33,14 @@ def load_pretrained(cfg: RunConfig, device):
     """(G, D) from the cache, or None when absent or unreadable."""
     from .models import Discriminator, Generator
 
-    state = store.load_checkpoint(store.pretrain_dir(pretrain_key(cfg)) / "checkpoint.pt")
+    pdir = store.pretrain_dir(pretrain_key(cfg))
+    meta = store.read_json(pdir / "config.json")
+    ckpt = pdir / "checkpoint.pt"
+    # torch.load does not notice a flipped byte inside a tensor: check the recorded hash first.
+    if not isinstance(meta, dict) or not ckpt.is_file() \
+            or meta.get("checkpoint_sha256") != store.sha256_file(ckpt):
+        return None
+    state = store.load_checkpoint(ckpt)
     if state is None or state.get("code_version") != CODE_VERSION:
         return None
     p = cfg.pretrain
@@ -66,7 +73,8 @@ def ensure_pretrained(cfg: RunConfig, x_pre, device, progress: Progress):
     })
     store.atomic_write_json(pdir / "config.json", {
         "ood_digit": cfg.ood_digit, "data": to_dict(cfg.data), "pretrain": to_dict(cfg.pretrain),
-        "code_version": CODE_VERSION})
+        "code_version": CODE_VERSION,
+        "checkpoint_sha256": store.sha256_file(pdir / "checkpoint.pt")})
     return G, D, False, time.perf_counter() - t0
 
 

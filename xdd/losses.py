@@ -76,7 +76,8 @@ def within_class_spread(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def xdd_loss(z: torch.Tensor, y: torch.Tensor, centers: torch.Tensor, log_sigma: torch.Tensor,
              bias: torch.Tensor | None = None, *, beta: float = 1.0, pair_weight: float = 1.0,
-             pair_mode: str = "sphere") -> tuple[torch.Tensor, dict[str, float]]:
+             pair_mode: str = "sphere", pull_weight: float = 0.0
+             ) -> tuple[torch.Tensor, dict[str, float]]:
     """L = I(X;Z) - beta I(Z;Y)  ~  pair_weight * pairwise_term + beta * mcdd_loss.
 
     ``pair_mode="sphere"`` puts z on the unit sphere first, which bounds every squared distance
@@ -84,7 +85,8 @@ def xdd_loss(z: torch.Tensor, y: torch.Tensor, centers: torch.Tensor, log_sigma:
     distances relative to the pooled within-class spread (sigma^2 = spread + eps), so the same
     term pulls classes together while it pushes them apart; ``"none"`` is the formula as
     written (scaling z up lowers it without bound).  ``beta=0`` is the pairwise-only ablation and
-    ``pair_weight=0`` the MCDD-only baseline.
+    ``pair_weight=0`` the MCDD-only baseline.  ``pull_weight`` adds Deep MCDD's center pull
+    (scaled by beta, as part of the I(Z;Y) side).
     """
     if pair_mode not in ("sphere", "ratio", "none"):
         raise ValueError(f"unknown pair_mode {pair_mode!r}")
@@ -94,8 +96,19 @@ def xdd_loss(z: torch.Tensor, y: torch.Tensor, centers: torch.Tensor, log_sigma:
     sigma2 = within_class_spread(z, y) + RATIO_EPS if pair_mode == "ratio" else 1.0
     pw = pairwise_term(z, y, sigma2)
     loss = beta * mc + pair_weight * pw
-    return loss, {"loss": float(loss.detach()), "mcdd": float(mc.detach()),
-                  "pairwise": float(pw.detach())}
+    parts = {"mcdd": float(mc.detach()), "pairwise": float(pw.detach())}
+    if pull_weight:
+        pl = center_pull(z, y, centers)
+        loss = loss + beta * pull_weight * pl
+        parts["pull"] = float(pl.detach())
+    parts["loss"] = float(loss.detach())
+    return loss, parts
+
+
+def center_pull(z: torch.Tensor, y: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """(1/N) sum_i ||z_i - mu_{y_i}||^2: Deep MCDD's pull of each sample to its class center,
+    which keeps pulling after the MAP cross-entropy has reached zero."""
+    return (z - centers[y]).pow(2).sum(1).mean()
 
 
 def svdd_loss(z: torch.Tensor, center: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,8 @@ def pr_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def auprc(labels, scores) -> float:
     """Average precision: sum_n (R_n - R_{n-1}) P_n."""
     precision, recall, _ = pr_curve(labels, scores)
-    return float(np.sum(np.diff(recall) * precision[1:]))
+    # Summed from the lowest threshold up, in sklearn's order, so the float result is identical.
+    return float(max(0.0, -np.sum(np.diff(recall[::-1]) * precision[::-1][:-1])))
 
 
 def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:

@@ -85,10 +85,17 @@ def retrain(D0: Discriminator, cfg: RetrainConfig, x: torch.Tensor, y: torch.Ten
         d = z0.shape[1]
         centers0 = torch.stack([z0[y == c].mean(0) for c in range(k)])  # (K, d)
         # Isotropic Gaussian MLE of each class's deviation: sigma^2 = E||z - mu||^2 / d.
-        spread = torch.stack([((z0[y == c] - centers0[c]) ** 2).sum(1).mean() for c in range(k)])
-        # One shot per class has no spread: fall back to the spread around the global mean.
-        floor = ((z0 - z0.mean(0)) ** 2).sum(1).mean().clamp_min(1e-6) * 1e-2
-        log_sigma0 = 0.5 * torch.log(torch.maximum(spread, floor) / d)
+        if cfg.sigma_init == "unit":
+            # Deep MCDD's start (sigma_k = 1): on the sphere every squared distance is <= 4, so
+            # the class posterior starts soft and the MAP term has gradients to follow.
+            log_sigma0 = torch.zeros(k, device=device)
+        else:
+            # Isotropic maximum likelihood, sigma_k^2 = E||z - mu_k||^2 / d.  In d ~ 3000 this
+            # saturates the softmax at once (the MAP term is then ~0 and teaches nothing).
+            spread = torch.stack([((z0[y == c] - centers0[c]) ** 2).sum(1).mean() for c in range(k)])
+            # One shot per class has no spread: fall back to the spread around the global mean.
+            floor = ((z0 - z0.mean(0)) ** 2).sum(1).mean().clamp_min(1e-6) * 1e-2
+            log_sigma0 = 0.5 * torch.log(torch.maximum(spread, floor) / d)
 
     extra: list[torch.Tensor] = []
     head = None
@@ -118,7 +125,7 @@ def retrain(D0: Discriminator, cfg: RetrainConfig, x: torch.Tensor, y: torch.Ten
         if method in ("xdd", "mcdd", "pairwise"):
             beta, pw = _loss_weights(method, cfg)
             loss, parts = xdd_loss(z, y, centers, log_sigma, bias, beta=beta, pair_weight=pw,
-                                   pair_mode=cfg.pair_mode)
+                                   pair_mode=cfg.pair_mode, pull_weight=cfg.pull_weight)
         elif method == "svdd":
             loss = svdd_loss(z, svdd_center)
             parts = {"loss": float(loss.detach())}

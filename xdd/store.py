@@ -73,6 +73,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache must be readable
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -165,11 +166,18 @@ class RunWriter:
         files = {p.name: sha256_file(p) for p in sorted(self.tmp.iterdir()) if p.is_file()
                  and p.name != "results.json"}
         results = dict(results, files=files)
+        results["results_sha256"] = results_digest(results)
         atomic_write_json(self.tmp / "results.json", results)
         if self.final.exists():  # a stale or corrupt copy: replace it
             shutil.rmtree(self.final, ignore_errors=True)
         os.replace(self.tmp, self.final)
         return results
+
+
+def results_digest(results: dict[str, Any]) -> str:
+    """SHA-256 of results.json's content without its own digest field (detects edits)."""
+    body = {k: v for k, v in results.items() if k != "results_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def load_results(key: str) -> dict[str, Any] | None:
@@ -181,7 +189,8 @@ def load_results(key: str) -> dict[str, Any] | None:
     if not d.is_dir():
         return None
     res = read_json(d / "results.json")
-    ok = isinstance(res, dict) and isinstance(res.get("files"), dict) and res.get("run_key") == key
+    ok = (isinstance(res, dict) and isinstance(res.get("files"), dict)
+          and res.get("run_key") == key and res.get("results_sha256") == results_digest(res))
     if ok:
         for name, digest in res["files"].items():
             p = d / name
