@@ -1,0 +1,237 @@
+"""Method page (teaching): the XDD loss, where each term comes from, and a live toy.
+
+The toy is the one place a page trains anything: a 90-point, two-second demonstration that
+imports torch only when the button is pressed (see pages/_toy.py, a pure function).
+"""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from pages._common import DIGIT_COLORS, require_router
+from pages._toy import N_CLASSES
+from xdd.config import preset
+
+require_router()
+st.title("Method: the XDD loss")
+st.caption("S. Ando, *Deep Representation Learning with an Information-theoretic Loss*. "
+           "The network is the discriminator of a GAN; retraining reshapes its embedding "
+           "z = f(x) with a few labeled images per digit.")
+
+tab_loss, tab_toy = st.tabs(["The loss, step by step", "Try it: MCDD only vs XDD"])
+
+with tab_loss:
+    st.subheader("1 · The objective: an information bottleneck")
+    st.markdown("The embedding $Z=f(X)$ should forget as much about the image $X$ as it can "
+                "while keeping what tells the classes $Y$ apart:")
+    st.latex(r"\mathcal{L} \;=\; I(X;Z)\;-\;\beta\, I(Z;Y)")
+    st.markdown("Neither mutual information can be computed exactly, so each is replaced by an "
+                "estimate on a batch of $N$ labeled embeddings $z_1,\\dots,z_N$ with classes "
+                "$y_1,\\dots,y_N$.")
+
+    st.subheader("2 · Keeping the class information: the MCDD term")
+    st.markdown("Give every in-distribution class $k$ a Gaussian with center $\\mu_k$, width "
+                "$\\sigma_k$ and log-prior $b_k$ (Deep MCDD, Lee et al. 2020). Its posterior is a "
+                "softmax over distances to the centers:")
+    st.latex(r"q(y=k\mid z) \;=\; \operatorname{softmax}_k\!\Big(-\frac{\lVert z-\mu_k\rVert^2}"
+             r"{2\sigma_k^2} \;-\; d\log\sigma_k \;+\; b_k\Big)")
+    st.markdown("Because $I(Z;Y)=H(Y)-H(Y\\mid Z)$ and $H(Y)$ is fixed, and "
+                "$-H(Y\\mid Z) \\ge \\mathbb{E}\\log q(y\\mid z)$ for any model $q$, the log "
+                "likelihood of the labels is a lower bound on $I(Z;Y)$ up to a constant:")
+    st.latex(r"I(Z;Y) \;\gtrsim\; \frac{1}{N}\sum_{i=1}^{N} \log q(y_i \mid z_i)"
+             r" \;=\; -\,\mathcal{L}_{\text{MCDD}}")
+    st.markdown("**What it does:** maximising it pulls each embedding toward its own class "
+                "center and away from the others' centers, i.e. it makes each class a tight "
+                "Gaussian blob. It only needs the classes to be *separable*, not far apart.")
+
+    st.subheader("3 · Forgetting the rest: the pairwise term")
+    st.markdown("The paper estimates $I(X;Z)$ from the distances between embeddings (a Gaussian "
+                "kernel estimate of the entropy of $Z$ with width $\\sigma$) and reads it as the "
+                "sum over pairs:")
+    st.latex(r"I(X;Z) \;\approx\; -\frac{1}{N^2}\sum_{i,j}\frac{\lVert z_i-z_j\rVert^2}"
+             r"{2\sigma^2} \;+\; \text{const}")
+    st.markdown("This implementation keeps only the pairs $P$ of **different** classes, so that "
+                "lowering the term pushes classes apart:")
+    st.latex(r"\mathcal{L}_{\text{pair}} \;=\; -\frac{1}{\lvert P\rvert}\sum_{(i,j)\in P}"
+             r"\frac{\lVert z_i-z_j\rVert^2}{2\sigma^2},\qquad P=\{(i,j): y_i\neq y_j\}")
+    st.markdown("**What it does:** it rewards every inter-class pair for being far apart, so "
+                "the class blobs spread out over the whole embedding space and leave empty room "
+                "between them, which is where an unseen digit can land and be noticed.")
+
+    st.subheader("4 · Making it well posed")
+    st.markdown("As written, $\\mathcal{L}_{\\text{pair}}$ has no minimum: multiplying every "
+                "$z$ by 10 multiplies it by 100, so a network could lower it forever by growing "
+                "its output. The embeddings are therefore put on the unit sphere before both "
+                "terms are computed:")
+    st.latex(r"\hat z = \frac{z}{\lVert z\rVert}\quad\Longrightarrow\quad "
+             r"0 \le \lVert \hat z_i-\hat z_j\rVert^2 \le 4")
+    st.markdown("Distances are now bounded, so the only way to lower the pairwise term is to "
+                "arrange the classes on the sphere, not to inflate the scale "
+                "(`pair_mode = \"sphere\"`). The `\"ratio\"` mode goes one step further and "
+                "measures the distances between classes in units of the spread within them, "
+                "a Fisher-like ratio that pushes classes apart *and* pulls each one together:")
+    st.latex(r"\sigma^2 \;=\; \frac{1}{N}\sum_{i}\lVert \hat z_i-\hat\mu_{y_i}\rVert^2"
+             r" \;+\; \varepsilon \qquad (\text{pair\_mode} = \text{ratio})")
+    st.markdown("The loss that training minimises (`xdd.losses.xdd_loss`) is")
+    st.latex(r"\mathcal{L}_{\text{XDD}} \;=\; \beta\,\mathcal{L}_{\text{MCDD}}(\hat z)"
+             r"\;+\;\lambda\,\mathcal{L}_{\text{pair}}(\hat z)")
+    defaults = preset("quick").retrain
+    st.markdown(f"with $\\beta$ = `retrain.beta` and $\\lambda$ = `retrain.pair_weight`. "
+                f"$\\lambda=0$ is the MCDD-only baseline, $\\beta=0$ the pairwise-only "
+                f"ablation. The quick preset trains with β = {defaults.beta:g}, "
+                f"λ = {defaults.pair_weight:g}, `pair_mode = \"{defaults.pair_mode}\"`"
+                + (f", plus Deep MCDD's pull of each point to its class centre with weight "
+                   f"{defaults.pull_weight:g}" if defaults.pull_weight else "")
+                + ". docs/METHOD.md says how they were chosen (on a validation split, never "
+                  "the test set).")
+
+    st.subheader("5 · Scoring")
+    st.markdown("After retraining, a kernel density estimate is fitted on the embeddings of the "
+                "labeled images only. A test image's anomaly score is its negative log density: "
+                "far from every labeled class means a high score. The bandwidth is chosen by "
+                "leave-one-out likelihood on the labeled set, never by looking at test labels.")
+    st.latex(r"s(x) \;=\; -\log \frac{1}{L}\sum_{l=1}^{L} "
+             r"\mathcal{N}\big(\hat f(x);\,\hat f(x_l),\,h^2 I\big)")
+
+# ---------------------------------------------------------------- live toy
+
+
+def _sphere_wire() -> list[go.Scatter3d]:
+    """A few latitude and longitude circles, so the eye reads the points as on a sphere."""
+    t = np.linspace(0, 2 * np.pi, 73)
+    lines = []
+    for lat in np.radians([-60, -30, 0, 30, 60]):
+        lines.append((np.cos(lat) * np.cos(t), np.cos(lat) * np.sin(t),
+                      np.full_like(t, np.sin(lat))))
+    for lon in np.radians(np.arange(0, 180, 30)):
+        lines.append((np.cos(t) * np.cos(lon), np.cos(t) * np.sin(lon), np.sin(t)))
+    xs, ys, zs = [], [], []
+    for x, y, z in lines:  # one trace, circles separated by gaps
+        xs += [*x, None]
+        ys += [*y, None]
+        zs += [*z, None]
+    return go.Scatter3d(x=xs, y=ys, z=zs, mode="lines", hoverinfo="skip", showlegend=False,
+                        line=dict(color="#d0d0d0", width=1))
+
+
+def toy_figure(out: dict) -> go.Figure:
+    """Both runs side by side on the unit sphere, animated over the training snapshots."""
+    y = out["y"]
+    names = (("mcdd", "MCDD only (λ = 0)"), ("xdd", "XDD (λ = 1)"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[t for _, t in names],
+                        specs=[[{"type": "scene"}, {"type": "scene"}]], horizontal_spacing=0.02)
+
+    def traces(frame: int) -> list[go.Scatter3d]:
+        tr = []
+        for col, (m, _) in enumerate(names, start=1):
+            z = out["methods"][m]["snapshots"][frame]
+            for k in range(N_CLASSES):
+                tr.append(go.Scatter3d(
+                    x=z[y == k, 0], y=z[y == k, 1], z=z[y == k, 2], mode="markers",
+                    name=f"class {k}", legendgroup=f"c{k}", showlegend=col == 1,
+                    marker=dict(size=5, color=DIGIT_COLORS[k], opacity=0.9),
+                    scene="scene" if col == 1 else "scene2",
+                    hovertemplate=f"class {k}<extra></extra>"))
+        return tr
+
+    for col in (1, 2):
+        fig.add_trace(_sphere_wire(), row=1, col=col)
+    n_frames = len(out["steps"])
+    for tr in traces(n_frames - 1):
+        fig.add_trace(tr)
+    moving = list(range(2, 2 + 2 * N_CLASSES))  # the class traces, after the two wireframes
+    fig.frames = [go.Frame(data=traces(f), traces=moving, name=str(s))
+                  for f, s in enumerate(out["steps"])]
+    axis = dict(visible=False, range=[-1.05, 1.05])
+    scene = dict(xaxis=axis, yaxis=axis, zaxis=axis, aspectmode="cube",
+                 camera=dict(eye=dict(x=0.95, y=0.95, z=0.6)))
+    anim = dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))
+    fig.update_layout(
+        scene=scene, scene2=scene, height=600, margin=dict(l=0, r=0, t=40, b=0),
+        legend=dict(orientation="h", y=-0.02, x=0.5, xanchor="center"),
+        updatemenus=[dict(type="buttons", showactive=False, x=0.0, y=-0.16, xanchor="left",
+                          buttons=[dict(label="▶ play", method="animate",
+                                        args=[None, dict(frame=dict(duration=120, redraw=True),
+                                                         fromcurrent=False,
+                                                         transition=dict(duration=0))])])],
+        sliders=[dict(active=n_frames - 1, x=0.08, len=0.92, y=-0.1,
+                      currentvalue=dict(prefix="training step "),
+                      steps=[dict(label=str(s), method="animate", args=[[str(s)], anim])
+                             for s in out["steps"]])])
+    return fig
+
+
+def stats_figure(out: dict) -> go.Figure:
+    names = (("mcdd", "MCDD only (λ = 0)"), ("xdd", "XDD (λ = 1)"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[
+        "within-class spread (lower = tighter classes)",
+        "mean distance² between classes (higher = further apart)"])
+    for m, label in names:
+        stats = out["methods"][m]["stats"]
+        color = "#1f77b4" if m == "mcdd" else "#d62728"
+        xs = [s["step"] for s in stats]
+        fig.add_trace(go.Scatter(x=xs, y=[s["within"] for s in stats], name=label,
+                                 line=dict(color=color, width=3), legendgroup=m), 1, 1)
+        fig.add_trace(go.Scatter(x=xs, y=[s["between"] for s in stats], name=label,
+                                 line=dict(color=color, width=3), legendgroup=m,
+                                 showlegend=False), 1, 2)
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white",
+                      legend=dict(orientation="h", y=1.25, x=0))
+    fig.update_xaxes(title_text="training step", gridcolor="#eee")
+    fig.update_yaxes(gridcolor="#eee", rangemode="tozero")
+    return fig
+
+
+with tab_toy:
+    st.subheader("MCDD only vs XDD on a toy problem")
+    st.markdown(f"{N_CLASSES} classes × 10 points in the plane (blobs on a 3×3 grid that "
+                "almost touch) go through a small network (2 → 64 → 64 → 3) whose output is "
+                "put on the unit sphere. Both runs start from the same network and use the same "
+                "loss function as the real retraining (`xdd_loss`); the only difference is the "
+                "pairwise weight λ. Drag a sphere to turn it.")
+    trained = preset("quick").retrain
+    modes = ["sphere", "ratio"]
+    t1, t2, t3, t4, t5 = st.columns([1, 1, 1, 0.8, 1.1], vertical_alignment="bottom")
+    steps = t1.slider("Training steps", 100, 600, 300, step=50, key="toy-steps")
+    beta = t2.slider("β (MCDD weight)", 0.25, 4.0, 1.0, step=0.25, key="toy-beta")
+    mode = t3.segmented_control(
+        "Pairwise term", modes, required=True, key="toy-mode",
+        default=trained.pair_mode if trained.pair_mode in modes else "sphere",
+        help="sphere: distances on the unit sphere; ratio: the same, in units of the "
+             "within-class spread (see 4 · Making it well posed).")
+    seed = t4.number_input("Seed", 0, 999, 0, key="toy-seed")
+    go_btn = t5.button("▶ Train both", type="primary", key="toy-run", width="stretch")
+
+    params = (int(steps), float(beta), str(mode), int(seed))
+    if go_btn:
+        from pages._toy import train_toy  # torch is imported here, on demand
+
+        with st.spinner("Training two tiny networks…"):
+            st.session_state["toy"] = (params, train_toy(
+                seed=int(seed), steps=int(steps), beta=float(beta), pair_mode=str(mode),
+                pull_weight=trained.pull_weight))
+
+    toy = st.session_state.get("toy")
+    if toy is None:
+        st.caption("Press **Train both** (a few seconds on a CPU), then press ▶ play under the "
+                   "spheres or drag the step slider.")
+    else:
+        used, out = toy
+        if used != params:
+            st.caption("The plots show the previous settings; press **Train both** to retrain.")
+        st.plotly_chart(toy_figure(out), key="toy-fig", config={"displaylogo": False})
+        st.markdown("**What to watch**")
+        st.plotly_chart(stats_figure(out), key="toy-stats", config={"displaylogo": False})
+        last = {m: out["methods"][m]["stats"][-1] for m in ("mcdd", "xdd")}
+        st.caption(
+            f"After {out['steps'][-1]} steps: within-class spread {last['mcdd']['within']:.2f} "
+            f"(MCDD only) vs {last['xdd']['within']:.2f} (XDD); mean distance² between classes "
+            f"{last['mcdd']['between']:.2f} vs {last['xdd']['between']:.2f}. The MCDD term is "
+            "content once the classes can be told apart, even if they all sit on one side of "
+            "the sphere. The pairwise term pushes the distance between classes toward its "
+            "largest possible value, 2.25 for nine equal classes, reached when every class is "
+            "tight and the classes balance around the centre of the sphere."
+            + (" In ratio mode the same term also shrinks every class toward a point."
+               if used[2] == "ratio" else ""))

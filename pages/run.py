@@ -1,0 +1,264 @@
+"""Run page: choose a configuration, submit jobs, watch them progress, cancel them.
+
+The page only submits jobs and reads job records; the worker process does the computing.
+The ids of the jobs this tab follows live in the URL (``?job=...``), so a reload or a second
+tab shows the same progress.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+import streamlit as st
+
+from pages._common import (
+    ACTIVE,
+    METHOD_HELP,
+    METHOD_ORDER,
+    METHOD_SHORT,
+    PRESET_HELP,
+    describe_config,
+    device_info,
+    estimate_seconds,
+    first_visit_panel,
+    fmt_duration,
+    md_table,
+    require_router,
+    safe_call,
+    show_flash,
+    stage_label,
+    submit_configs,
+    track_jobs,
+    tracked_job_ids,
+    verified_results,
+    worker_device,
+)
+from xdd import jobs
+from xdd.config import METHODS, ConfigError, preset
+
+MAX_SHOTS = 1000  # well below the smallest digit's 5421 training images
+MAX_REPS = 10
+POLL_S = 1.0
+
+require_router()
+st.title("Run an experiment")
+st.caption("Hold one digit out as out-of-distribution, pretrain a GAN on the other nine, "
+           "retrain its discriminator with the XDD loss on a few labeled images per digit, and "
+           "score the whole test set. Every run is cached: asking again is instant.")
+
+show_flash()
+first_visit_panel("run")
+
+dev = device_info()
+default_preset = "paper" if dev["kind"] == "cuda" else "quick"
+
+
+def _settings() -> None:
+    """The configuration widgets and the submit button (values are bounded by the widgets)."""
+    with st.container(border=True):
+        c1, c2, c3, c4 = st.columns([3.2, 1, 1, 1])
+        digits = c1.pills("Held-out (OOD) digits", list(range(10)), selection_mode="multi",
+                          default=[8], key="digits",
+                          help="Each selected digit is one experiment: that digit is removed "
+                               "from training and is the positive class at test time.")
+        shots = c2.number_input("Shots per digit", min_value=1, max_value=MAX_SHOTS,
+                                value=10, step=1, key="shots",
+                                help="Labeled training images per in-distribution digit "
+                                     "(the paper uses 10).")
+        reps = c3.number_input("Repetitions", min_value=1, max_value=MAX_REPS, value=1, step=1,
+                               key="reps", help="One job per seed: the seed changes the "
+                                                "labeled draw and the retraining start. Error "
+                                                "bars on the Results page come from these.")
+        seed0 = c4.number_input("First seed", min_value=0, max_value=9999, value=0, step=1,
+                                key="seed0")
+        c5, c6 = st.columns([1.4, 2.8])
+        name = c5.segmented_control(
+            "Preset", ["quick", "paper", "tiny"], default=default_preset, key="preset",
+            required=True,
+            format_func=lambda p: {"quick": "quick", "paper": "paper", "tiny": "tiny (test)"}[p],
+            help="\n\n".join(PRESET_HELP.values()))
+        options = [m for m in METHOD_ORDER if m not in ("before", "xdd")]
+        chosen = c6.pills(
+            "Baselines (before and after XDD are always included)", options,
+            selection_mode="multi", default=[m for m in preset("quick").methods
+                                             if m in options],
+            format_func=lambda m: METHOD_SHORT[m], key="baselines",
+            help="\n\n".join(f"**{METHOD_SHORT[m]}**: {METHOD_HELP[m]}" for m in options))
+
+        if not digits:
+            st.info("Select at least one held-out digit.")
+            return
+        if not name:
+            st.info("Select a preset.")
+            return
+        # In config.METHODS order, as the presets list them: the same choice gives the same
+        # run key (and cache entry) as the command line's default.
+        methods = tuple(m for m in METHODS if m in ("before", "xdd") or m in chosen)
+        try:
+            cfgs = [preset(name, ood_digit=int(d), shots=int(shots), seed=int(s), methods=methods)
+                    for d in sorted(digits) for s in range(int(seed0), int(seed0) + int(reps))]
+        except ConfigError as exc:
+            st.error(f"These settings cannot run: {exc}")
+            return
+        est = estimate_seconds(cfgs)
+        n = len(cfgs)
+        c7, c8 = st.columns([3, 1], vertical_alignment="center")
+        with c7:
+            where = worker_device() or dev["name"]
+            cached = (f" ({est.n_cached} already cached)" if 0 < est.n_cached < n
+                      else " (already cached: instant)" if est.n_cached == n else "")
+            took = f" · about **{fmt_duration(est.seconds)}** in all" if est.seconds else ""
+            st.markdown(f"**Runs on** {where} · **{n} job{'s' if n > 1 else ''}**{cached}{took}")
+            if est.seconds:
+                st.caption(f"Estimate {est.basis}. A pretrained GAN is cached and reused for "
+                           "every seed and shot count of the same digit.")
+            if name == "paper" and dev["kind"] == "cpu":
+                st.warning(f"The paper preset trains the full-width GAN for "
+                           f"{cfgs[0].pretrain.steps:,} steps: about "
+                           f"{fmt_duration(est.seconds / max(1, len(set(digits))))} per digit "
+                           "on this CPU. A GPU makes it practical; on a laptop use quick.")
+        if c8.button(f"Submit {n} job{'s' if n > 1 else ''}", type="primary",
+                     width="stretch", key="submit"):
+            ids = submit_configs(cfgs)
+            if ids:
+                track_jobs(ids)
+            # Rerun so that the sidebar, the first-visit panel and the job list all show the
+            # new jobs; messages from the submission are shown by that rerun (show_flash).
+            st.rerun()
+
+
+def _job_card(job: dict[str, Any]) -> None:
+    """Progress, result or error of one followed job."""
+    c = job.get("config") or {}
+    status = job.get("status", "?")
+    prog = job.get("progress") or {}
+    with st.container(border=True):
+        head, btn = st.columns([5, 1], vertical_alignment="center")
+        head.markdown(f"**{describe_config(c)}** &nbsp; <small>job `{job.get('id')}`</small>",
+                      unsafe_allow_html=True)
+        cancelling = bool(job.get("cancel_requested")) and status == "running"
+        if status in ACTIVE:
+            if btn.button("Cancelling…" if cancelling else "Cancel", key=f"cancel-{job['id']}",
+                          width="stretch", disabled=cancelling):
+                safe_call(jobs.cancel, job["id"], what=f"cancel job {job['id']}")
+                st.rerun()
+        if status == "running":
+            step, total = int(prog.get("step") or 0), int(prog.get("total") or 0)
+            frac = min(1.0, step / total) if total > 0 else 0.0
+            eta = prog.get("eta_s")
+            text = (f"{stage_label(prog.get('stage'))} · step {step}/{total}"
+                    + (f" · about {fmt_duration(eta)} left" if eta is not None else ""))
+            st.progress(frac, text=("Stopping at the next progress report… · " if cancelling
+                                    else "") + text)
+            if job.get("device"):
+                st.caption(f"on {job['device']}")
+        elif status == "queued":
+            st.progress(0.0, text="Queued: waits for the worker")
+            if job.get("note"):
+                st.caption(job["note"])
+        elif status == "done":
+            res = verified_results(job["run_key"]) if job.get("run_key") else None
+            took = (job.get("finished") or 0) - (job.get("started") or job.get("finished") or 0)
+            if res is not None:
+                m = res.get("methods", {})
+                b, x = m.get("before", {}).get("auprc"), m.get("xdd", {}).get("auprc")
+                msg = ("Already computed (from the cache)" if job.get("cached")
+                       else "Finished" + (f" in {fmt_duration(took)}" if took > 0 else ""))
+                if b is not None and x is not None:
+                    msg += f". AUPRC before {b:.3f} → after XDD {x:.3f}"
+                st.success(msg)
+                l1, l2, _ = st.columns([1, 1, 3])
+                l1.page_link("pages/results.py", label="See results", icon=":material/bar_chart:")
+                l2.page_link("pages/embeddings.py", label="See embeddings",
+                             icon=":material/scatter_plot:")
+            else:
+                st.warning("Finished, but its results are no longer in the cache "
+                           "(removed or failed the integrity check). Submit it again.")
+        elif status == "failed":
+            st.error(f"Failed: {job.get('error') or 'no error message was recorded'}")
+        elif status == "cancelled":
+            st.warning("Cancelled; nothing was written to the cache.")
+        else:
+            st.warning(f"Unknown job status {status!r}.")
+
+
+def _jobs_table(listed: list[dict[str, Any]]) -> None:
+    rows = []
+    for j in listed:
+        c = j.get("config") or {}
+        p = j.get("progress") or {}
+        status = j.get("status")
+        total = p.get("total") or 0
+        end = j.get("finished") or (time.time() if status == "running" else None)
+        rows.append({
+            "job": f"`{str(j.get('id'))[:8]}`", "status": status, "digit": c.get("ood_digit"),
+            "shots": c.get("shots"), "seed": c.get("seed"), "preset": c.get("preset"),
+            "stage": (f"{stage_label(p.get('stage'))} {100 * (p.get('step') or 0) / total:.0f} %"
+                      if status == "running" and total else ""),
+            "submitted": _ts(j.get("created")),
+            "took": fmt_duration(end - j["started"]) if j.get("started") and end else "",
+            "error": _short(j.get("error") or "", 60),
+        })
+    st.markdown(md_table(rows, [
+        ("job", "job", ""), ("status", "status", ""), ("digit", "digit", ""),
+        ("shots", "shots", ""), ("seed", "seed", ""), ("preset", "preset", ""),
+        ("stage", "stage", ""), ("submitted", "submitted", ""), ("took", "took", ""),
+        ("error", "error", "")]))
+
+
+def _short(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _ts(t: float | None) -> str:
+    return datetime.fromtimestamp(t).strftime("%H:%M:%S") if t else ""
+
+
+def _panel() -> bool:
+    """Followed jobs and the job list.  Returns whether any job is still queued or running."""
+    listed = safe_call(jobs.list_jobs, 50, what="read the job list", default=[]) or []
+    ids = tracked_job_ids()
+    followed = []
+    for job_id in ids:
+        try:
+            followed.append(jobs.status(job_id))
+        except jobs.JobError as exc:
+            st.warning(f"The job in the address bar is not known here: {exc}")
+        except (ValueError, OSError) as exc:
+            st.error(f"Could not read job {job_id}: {exc}")
+    if followed:
+        st.subheader("Progress")
+        for job in followed:
+            _job_card(job)
+    st.subheader("Jobs on this machine")
+    if listed:
+        _jobs_table(listed)
+    else:
+        st.caption("No jobs yet.")
+    return any(j.get("status") in ACTIVE for j in listed + followed)
+
+
+@st.fragment(run_every=POLL_S)
+def _live_panel() -> None:
+    if not _panel():
+        st.rerun()  # everything finished: one full rerun refreshes the sidebar, then stop polling
+
+
+_settings()
+listed_now = safe_call(jobs.list_jobs, 50, what="read the job list", default=[]) or []
+if any(j.get("status") in ACTIVE for j in listed_now):
+    _live_panel()
+else:
+    _panel()
+
+others = [j for j in listed_now if j.get("id") not in tracked_job_ids()]
+if others:
+    with st.expander("Follow another job"):
+        pick = st.selectbox("Job", [j["id"] for j in others], key="follow-pick",
+                            format_func=lambda i: next(
+                                f"{describe_config(j.get('config') or {})} · {j.get('status')}"
+                                f" · {i}" for j in others if j["id"] == i))
+        if st.button("Follow", key="follow"):
+            track_jobs(tracked_job_ids() + [pick])
+            st.rerun()

@@ -1,0 +1,489 @@
+"""The Streamlit pages under streamlit.testing's AppTest: every page with an empty cache, with
+a cached tiny run, and with a failed job; the widgets, charts and numbers they show.
+
+No worker process is started here: ``jobs.ensure_worker`` is replaced by a stub, and the one
+job that has to run (the failing one) runs in this process through ``xdd.worker.run_job``.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from xdd import jobs, store
+from xdd.config import preset
+
+REPO = Path(__file__).resolve().parent.parent
+APP = str(REPO / "app.py")
+TIMEOUT = 120  # seconds per script run; generous for a busy 2-core machine
+
+
+# ---------------------------------------------------------------- helpers
+
+
+@pytest.fixture(autouse=True)
+def no_worker(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Submitting from a page must not start a worker process during these tests."""
+    calls: list[int] = []
+
+    def fake_ensure_worker(*args: Any, **kwargs: Any) -> bool:
+        calls.append(1)
+        return False
+
+    monkeypatch.setattr(jobs, "ensure_worker", fake_ensure_worker)
+    return calls
+
+
+def open_page(page: str | None = None, **query: str | list[str]) -> AppTest:
+    """Run app.py (optionally on another page, with URL query parameters); no exception."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(query)
+    at.run()
+    if page is not None:
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    """Every markdown, caption, alert and heading of the page, as one string."""
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    for kind in ("error", "warning", "info", "success", "title", "subheader", "header"):
+        parts += [e.value for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def _arr(v: Any) -> np.ndarray:
+    """A plotly JSON array: a list, or {"dtype", "bdata", "shape"} (base64-packed numpy)."""
+    if isinstance(v, dict) and "bdata" in v:
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        if "shape" in v:
+            a = a.reshape([int(s) for s in str(v["shape"]).split(",")])
+        return a
+    return np.asarray(v)
+
+
+def figures(at: AppTest) -> list[dict[str, Any]]:
+    return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+
+
+def clone_run(key: str, new_key: str, **changes: Any) -> None:
+    """A second cached run made from an existing one (same files, edited results.json)."""
+    src, dst = store.run_dir(key), store.run_dir(new_key)
+    shutil.copytree(src, dst)
+    res = json.loads((dst / "results.json").read_text())
+    methods = changes.pop("methods", {})
+    for m, metrics in methods.items():
+        res["methods"][m].update(metrics)
+    res.update(run_key=new_key, **changes)
+    res["config"].update({k: v for k, v in changes.items() if k in ("shots", "seed")})
+    store.atomic_write_json(dst / "results.json", res)
+
+
+def failed_job(tmp_path: Path) -> str:
+    """A job that really failed: submitted through the API, run by the worker code here."""
+    from xdd.worker import run_job
+
+    cfg = preset("tiny", ood_digit=3, **{"data.root": str(tmp_path / "no-such-mnist")})
+    job_id = jobs.submit(cfg)
+    run_job(job_id)
+    rec = jobs.status(job_id)
+    assert rec["status"] == "failed" and "no-such-mnist" in rec["error"]
+    return job_id
+
+
+def sidebar_text(at: AppTest) -> str:
+    return "\n".join(str(m.value) for m in at.sidebar.markdown)
+
+
+# ---------------------------------------------------------------- every page, empty cache
+
+
+@pytest.mark.parametrize("page", [None, "results", "embeddings"])
+def test_empty_cache_first_visit_offers_quick_demo(page: str | None) -> None:
+    at = open_page(page)
+    body = texts(at)
+    assert "Nothing has been computed yet" in body
+    demo = [b for b in at.button if b.label.startswith("▶ Quick demo")]
+    assert len(demo) == 1 and demo[0].label == "▶ Quick demo: hold out digit 8"
+    assert not at.get("plotly_chart")
+    side = sidebar_text(at)
+    assert "**Worker**" in side and "not running" in side
+    assert "0 running · 0 queued" in side
+    assert "CPU" in side or "GPU" in side
+
+
+def test_quick_demo_submits_one_quick_job_and_follows_it(no_worker: list[int]) -> None:
+    at = open_page("results")
+    next(b for b in at.button if b.label.startswith("▶ Quick demo")).click().run()
+    assert not at.exception
+    listed = jobs.list_jobs()
+    assert len(listed) == 1
+    cfg = listed[0]["config"]
+    assert (cfg["preset"], cfg["ood_digit"], cfg["shots"]) == ("quick", 8, 10)
+    assert at.query_params["job"] == listed[0]["id"]
+    assert no_worker == [1]
+    assert at.title[0].value == "Run an experiment"  # switched to the Run page
+    assert any("No worker process is running" in w.value for w in at.warning)
+
+
+def test_run_page_widgets_are_bounded() -> None:
+    at = open_page()
+    assert at.title[0].value == "Run an experiment"
+    digits = at.pills(key="digits")
+    assert digits.value == [8] and list(digits.options) == [str(d) for d in range(10)]
+    assert at.segmented_control(key="preset").value == "quick"
+    assert list(at.segmented_control(key="preset").options) == ["quick", "paper", "tiny (test)"]
+    shots = at.number_input(key="shots")
+    assert (shots.value, shots.min, shots.max) == (10, 1, 1000)
+    reps = at.number_input(key="reps")
+    assert (reps.value, reps.min, reps.max) == (1, 1, 10)
+    assert at.pills(key="baselines").value == ["pixels", "mcdd"]
+    assert at.button(key="submit").label == "Submit 1 job"
+    body = texts(at)
+    assert "**Runs on**" in body and "about" in body
+    # No digit selected: nothing can be submitted, the page says why.
+    at.pills(key="digits").set_value([]).run()
+    assert not at.exception
+    assert "Select at least one held-out digit." in texts(at)
+    assert not [b for b in at.button if b.key == "submit"]
+
+
+def test_paper_preset_states_an_honest_time_estimate() -> None:
+    at = open_page()
+    quick = next(m.value for m in at.markdown if "**Runs on**" in m.value)
+    at.segmented_control(key="preset").set_value("paper").run()
+    paper = next(m.value for m in at.markdown if "**Runs on**" in m.value)
+    assert quick != paper
+    if "CPU" in paper:
+        assert any("17,000 steps" in w.value for w in at.warning)
+    # paper pretrains 17000 full-width steps: its estimate is hours on a CPU, quick's minutes
+    assert " h** in all" in paper or "GPU" in paper
+
+
+def test_submit_one_job_per_digit_and_seed(no_worker: list[int]) -> None:
+    at = open_page()
+    at.pills(key="digits").set_value([3, 8])
+    at.segmented_control(key="preset").set_value("tiny")
+    at.number_input(key="reps").set_value(2)
+    at.pills(key="baselines").set_value(["svdd"])
+    at.run()
+    assert at.button(key="submit").label == "Submit 4 jobs"
+    at.button(key="submit").click().run()
+    assert not at.exception
+    listed = jobs.list_jobs()
+    got = sorted((j["config"]["ood_digit"], j["config"]["seed"]) for j in listed)
+    assert got == [(3, 0), (3, 1), (8, 0), (8, 1)]
+    for j in listed:
+        assert j["status"] == "queued"
+        assert j["config"]["preset"] == "tiny"
+        assert j["config"]["methods"] == ["before", "svdd", "xdd"]  # config.METHODS order
+    followed = at.query_params["job"]
+    assert sorted(followed) == sorted(j["id"] for j in listed)
+    assert no_worker == [1]
+    assert any("No worker process is running" in w.value for w in at.warning)
+    assert len(at.get("progress")) == 4
+    assert all("Queued" in p.proto.text for p in at.get("progress"))
+    assert "0 running · 4 queued" in sidebar_text(at)
+
+
+def test_running_job_shows_stage_step_eta_and_can_be_cancelled() -> None:
+    job_id = jobs.submit(preset("tiny", ood_digit=5))
+
+    def as_running(r: dict) -> dict:  # what a worker on this host writes while pretraining
+        now = time.time()
+        r.update(status="running", started=now - 3, heartbeat=now, attempts=1,
+                 worker={"id": "w-test", "pid": os.getpid(), "host": jobs.HOST},
+                 device="cpu (2 threads)",
+                 progress={"stage": "pretrain", "step": 10, "total": 20, "eta_s": 4.0})
+        return r
+
+    jobs.records().update(job_id, as_running)
+    at = open_page(job=job_id)
+    bars = at.get("progress")
+    assert len(bars) == 1
+    assert bars[0].proto.value == 50
+    assert bars[0].proto.text == "GAN pretraining · step 10/20 · about 4 s left"
+    assert "0 running · 0 queued" not in sidebar_text(at)
+    assert "1 running · 0 queued" in sidebar_text(at)
+    cancel = at.button(key=f"cancel-{job_id}")
+    assert cancel.label == "Cancel" and not cancel.disabled
+    cancel.click().run()
+    assert not at.exception
+    assert jobs.status(job_id)["cancel_requested"] is True
+    assert at.button(key=f"cancel-{job_id}").label == "Cancelling…"
+    assert at.button(key=f"cancel-{job_id}").disabled
+
+
+def test_cached_job_reports_its_auprc(tiny_run) -> None:
+    job_id = jobs.submit(tiny_run.cfg)
+    assert jobs.status(job_id)["status"] == "done"  # cached: finished at once
+    at = open_page(job=job_id)
+    before = tiny_run.results["methods"]["before"]["auprc"]
+    after = tiny_run.results["methods"]["xdd"]["auprc"]
+    assert [s.value for s in at.success] == [
+        f"Already computed (from the cache). AUPRC before {before:.3f} → after XDD {after:.3f}"]
+    assert "Nothing has been computed yet" not in texts(at)
+    assert "1 run cached" in "\n".join(c.value for c in at.sidebar.caption)
+    # The same settings on the Run page are the cached run: the page says it is instant.
+    at.segmented_control(key="preset").set_value("tiny").run()
+    runs_on = next(m.value for m in at.markdown if "**Runs on**" in m.value)
+    assert "**1 job** (already cached: instant)" in runs_on and "about" not in runs_on
+
+
+def test_failed_job_shows_its_error(tmp_path: Path) -> None:
+    job_id = failed_job(tmp_path)
+    at = open_page(job=job_id)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1
+    assert errors[0].startswith("Failed: ConfigError: data folder")
+    assert "no-such-mnist" in errors[0] and "does not exist" in errors[0]
+    table = next(m.value for m in at.markdown if m.value.startswith("| job |"))
+    assert "| failed |" in table and job_id[:8] in table
+
+
+@pytest.mark.parametrize("bad", ["../../etc/passwd", "0" * 31, "<script>"])
+def test_bad_job_id_in_url_is_a_warning_not_a_traceback(bad: str) -> None:
+    at = open_page(job=bad)
+    assert any("not known here" in w.value and "malformed job id" in w.value
+               for w in at.warning)
+    assert not at.error
+
+
+# ---------------------------------------------------------------- Results
+
+
+def test_results_seeded_fig1_table_and_pr_curves(tiny_run) -> None:
+    res = tiny_run.results
+    at = open_page("results")
+    assert at.title[0].value == "Results"
+    assert at.selectbox(key="res-preset").value == "tiny"
+    assert at.selectbox(key="res-shots").value == 10
+    assert at.pills(key="res-methods").value == ["before", "xdd", "pixels", "mcdd"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Mean AUPRC before"] == f"{res['methods']['before']['auprc']:.3f}"
+    assert metrics["Mean AUPRC after XDD"] == f"{res['methods']['xdd']['auprc']:.3f}"
+
+    fig1, pr = figures(at)[:2]
+    bars = {t["name"]: t for t in fig1["data"] if t["type"] == "bar"}
+    assert list(bars) == ["Before (pretrained GAN + KDE)", "After XDD retraining",
+                          "KDE on raw pixels", "MCDD term only"]
+    for name, m in zip(bars, ("before", "xdd", "pixels", "mcdd")):
+        assert list(_arr(bars[name]["x"])) == [8]
+        assert _arr(bars[name]["y"])[0] == pytest.approx(res["methods"][m]["auprc"], abs=1e-12)
+    chance = next(t for t in fig1["data"] if t["name"] == "chance (base rate)")
+    assert _arr(chance["y"])[0] == pytest.approx(res["base_rate"])
+    # one PR curve per method, each ending at recall 1 with precision = the base rate
+    assert len(pr["data"]) == len(res["methods"])
+    for t in pr["data"]:
+        r, p = _arr(t["x"]), _arr(t["y"])
+        assert r[0] == 0 and r[-1] == pytest.approx(1.0)
+        assert p[-1] == pytest.approx(res["base_rate"])
+        assert np.all(np.diff(r) >= 0)
+
+    table = next(m.value for m in at.markdown if "AUPRC (avg. precision)" in m.value)
+    assert f"{res['methods']['xdd']['auroc']:.3f}" in table
+    assert f"{res['methods']['xdd']['fpr95']:.3f}" in table
+    body = texts(at)
+    assert "AUPRC = average precision" in body and "OOD digit = positive" in body
+    assert "Only one shot count is cached" in body
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["Per-digit table (CSV)", "Every run (CSV)"]
+
+
+def test_results_error_bars_over_seeds_and_auprc_vs_shots(tiny_run) -> None:
+    key = tiny_run.key
+    res = tiny_run.results["methods"]
+    clone_run(key, "a" * 16, seed=1, methods={"xdd": {"auprc": res["xdd"]["auprc"] + 0.2}})
+    clone_run(key, "b" * 16, shots=3, methods={"xdd": {"auprc": 0.05}})
+    at = open_page("results")
+    fig1 = figures(at)[0]
+    xdd = next(t for t in fig1["data"] if t["name"] == "After XDD retraining")
+    assert _arr(xdd["y"])[0] == pytest.approx(res["xdd"]["auprc"] + 0.1)
+    assert _arr(xdd["error_y"]["array"])[0] == pytest.approx(0.2 / np.sqrt(2))  # sample s.d.
+    assert xdd["error_y"]["visible"] is True
+    assert at.metric[3].value == "2"  # runs in this view (shots 10 only)
+
+    shots_fig = figures(at)[2]
+    line = next(t for t in shots_fig["data"] if t["name"] == "XDD")
+    assert list(_arr(line["x"])) == [3, 10]
+    assert _arr(line["y"]) == pytest.approx([0.05, res["xdd"]["auprc"] + 0.1])
+    assert "Only one shot count" not in texts(at)
+
+    # The preset filter: the shot count selector only offers what is cached.
+    assert list(at.selectbox(key="res-shots").options) == ["3", "10"]
+    at.selectbox(key="res-shots").set_value(3).run()
+    fig1 = figures(at)[0]
+    xdd = next(t for t in fig1["data"] if t["name"] == "After XDD retraining")
+    assert _arr(xdd["y"])[0] == pytest.approx(0.05)
+
+
+def test_results_with_only_a_failed_job(tmp_path: Path) -> None:
+    failed_job(tmp_path)
+    at = open_page("results")
+    assert "No finished run is cached yet" in texts(at)
+    assert "Nothing has been computed yet" not in texts(at)
+    assert not at.get("plotly_chart")
+
+
+# ---------------------------------------------------------------- Embeddings
+
+
+def test_embeddings_seeded_maps(tiny_run) -> None:
+    proj = store.load_npz(tiny_run.key, "projections.npz")
+    scores = store.load_npz(tiny_run.key, "scores.npz")
+    m, n_lab = len(proj["index"]), len(proj["labeled_label"])
+    at = open_page("embeddings")
+    assert at.segmented_control(key="emb-proj").value == "tsne"
+    assert list(at.segmented_control(key="emb-proj").options) == ["t-SNE", "PCA"]
+    figs = figures(at)
+    assert len(figs) == 2
+    for fig, emb in zip(figs, ("before", "xdd")):
+        traces = fig["data"]
+        assert all(t["type"] == "scattergl" for t in traces)
+        names = [t["name"] for t in traces]
+        assert names[-2:] == ["8 (OOD)", "labeled"]
+        assert sum(len(_arr(t["x"])) for t in traces) == m + n_lab
+        ood = traces[-2]
+        assert len(_arr(ood["x"])) == int((proj["label"] == 8).sum())
+        # hover data: digit, OOD/in label and this embedding's anomaly score
+        cd = np.asarray(ood["customdata"]) if not isinstance(ood["customdata"], dict) \
+            else _arr(ood["customdata"])
+        assert {str(r[1]) for r in cd} == {"OOD (digit 8)"}
+        first = int(np.flatnonzero(proj["label"] == 8)[0])
+        pos = int(np.flatnonzero(scores["test_index"] == proj["index"][first])[0])
+        assert float(cd[0][2]) == pytest.approx(scores[f"score_{emb}"][pos], abs=1e-3)
+        xy = np.concatenate([np.c_[_arr(t["x"]), _arr(t["y"])] for t in traces])
+        assert np.allclose(np.sort(xy[:, 0]), np.sort(proj[f"{emb}_tsne"][:, 0]), atol=1e-5)
+    body = texts(at)
+    assert f"{m} test images" in body and f"{n_lab} labeled examples" in body
+    assert "Drag a box or lasso" in body
+
+    # Shared controls: one switch changes both maps.
+    at.segmented_control(key="emb-proj").set_value("pca").run()
+    assert not at.exception
+    for fig, emb in zip(figures(at), ("before", "xdd")):
+        xy = np.concatenate([np.c_[_arr(t["x"]), _arr(t["y"])] for t in fig["data"]])
+        assert np.allclose(np.sort(xy[:, 1]), np.sort(proj[f"{emb}_pca"][:, 1]), atol=1e-5)
+    at.segmented_control(key="emb-color").set_value("score").run()
+    assert not at.exception
+    for fig in figures(at):
+        names = [t["name"] for t in fig["data"]]
+        assert names == ["in-distribution", "8 (OOD)", "labeled"]
+        assert fig["layout"]["coloraxis"]["colorscale"]
+    at.toggle(key="emb-lab").set_value(False).run()
+    assert all("labeled" not in [t["name"] for t in f["data"]] for f in figures(at))
+
+
+def test_embeddings_with_only_a_failed_job(tmp_path: Path) -> None:
+    failed_job(tmp_path)
+    at = open_page("embeddings")
+    assert "No cached run has projections yet" in texts(at)
+    assert not at.get("plotly_chart")
+
+
+def test_embeddings_corrupt_run_is_reported_not_raised(tiny_run) -> None:
+    npz = store.run_dir(tiny_run.key) / "projections.npz"
+    npz.write_bytes(npz.read_bytes()[:100])  # truncated
+    at = open_page("embeddings")
+    assert any("failed their integrity check" in e.value for e in at.error)
+    assert not store.run_dir(tiny_run.key).exists()  # removed, to be recomputed
+
+
+# ---------------------------------------------------------------- Method
+
+
+def test_method_page_formulas_and_live_toy(monkeypatch: pytest.MonkeyPatch) -> None:
+    import xdd.losses
+
+    at = open_page("method")
+    latex = [e.value for e in at.latex]
+    assert len(latex) >= 8
+    joined = "\n".join(latex)
+    for piece in (r"I(X;Z)\;-\;\beta\, I(Z;Y)", r"\operatorname{softmax}_k",
+                  r"P=\{(i,j): y_i\neq y_j\}", r"\hat z = \frac{z}{\lVert z\rVert}",
+                  r"\mathcal{L}_{\text{XDD}}"):
+        assert piece in joined, piece
+    assert not at.get("plotly_chart")  # nothing trains until the button is pressed
+
+    calls: dict[str, Any] = {"n": 0, "modes": set(), "weights": set()}
+    real = xdd.losses.xdd_loss
+
+    def counting(*args: Any, **kwargs: Any):
+        calls["n"] += 1
+        calls["modes"].add(kwargs["pair_mode"])
+        calls["weights"].add(kwargs["pair_weight"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(xdd.losses, "xdd_loss", counting)
+    trained = preset("quick").retrain.pair_mode
+    expected = trained if trained in ("sphere", "ratio") else "sphere"
+    assert at.segmented_control(key="toy-mode").value == expected  # what training uses
+    at.slider(key="toy-steps").set_value(100)
+    at.segmented_control(key="toy-mode").set_value("ratio")
+    at.button(key="toy-run").click().run()
+    assert not at.exception
+    assert calls["n"] == 2 * 101  # the real loss, every step of both runs
+    assert calls["modes"] == {"ratio"} and calls["weights"] == {0.0, 1.0}  # MCDD only vs XDD
+    toy, stats = figures(at)
+    assert len(toy["data"]) == 2 + 18 and len(toy["frames"]) == 11
+    assert all(len(_arr(t["x"])) == 10 for t in toy["data"][2:])
+    assert [t["name"] for t in stats["data"]][:1] == ["MCDD only (λ = 0)"]
+
+
+def test_toy_xdd_spreads_classes_more_than_mcdd_only() -> None:
+    from pages._toy import train_toy
+
+    out = train_toy(seed=0, steps=200)
+    last = {m: out["methods"][m]["stats"][-1] for m in ("mcdd", "xdd")}
+    # the pairwise term pushes classes apart (toward 2.25, the most 9 classes can get)
+    assert last["xdd"]["between"] > last["mcdd"]["between"] + 0.3
+    assert last["xdd"]["between"] <= 2.25 + 1e-6
+    z = out["methods"]["xdd"]["snapshots"][-1]
+    assert z.shape == (90, 3) and np.allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-5)
+    again = train_toy(seed=0, steps=50)  # same seed: the same first 50 steps, exactly
+    assert again["steps"] == out["steps"][:6]
+    assert np.array_equal(again["methods"]["xdd"]["snapshots"],
+                          out["methods"]["xdd"]["snapshots"][:6])
+    # ratio mode: the pairwise term also pulls every class together
+    ratio = train_toy(seed=0, steps=200, pair_mode="ratio")
+    r_last = {m: ratio["methods"][m]["stats"][-1] for m in ("mcdd", "xdd")}
+    assert r_last["xdd"]["within"] < 0.5 * r_last["mcdd"]["within"]
+    assert r_last["xdd"]["between"] > r_last["mcdd"]["between"]
+
+
+# ---------------------------------------------------------------- page load stays light
+
+
+def test_pages_load_without_heavy_imports(tiny_run) -> None:
+    """Opening every page (with a cached run) imports neither torch nor umap nor the
+    training code: pages only read the cache and submit jobs."""
+    script = f"""
+import sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({APP!r}, default_timeout={TIMEOUT})
+at.run()
+assert not at.exception, at.exception
+for page in ("results", "embeddings", "method"):
+    at.switch_page("pages/" + page + ".py").run()
+    assert not at.exception, (page, at.exception)
+    assert at.title[0].value, page
+heavy = [m for m in ("torch", "umap", "sklearn", "openTSNE", "xdd.experiment", "xdd.retrain",
+                     "xdd.pretrain", "xdd.device") if m in sys.modules]
+print("HEAVY", heavy)
+"""
+    env = dict(os.environ, XDD_CACHE=str(tiny_run.cache), PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "HEAVY []" in out.stdout, out.stdout + out.stderr[-2000:]

@@ -1,0 +1,84 @@
+"""Generator and discriminator of the paper's Table 1, with the width multiplier."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from xdd.models import Discriminator, Generator, init_weights
+
+
+def _convs(module: nn.Module, kind: type) -> list:
+    return [m for m in module.modules() if isinstance(m, kind)]
+
+
+def test_generator_table1_shapes_and_range():
+    torch.manual_seed(0)
+    G = Generator(z_dim=100, width=1.0)
+    init_weights(G)
+    assert G.fc[0].in_features == 100 and G.fc[0].out_features == 7 * 7 * 512
+    channels = [(c.in_channels, c.out_channels) for c in _convs(G, nn.ConvTranspose2d)]
+    assert channels == [(512, 256), (256, 128), (128, 64), (64, 1)]
+    assert all(c.kernel_size == (3, 3) for c in _convs(G, nn.ConvTranspose2d))
+    for mode in (G.train, G.eval):
+        mode()
+        x = G(torch.randn(5, 100) * 3)
+        assert x.shape == (5, 1, 28, 28)
+        assert x.min().item() >= -1.0 and x.max().item() <= 1.0
+    assert isinstance(G.net[-1], nn.Tanh)
+
+
+def test_discriminator_table1_embedding_is_3136():
+    torch.manual_seed(0)
+    D = Discriminator(width=1.0).eval()
+    assert D.embed_dim == 64 * 7 * 7 == 3136
+    channels = [(c.in_channels, c.out_channels) for c in _convs(D, nn.Conv2d)]
+    assert channels == [(1, 8), (8, 16), (16, 32), (32, 64)]
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    sizes = []
+    h = x
+    for block in D.blocks:
+        h = block(h)
+        sizes.append(tuple(h.shape[1:]))
+    assert sizes == [(8, 28, 28), (16, 14, 14), (32, 14, 14), (64, 7, 7)]
+    z = D.embed(x)
+    assert z.shape == (3, 3136)
+    logits = D(x)
+    assert logits.shape == (3,)
+    assert torch.allclose(logits, D.head(z).squeeze(1))
+    assert D.head.in_features == 3136 and D.head.out_features == 1
+
+
+@pytest.mark.parametrize("width,expected", [(0.5, [4, 8, 16, 32]), (0.25, [2, 4, 8, 16]),
+                                            (2.0, [16, 32, 64, 128])])
+def test_discriminator_width_multiplier(width, expected):
+    D = Discriminator(width=width).eval()
+    assert [c.out_channels for c in _convs(D, nn.Conv2d)] == expected
+    assert D.embed_dim == expected[-1] * 49
+    assert D.embed(torch.zeros(2, 1, 28, 28)).shape == (2, expected[-1] * 49)
+    assert D(torch.zeros(2, 1, 28, 28)).shape == (2,)
+
+
+@pytest.mark.parametrize("width,expected", [(0.125, [64, 32, 16, 8]), (0.25, [128, 64, 32, 16])])
+def test_generator_width_multiplier(width, expected):
+    G = Generator(z_dim=16, width=width).eval()
+    assert G.fc[0].out_features == 49 * expected[0]
+    assert [c.out_channels for c in _convs(G, nn.ConvTranspose2d)] == expected[1:] + [1]
+    assert G(torch.randn(3, 16)).shape == (3, 1, 28, 28)
+
+
+def test_tiny_width_never_drops_to_zero_channels():
+    D = Discriminator(width=0.01)
+    assert min(c.out_channels for c in _convs(D, nn.Conv2d)) >= 1
+    assert D.embed(torch.zeros(1, 1, 28, 28)).shape == (1, D.embed_dim)
+
+
+def test_init_weights_is_dcgan():
+    torch.manual_seed(0)
+    D = Discriminator(width=2.0)
+    init_weights(D)
+    w = torch.cat([c.weight.flatten() for c in _convs(D, nn.Conv2d)])
+    assert abs(w.std().item() - 0.02) < 0.004 and abs(w.mean().item()) < 0.004
+    bn = torch.cat([m.weight for m in D.modules() if isinstance(m, nn.BatchNorm2d)])
+    assert abs(bn.mean().item() - 1.0) < 0.01
+    assert all((c.bias == 0).all() for c in _convs(D, nn.Conv2d))

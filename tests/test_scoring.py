@@ -1,0 +1,138 @@
+"""KDE scorer against scikit-learn's KernelDensity and a brute-force leave-one-out."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import pdist
+from sklearn.decomposition import PCA
+from sklearn.neighbors import KernelDensity
+
+from xdd.scoring import (KDEScorer, NotFittedError, PixelKDE, gaussian_kde_logpdf,
+                         loo_log_likelihood)
+
+
+def _points(seed: int, n: int = 40, d: int = 5, m: int = 30):
+    rng = np.random.default_rng(seed)
+    train = rng.normal(size=(n, d)) + rng.integers(0, 3, size=(n, 1))  # a few clusters
+    test = rng.normal(scale=1.5, size=(m, d))
+    return train, test
+
+
+@pytest.mark.parametrize("h", [0.3, 1.0, 2.5])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kde_log_density_equals_sklearn(h, seed):
+    train, test = _points(seed)
+    ref = KernelDensity(kernel="gaussian", bandwidth=h).fit(train).score_samples(test)
+    assert np.allclose(gaussian_kde_logpdf(test, train, h), ref, rtol=0, atol=1e-8)
+    kde = KDEScorer(bandwidth=h).fit(train)
+    assert kde.bandwidth_ == h
+    assert np.allclose(kde.log_density(test), ref, rtol=0, atol=1e-8)
+    assert np.allclose(kde.score(test), -ref, rtol=0, atol=1e-8)
+
+
+def test_kde_far_points_do_not_underflow():
+    """Points far from every training point: the log density stays finite and exact."""
+    train, _ = _points(2, d=3)
+    far = np.full((4, 3), 40.0)
+    ref = KernelDensity(bandwidth=0.5).fit(train).score_samples(far)
+    got = KDEScorer(0.5).fit(train).log_density(far)
+    assert np.all(np.isfinite(got)) and np.allclose(got, ref, rtol=1e-10)
+
+
+def test_kde_batched_equals_unbatched():
+    train, test = _points(3, m=50)
+    kde = KDEScorer(0.7).fit(train)
+    assert np.allclose(kde.log_density(test, batch=7), kde.log_density(test), rtol=0, atol=1e-12)
+    assert kde.log_density(test[:0]).shape == (0,)
+
+
+def _brute_loo(train: np.ndarray, h: float) -> float:
+    """Mean over i of log p_{-i}(x_i), p_{-i} = sklearn's KDE fitted without point i."""
+    vals = [KernelDensity(bandwidth=h).fit(np.delete(train, i, axis=0)).score_samples(train[i:i + 1])[0]
+            for i in range(len(train))]
+    return float(np.mean(vals))
+
+
+def test_loo_log_likelihood_equals_brute_force():
+    train, _ = _points(4, n=15, d=3)
+    for h in (0.2, 0.8, 3.0):
+        assert loo_log_likelihood(train, h) == pytest.approx(_brute_loo(train, h), abs=1e-8)
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_loo_bandwidth_is_the_argmax_of_the_leave_one_out_likelihood(seed):
+    """The documented grid: the median pairwise distance times 2**linspace(-3, 1, 41)."""
+    train, _ = _points(seed, n=14, d=3)
+    kde = KDEScorer("loo").fit(train)
+    grid = float(np.median(pdist(train))) * 2.0 ** np.linspace(-3, 1, 41)
+    lls = np.array([_brute_loo(train, h) for h in grid])
+    best = grid[int(np.argmax(lls))]
+    assert kde.bandwidth_ == pytest.approx(best, rel=1e-9)
+    # ... and it is an interior optimum for these clustered points, not a grid edge.
+    assert grid[0] < kde.bandwidth_ < grid[-1]
+
+
+def test_loo_bandwidth_scales_with_the_data():
+    train, _ = _points(6, n=20, d=4)
+    h1 = KDEScorer("loo").fit(train).bandwidth_
+    h2 = KDEScorer("loo").fit(train * 10.0).bandwidth_
+    assert h2 == pytest.approx(10.0 * h1, rel=1e-9)
+
+
+def test_loo_degenerate_inputs_give_finite_bandwidths():
+    one = KDEScorer("loo").fit(np.ones((1, 3)))
+    assert one.bandwidth_ == 1.0 and np.isfinite(one.score(np.zeros((2, 3)))).all()
+    same = KDEScorer("loo").fit(np.ones((5, 3)))  # zero median distance
+    assert same.bandwidth_ > 0 and np.isfinite(same.score(np.zeros((2, 3)))).all()
+
+
+def test_scorer_is_sklearn_style():
+    kde = KDEScorer(bandwidth=0.5)
+    assert not [a for a in vars(kde) if a.endswith("_")], "__init__ must not set fitted attributes"
+    train, _ = _points(0)
+    assert kde.fit(train) is kde
+    assert hasattr(kde, "train_") and hasattr(kde, "bandwidth_")
+
+
+def test_unfitted_scorers_refuse_to_score():
+    with pytest.raises(NotFittedError):
+        KDEScorer().score(np.zeros((2, 3)))
+    with pytest.raises(NotFittedError):
+        KDEScorer().log_density(np.zeros((2, 3)))
+    with pytest.raises(NotFittedError):
+        PixelKDE().score(np.zeros((2, 28, 28)))
+
+
+def test_fit_rejects_bad_shapes():
+    with pytest.raises(ValueError):
+        KDEScorer(1.0).fit(np.zeros(5))
+    with pytest.raises(ValueError):
+        KDEScorer(1.0).fit(np.zeros((0, 3)))
+
+
+def test_pixel_kde_equals_pca_then_kde():
+    rng = np.random.default_rng(0)
+    x = rng.random((25, 28, 28))
+    test = rng.random((6, 28, 28))
+    pk = PixelKDE(n_components=8, bandwidth=0.9).fit(x)
+    pca = PCA(n_components=8, random_state=0).fit(x.reshape(25, -1))
+    ref = KernelDensity(bandwidth=0.9).fit(pca.transform(x.reshape(25, -1))).score_samples(
+        pca.transform(test.reshape(6, -1)))
+    assert np.allclose(pk.score(test), -ref, rtol=0, atol=1e-8)
+
+
+def test_pixel_kde_caps_components_and_separates_digits(mnist):
+    """Fitted on 10 zeros and 10 ones: other zeros and ones score lower (less OOD) than eights."""
+    y = mnist.y_train
+    fit_idx = np.r_[np.flatnonzero(y == 0)[:10], np.flatnonzero(y == 1)[:10]]
+    pk = PixelKDE(n_components=30).fit(mnist.x_train[fit_idx] / 255.0)
+    assert pk.pca_.n_components_ == 19  # min(30, n - 1)
+    yt = mnist.y_test
+    inl = np.r_[np.flatnonzero(yt == 0)[:50], np.flatnonzero(yt == 1)[:50]]
+    ood = np.flatnonzero(yt == 8)[:100]
+    s_in, s_ood = pk.score(mnist.x_test[inl] / 255.0), pk.score(mnist.x_test[ood] / 255.0)
+    assert np.isfinite(s_in).all() and np.isfinite(s_ood).all()
+    assert np.median(s_ood) > np.median(s_in)
+    assert math.isfinite(pk.kde_.bandwidth_) and pk.kde_.bandwidth_ > 0
