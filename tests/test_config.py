@@ -210,7 +210,7 @@ def test_pretrain_key_depends_on_exactly_the_pretraining_inputs():
 def test_pretrain_key_shared_across_shots_seed_and_retraining():
     a = preset("tiny", ood_digit=8, shots=10, seed=0)
     b = preset("tiny", ood_digit=8, shots=5, seed=3, methods=("xdd",),
-               **{"retrain.beta": 2.0, "retrain.pair_mode": "none", "score.bandwidth": 1.0})
+               **{"retrain.beta": 2.0, "retrain.pair_mode": "raw", "score.bandwidth": 1.0})
     assert pretrain_key(a) == pretrain_key(b) and run_key(a) != run_key(b)
     assert pretrain_key(preset("tiny", ood_digit=3)) != pretrain_key(a)
     assert pretrain_key(preset("tiny", ood_digit=8, **{"pretrain.steps": 21})) != pretrain_key(a)

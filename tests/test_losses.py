@@ -258,7 +258,7 @@ def test_xdd_ratio_mode_rewards_tight_classes_and_is_bounded():
 @pytest.mark.parametrize("seed", range(3))
 def test_xdd_loss_is_the_weighted_sum_of_the_references(seed):
     z, y, c, ls, b = _batch(seed)
-    for mode, zz in (("sphere", _unit(z)), ("none", z)):
+    for mode, zz in (("sphere", _unit(z)), ("raw", z)):
         loss, parts = _xdd(z, y, c, ls, b, beta=0.7, pair_weight=1.3, pair_mode=mode)
         mc, pw = mcdd_loss_ref(zz, y, c, ls, b), pairwise_ref(zz, y)
         assert loss.item() == pytest.approx(0.7 * mc + 1.3 * pw, rel=1e-10)
@@ -293,8 +293,8 @@ def test_xdd_sphere_is_invariant_to_scaling_z(scale):
 @pytest.mark.parametrize("scale", [0.5, 3.0, 10.0])
 def test_xdd_none_mode_pairwise_scales_quadratically(scale):
     z, y, c, ls, b = _batch(9)
-    _, p1 = _xdd(z, y, c, ls, b, pair_mode="none")
-    _, p2 = _xdd(z * scale, y, c, ls, b, pair_mode="none")
+    _, p1 = _xdd(z, y, c, ls, b, pair_mode="raw")
+    _, p2 = _xdd(z * scale, y, c, ls, b, pair_mode="raw")
     assert p2["pairwise"] == pytest.approx(scale ** 2 * p1["pairwise"], rel=1e-10)
 
 
@@ -317,7 +317,7 @@ def test_xdd_beta_zero_gives_no_gradient_to_mcdd_parameters():
         assert g is None or torch.count_nonzero(g) == 0
 
 
-@pytest.mark.parametrize("mode", ["sphere", "ratio", "none"])
+@pytest.mark.parametrize("mode", ["sphere", "ratio", "raw"])
 def test_xdd_loss_gradcheck(mode):
     z, y, c, ls, b = _batch(14, n=6, d=3, k=3)
     yt = torch.tensor(y)
@@ -327,7 +327,7 @@ def test_xdd_loss_gradcheck(mode):
         inputs)
 
 
-@pytest.mark.parametrize("mode", ["sphere", "ratio", "none"])
+@pytest.mark.parametrize("mode", ["sphere", "ratio", "raw"])
 def test_xdd_loss_one_class_batch_has_finite_gradients(mode):
     z, _, c, ls, b = _batch(15, n=5, d=3, k=3)
     zt = t(z, grad=True)
@@ -338,7 +338,7 @@ def test_xdd_loss_one_class_batch_has_finite_gradients(mode):
     assert torch.isfinite(zt.grad).all()
 
 
-@pytest.mark.parametrize("mode", ["sphere", "ratio", "none"])
+@pytest.mark.parametrize("mode", ["sphere", "ratio", "raw"])
 def test_xdd_loss_one_shot_per_class_has_finite_gradients(mode):
     """K = 1: every class has one sample, so the within-class spread is exactly 0."""
     z, _, _, ls, b = _batch(16, n=3, d=4, k=3)

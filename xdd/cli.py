@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 from .config import METHODS, PRESETS, ConfigError, RunConfig, preset, validate
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="output stem (default cache/sweeps/<preset>)")
     s.add_argument("--title", default="Sweep", help="heading of the markdown report")
     _add_common(s)
+    rp = sub.add_parser("report", help="write the results document from the cached runs")
+    rp.add_argument("--preset", default="quick")
+    rp.add_argument("--shots", type=int, default=10, help="shot count of the main table")
+    rp.add_argument("--out", default="docs/RESULTS.md")
     sh = sub.add_parser("show", help="print a cached run's results")
     sh.add_argument("key", nargs="?", help="run key (default: list cached runs)")
     _add_job_commands(sub)
@@ -195,6 +200,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     run_sweep(configs, device=args.device, out=args.out, title=args.title,
               command="python -m xdd " + shlex.join(sys.argv[1:]))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import shlex
+
+    from . import store
+    from .sweep import cache_report
+
+    if args.preset not in PRESETS:
+        raise ConfigError(f"unknown preset {args.preset!r}; accepted: {', '.join(PRESETS)}")
+    try:
+        md = cache_report(args.preset, command="python -m xdd " + shlex.join(sys.argv[1:]),
+                          shots=args.shots)
+    except ValueError as exc:
+        raise CLIError(str(exc))
+    store.atomic_write_bytes(Path(args.out), (md + "\n").encode())
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -386,7 +409,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"run": cmd_run, "sweep": cmd_sweep, "show": cmd_show, "worker": cmd_worker,
+    handlers = {"run": cmd_run, "sweep": cmd_sweep, "report": cmd_report, "show": cmd_show, "worker": cmd_worker,
                 "submit": cmd_submit, "jobs": cmd_jobs, "cancel": cmd_cancel}
     try:
         return handlers[args.cmd](args)

@@ -66,7 +66,7 @@ class RetrainConfig:
     pair_weight: float = 10.0  # weight of the I(X;Z) (pairwise) term
     # How the pairwise term is made well posed: "sphere" (embeddings on the unit sphere, so
     # every squared distance lies in [0, 4]), "ratio" (on the sphere, and inter-class
-    # distances relative to the within-class spread) or "none" (the paper's formula as
+    # distances relative to the within-class spread) or "raw" (the paper's formula as
     # written, unbounded below; kept for the ablation).
     pair_mode: str = "sphere"
     sigma_init: str = "mle"  # start of the MCDD deviations: "mle" (E||z-mu||^2/d) or "unit" (1)
@@ -222,8 +222,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.data.eval_split not in ("test", "val"):
         raise ConfigError(f"data.eval_split {cfg.data.eval_split!r}; accepted: test, val")
     r = cfg.retrain
-    if r.pair_mode not in ("sphere", "ratio", "none"):
-        raise ConfigError(f"retrain.pair_mode {r.pair_mode!r}; accepted: sphere, ratio, none")
+    if r.pair_mode not in ("sphere", "ratio", "raw"):
+        raise ConfigError(f"retrain.pair_mode {r.pair_mode!r}; accepted: sphere, ratio, raw")
     for path in ("retrain.freeze_bn", "score.normalize"):
         head, name = path.split(".")
         if not isinstance(getattr(getattr(cfg, head), name), bool):

@@ -83,12 +83,12 @@ def xdd_loss(z: torch.Tensor, y: torch.Tensor, centers: torch.Tensor, log_sigma:
     ``pair_mode="sphere"`` puts z on the unit sphere first, which bounds every squared distance
     by 4 and makes the pairwise term well posed; ``"ratio"`` also measures the inter-class
     distances relative to the pooled within-class spread (sigma^2 = spread + eps), so the same
-    term pulls classes together while it pushes them apart; ``"none"`` is the formula as
+    term pulls classes together while it pushes them apart; ``"raw"`` is the formula as
     written (scaling z up lowers it without bound).  ``beta=0`` is the pairwise-only ablation and
     ``pair_weight=0`` the MCDD-only baseline.  ``pull_weight`` adds Deep MCDD's center pull
     (scaled by beta, as part of the I(Z;Y) side).
     """
-    if pair_mode not in ("sphere", "ratio", "none"):
+    if pair_mode not in ("sphere", "ratio", "raw"):
         raise ValueError(f"unknown pair_mode {pair_mode!r}")
     if pair_mode in ("sphere", "ratio"):
         z = F.normalize(z, dim=1)

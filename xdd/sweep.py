@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
+
 from . import store
 from .config import RunConfig
 
@@ -157,4 +159,77 @@ def report_markdown(df, results: list[dict[str, Any]], elapsed: float | None = N
             md += [t, ""]
     if df.shots.nunique() > 1:
         md += ["## Mean AUPRC against shots", "", shots_markdown(df), ""]
+    return "\n".join(md)
+
+
+def variant_of(res: dict[str, Any]) -> str:
+    """The settings in which a run departs from its preset, other than what a sweep varies
+    (digit, seed, shots, methods) and the projections: "" for a plain preset run, else
+    "field=value, ..."."""
+    from .config import preset, to_dict
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    ref = flat(to_dict(preset(res["preset"])))
+    cfg = flat(res["config"])
+    skip = {"ood_digit", "seed", "shots", "methods"}
+    # Projections change no metric, so a sweep may skip them and still count as the preset.
+    diff = [f"{k}={cfg[k]}" for k in sorted(cfg) if k not in skip and k in ref
+            and not k.startswith("projection.") and cfg[k] != ref[k]]
+    return ", ".join(diff)
+
+
+def cache_report(preset_name: str, command: str | None = None, shots: int = 10) -> str:
+    """docs/RESULTS.md from every cached run of a preset: the main table (plain preset runs at
+    ``shots``), AUPRC against shots, and the ablations (runs that change one setting)."""
+    runs = [r for r in store.list_runs() if r.get("preset") == preset_name
+            and r.get("eval_split", "test") == "test"]
+    if not runs:
+        raise ValueError(f"no cached runs of preset {preset_name!r} on the test set")
+    by_variant: dict[str, list] = {}
+    for r in runs:
+        by_variant.setdefault(variant_of(r), []).append(r)
+    main = by_variant.get("", [])
+    if not main:
+        raise ValueError(f"no plain {preset_name!r} runs cached (only variants)")
+    df = results_table(main)
+    md = [report_markdown(df[df.shots == shots], [r for r in main if r["shots"] == shots],
+                          title=f"Results: {preset_name} preset", command=command)]
+    if df.shots.nunique() > 1:
+        md += ["## AUPRC against shots (mean over digits and seeds)", "",
+               shots_markdown(df, methods=("before", "xdd")), "",
+               "Digits and seeds per cell: " + "; ".join(
+                   f"{int(k)} shots: {df[df.shots == k].ood_digit.nunique()} digits x "
+                   f"{df[df.shots == k].seed.nunique()} seeds" for k in sorted(df.shots.unique())),
+               ""]
+    ablations = {v: rs for v, rs in by_variant.items() if v}
+    if ablations:
+        md += ["## Ablations", "",
+               f"Mean AUPRC over the digits each variant covers, {shots} shots; the plain preset on "
+               "the same digits and seeds beside it.", "",
+               "| variant | digits x seeds | method | variant AUPRC | preset AUPRC |",
+               "|---|---|---|---|---|"]
+        for v, rs in sorted(ablations.items()):
+            vdf = results_table([r for r in rs if r["shots"] == shots])
+            if vdf.empty:
+                continue
+            keys = set(zip(vdf.ood_digit, vdf.seed))
+            same = np.array([k in keys for k in zip(df.ood_digit, df.seed)], dtype=bool)
+            base = df[(df.shots == shots).to_numpy() & same]
+            for m in _ordered(vdf.method):
+                if m in ("pixels", "before"):
+                    continue
+                a = vdf[vdf.method == m].groupby("ood_digit").auprc.mean().mean()
+                bm = base[base.method == m]
+                b = bm.groupby("ood_digit").auprc.mean().mean() if len(bm) else float("nan")
+                md.append(f"| {v} | {vdf.ood_digit.nunique()} x {vdf.seed.nunique()} | {m} | "
+                          f"{a:.3f} | {b:.3f} |")
+        md.append("")
     return "\n".join(md)

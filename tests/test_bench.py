@@ -1,0 +1,127 @@
+"""The benchmark harness and the projection behaviours it guards; no timing is asserted.
+
+- bench/run.py: its plan parses, its verdicts follow the targets, and rewriting
+  docs/PERFORMANCE.md touches only the text between its markers;
+- xdd.projection: t-SNE is reproducible, and a projection gives torch back its thread count
+  (numba's OpenMP layer used to raise it to all cores, many times slower on a busy machine).
+"""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _load_run_module():
+    sys.path.insert(0, str(REPO / "bench"))
+    spec = importlib.util.spec_from_file_location("bench_run", REPO / "bench" / "run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _raw(ratio_pre: float, e2e_wall: float, peak_mib: float, page_s: float) -> dict:
+    loop = lambda r: {"ratio_wall": r, "ratio_cpu": r, "ours_ms_per_step": 10 * r,  # noqa: E731
+                      "plain_ms_per_step": 10.0, "ours_wall_s": [r], "plain_wall_s": [1.0]}
+    run = {"wall_s": e2e_wall, "cpu_s": e2e_wall, "stages": {"pretrain": e2e_wall - 5, "score": 5},
+           "timings": {"pretrain": e2e_wall - 5, "score:xdd": 5}, "pretrain_steps": 1500,
+           "auprc": {"before": 0.2, "xdd": 0.3}}
+    page = {"charts": 2, "median_s": page_s, "seconds": [page_s],
+            "chart_stats": [{"points": 5090, "traces": 11, "types": ["scattergl"]}]}
+    return {
+        "command": "python bench/run.py", "started": "now", "finished": "later", "wall_s": 600,
+        "machine": {"nproc": 2, "cpu": "cpu", "ram_gib": 8, "python": "3", "platform": "linux"},
+        "worker_threads": 1, "load_start": [0.1, 0.1, 0.1], "load_end": [0.2, 0.2, 0.2],
+        "errors": {},
+        "results": {
+            "loops": {"pretrain": loop(ratio_pre), "retrain": loop(1.0), "batch_size": 64,
+                      "pretrain_steps": 60, "retrain_steps": 50, "n_labeled": 90, "reps": 5,
+                      "threads": 1},
+            "e2e": {"runs": [run, dict(run, wall_s=10.0, cpu_s=10.0)], "reuse_ratio": 10 / e2e_wall,
+                    "child_maxrss_mib": peak_mib, "rss_after_warm_up_mib": 900, "warm_up_s": 30,
+                    "threads": 1, "digit": 8, "preset": "quick"},
+            "app": {"status": "measured", "reps": 3, "Results": page, "Embeddings": page},
+        },
+    }
+
+
+def _verdicts(section: str) -> dict[str, str]:
+    """First cell -> last cell of each summary-table row."""
+    rows = [r.split("|") for r in section.splitlines() if r.startswith("| ") and "**" in r]
+    return {cells[1].strip(): cells[-2].strip() for cells in rows}
+
+
+def test_dry_run_lists_every_cpu_benchmark():
+    out = subprocess.run([sys.executable, "bench/run.py", "--dry-run"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for script in ("e2e.py", "loops.py", "projections.py", "scoring_speed.py", "app_render.py"):
+        assert script in out.stdout
+        assert (REPO / "bench" / script).is_file()
+
+
+def test_verdicts_follow_the_targets():
+    run = _load_run_module()
+    good = _verdicts(run.render(_raw(1.01, 100.0, 1500.0, 1.5)))
+    bad = _verdicts(run.render(_raw(1.20, 130.0, 2500.0, 2.5)))
+    pre = next(k for k in good if k.startswith("1. Loop overhead, pretraining"))
+    e2e = next(k for k in good if k.startswith("2. Quick preset"))
+    mem = next(k for k in good if k.startswith("2. Peak memory"))
+    page = next(k for k in good if k.startswith("6. App, Embeddings"))
+    assert [good[k] for k in (pre, e2e, mem, page)] == ["**met**"] * 4
+    assert [bad[k] for k in (pre, e2e, mem, page)] == ["**missed**"] * 4
+
+
+def test_doc_rewrite_keeps_text_outside_the_markers(tmp_path, monkeypatch):
+    run = _load_run_module()
+    doc = tmp_path / "PERFORMANCE.md"
+    doc.write_text(f"# Title\nintro kept\n{run.BEGIN}\nold figures\n{run.END}\n## 7. GPU\nkept too\n")
+    monkeypatch.setattr(run, "DOC", doc)
+    run.write_doc("new figures\n")
+    text = doc.read_text()
+    assert "old figures" not in text and "new figures" in text
+    assert text.startswith("# Title\nintro kept\n") and text.endswith("## 7. GPU\nkept too\n")
+
+
+def test_tsne_is_reproducible_and_float32():
+    from xdd.projection import project
+
+    z = np.random.default_rng(0).normal(size=(200, 40)).astype(np.float32)
+    z[:100] += 3.0  # two clusters
+    a, b = project(z, "tsne", 0), project(z, "tsne", 0)
+    assert a.shape == (200, 2) and a.dtype == np.float32
+    assert np.array_equal(a, b)
+    # the two clusters stay apart on the map: each point's nearest neighbour is in its cluster
+    d = ((a[:, None, :] - a[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    assert ((d.argmin(1) < 100) == (np.arange(200) < 100)).mean() > 0.95
+
+
+def test_projection_gives_torch_its_thread_count_back():
+    from xdd.projection import _limited
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with _limited(1):
+            torch.set_num_threads(2)  # what numba's OpenMP layer does when it starts its pool
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("n", [3, 5, 9])
+def test_tiny_inputs_project_to_finite_points(n):
+    from xdd.projection import project
+
+    z = np.random.default_rng(n).normal(size=(n, 6))
+    for method in ("pca", "tsne"):
+        out = project(z, method, 0)
+        assert out.shape == (n, 2) and np.isfinite(out).all()
