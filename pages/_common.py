@@ -20,7 +20,7 @@ import numpy as np
 import streamlit as st
 
 from xdd import jobs, store
-from xdd.config import METHODS, ConfigError, RunConfig, preset, pretrain_key, run_key, to_dict
+from xdd.config import METHODS, ConfigError, RunConfig, preset, pretrain_key, run_key, variant
 
 # ---------------------------------------------------------------- routing
 
@@ -138,28 +138,15 @@ def describe_config(c: dict[str, Any]) -> str:
             f"seed {c.get('seed', '?')} · {c.get('preset', '?')}")
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def config_group(cfg: dict[str, Any]) -> str:
     """The preset name, or 'preset · custom (field=value, ...)' for a run whose config differs
-    from its preset in anything but digit, shots, seed and methods (e.g. CLI --set runs), so
-    that such runs are never averaged with the preset's own."""
+    from its preset in anything but digit, shots, seed, methods and projections (e.g. CLI
+    --set runs), so that such runs are never averaged with the preset's own."""
     name = str(cfg.get("preset", "?"))
     try:
-        base = _flat(to_dict(preset(name, ood_digit=cfg["ood_digit"], shots=cfg["shots"],
-                                    seed=cfg["seed"])))
-    except (ConfigError, KeyError, TypeError):
+        diffs = variant(cfg)
+    except (KeyError, TypeError, ValueError):
         return f"{name} · custom"
-    diffs = [f"{k}={v}" for k, v in _flat(cfg).items()
-             if k not in ("ood_digit", "shots", "seed", "methods") and base.get(k, v) != v]
     if not diffs:
         return name
     more = f", +{len(diffs) - 3} more" if len(diffs) > 3 else ""

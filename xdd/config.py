@@ -287,3 +287,31 @@ def pretrain_key(cfg: RunConfig) -> str:
 
 def run_key(cfg: RunConfig) -> str:
     return _hash({"v": CODE_VERSION, "cfg": to_dict(cfg)})
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"retrain": {"lr": 1}} -> {"retrain.lr": 1}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+# What a sweep varies, and projections (they change no metric): not part of a run's variant.
+_NOT_VARIANT = ("ood_digit", "seed", "shots", "methods")
+
+
+def variant(cfg: dict[str, Any]) -> list[str]:
+    """The settings (as "field=value") in which a saved config departs from its preset, other
+    than digit, seed, shots, methods and projections: [] for a plain preset run.  Fields the
+    preset does not know (older configs) are ignored."""
+    try:
+        ref = flatten(to_dict(preset(str(cfg.get("preset")))))
+    except ConfigError:
+        return [f"preset={cfg.get('preset')!r}"]
+    return [f"{k}={v}" for k, v in sorted(flatten(cfg).items())
+            if k in ref and k not in _NOT_VARIANT and not k.startswith("projection.")
+            and v != ref[k]]

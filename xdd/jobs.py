@@ -105,21 +105,7 @@ def check_id(job_id: Any) -> str:
     return job_id
 
 
-def pid_alive(pid: int | None) -> bool:
-    """True if a process with this pid exists on this host and is not a zombie."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed child that nobody has waited for yet is a zombie: dead for our purpose
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
+pid_alive = store.pid_alive  # re-exported: tests and the worker use jobs.pid_alive
 
 
 def one_line(exc: BaseException, limit: int = 400) -> str:

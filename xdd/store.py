@@ -227,14 +227,21 @@ def list_runs() -> list[dict[str, Any]]:
     return out
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """True if a process with this pid exists on this host and is not a zombie."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a killed child that nobody has waited for yet is a zombie: dead for our purpose
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def clean_tmp() -> None:
@@ -250,5 +257,5 @@ def clean_tmp() -> None:
         parts = d.name.split("-")  # .tmp, key, host, pid, rand
         if len(parts) != 5 or parts[2] != _HOST or not parts[3].isdigit():
             continue
-        if not _alive(int(parts[3])):
+        if not pid_alive(int(parts[3])):
             shutil.rmtree(d, ignore_errors=True)

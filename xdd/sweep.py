@@ -163,27 +163,10 @@ def report_markdown(df, results: list[dict[str, Any]], elapsed: float | None = N
 
 
 def variant_of(res: dict[str, Any]) -> str:
-    """The settings in which a run departs from its preset, other than what a sweep varies
-    (digit, seed, shots, methods) and the projections: "" for a plain preset run, else
-    "field=value, ..."."""
-    from .config import preset, to_dict
+    """"" for a plain preset run, else "field=value, ..." (see xdd.config.variant)."""
+    from .config import variant
 
-    def flat(d: dict, prefix: str = "") -> dict:
-        out = {}
-        for k, v in d.items():
-            if isinstance(v, dict):
-                out.update(flat(v, f"{prefix}{k}."))
-            else:
-                out[f"{prefix}{k}"] = v
-        return out
-
-    ref = flat(to_dict(preset(res["preset"])))
-    cfg = flat(res["config"])
-    skip = {"ood_digit", "seed", "shots", "methods"}
-    # Projections change no metric, so a sweep may skip them and still count as the preset.
-    diff = [f"{k}={cfg[k]}" for k in sorted(cfg) if k not in skip and k in ref
-            and not k.startswith("projection.") and cfg[k] != ref[k]]
-    return ", ".join(diff)
+    return ", ".join(variant(res["config"]))
 
 
 def cache_report(preset_name: str, command: str | None = None, shots: int = 10) -> str:
