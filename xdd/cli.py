@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--preset", default="quick")
     rp.add_argument("--shots", type=int, default=10, help="shot count of the main table")
     rp.add_argument("--out", default="docs/RESULTS.md")
+    rp.add_argument("--csv", default="docs/results.csv",
+                    help="every run x method of the preset, one row each")
     sh = sub.add_parser("show", help="print a cached run's results")
     sh.add_argument("key", nargs="?", help="run key (default: list cached runs)")
     _add_job_commands(sub)
@@ -207,7 +209,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     import shlex
 
     from . import store
-    from .sweep import cache_report
+    from .sweep import cache_report, results_table, variant_of
 
     if args.preset not in PRESETS:
         raise ConfigError(f"unknown preset {args.preset!r}; accepted: {', '.join(PRESETS)}")
@@ -217,7 +219,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc))
     store.atomic_write_bytes(Path(args.out), (md + "\n").encode())
-    print(f"wrote {args.out}")
+    runs = [r for r in store.list_runs() if r.get("preset") == args.preset
+            and r.get("eval_split", "test") == "test"]
+    table = results_table(runs)
+    table.insert(1, "variant", [variant_of(r) for r in runs for _ in r["methods"]])
+    store.atomic_write_bytes(Path(args.csv), table.to_csv(index=False).encode())
+    print(f"wrote {args.out} and {args.csv}")
     return 0
 
 
