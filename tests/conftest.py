@@ -10,6 +10,8 @@ import os
 # it.  Must be set before torch or sklearn is imported; an explicit setting wins.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+# Workers started by tests skip the background UMAP compilation (~25 s of CPU each).
+os.environ.setdefault("XDD_WARMUP", "0")
 
 import shutil
 from dataclasses import dataclass

@@ -78,10 +78,6 @@ def ensure_pretrained(cfg: RunConfig, x_pre, device, progress: Progress):
     return G, D, False, time.perf_counter() - t0
 
 
-def _normalize(z: np.ndarray) -> np.ndarray:
-    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-
-
 def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | None = None,
                    force: bool = False) -> dict[str, Any]:
     """Run (or load from the cache) one configuration; returns its results dict."""
@@ -135,9 +131,14 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
         metrics: dict[str, dict[str, float]] = {}
         embeddings: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # method -> (test, labeled)
 
+        sub = (subsample(len(y_test), cfg.projection.n_samples, cfg.projection.seed)
+               if cfg.projection.methods else np.arange(0))
+
         def prep(z: torch.Tensor) -> np.ndarray:
-            z = z.double().numpy()
-            return _normalize(z) if cfg.score.normalize else z
+            z = z.numpy().astype(np.float64)  # (N, d); the float32 copy is freed on return
+            if cfg.score.normalize:
+                z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+            return z
 
         def kde_scores(name: str, model) -> None:
             t = time.perf_counter()
@@ -146,7 +147,8 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
             kde = KDEScorer(cfg.score.bandwidth).fit(z_lab)
             scores[name] = kde.score(z_test)
             metrics[name] = dict(all_metrics(is_ood, scores[name]), bandwidth=kde.bandwidth_)
-            embeddings[name] = (z_test, z_lab)
+            if name in ("before", "xdd") and len(sub):  # only what is projected, subsampled
+                embeddings[name] = (z_test[sub], z_lab)
             timings[f"score:{name}"] = time.perf_counter() - t
 
         for method in cfg.methods:
@@ -181,13 +183,12 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
         # Projections: the same seeded subsample of test points for every embedding, with the
         # labeled examples appended (rows M.. of each array).
         proj: dict[str, np.ndarray] = {}
-        sub = subsample(len(y_test), cfg.projection.n_samples, cfg.projection.seed)
         if len(sub) and cfg.projection.methods:
             proj.update(index=splits.test[sub], label=y_test[sub], labeled_label=y_lab)
-            for emb_name, (z_test, z_lab) in embeddings.items():
+            for emb_name, (z_sub, z_lab) in embeddings.items():
                 if emb_name not in ("before", "xdd"):
                     continue
-                z = np.concatenate([z_test[sub], z_lab])
+                z = np.concatenate([z_sub, z_lab])
                 for pm in cfg.projection.methods:
                     t = time.perf_counter()
                     progress(f"project:{pm}", 0, 1, {"embedding": emb_name})

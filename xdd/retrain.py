@@ -114,6 +114,23 @@ def retrain(D0: Discriminator, cfg: RetrainConfig, x: torch.Tensor, y: torch.Ten
             head.bias.zero_()
         extra = list(head.parameters())
 
+    # With BN frozen and no augmentation, the blocks before the retrained ones see the same
+    # input and weights at every step: run them once, not once per step.
+    n_frozen = 4 - cfg.train_blocks
+    if cfg.freeze_bn and cfg.augment_shift <= 0 and n_frozen > 0:
+        with torch.no_grad():
+            h0 = x
+            for blk in D.blocks[:n_frozen]:
+                h0 = blk(h0)  # (N, C, H, W), constant during retraining
+
+        def embed(xb: torch.Tensor) -> torch.Tensor:
+            h = h0
+            for blk in D.blocks[n_frozen:]:
+                h = blk(h)
+            return h.flatten(1)
+    else:
+        embed = D.embed
+
     opt = torch.optim.Adam(trainable + extra, lr=cfg.lr, weight_decay=cfg.weight_decay)
     out = Retrained(D=D, head=head)
     stage = f"retrain:{method}"
@@ -121,7 +138,7 @@ def retrain(D0: Discriminator, cfg: RetrainConfig, x: torch.Tensor, y: torch.Ten
         progress(stage, 0, cfg.steps, {})
     for step in range(1, cfg.steps + 1):
         xb = shift_images(x, cfg.augment_shift, gen)
-        z = D.embed(xb)
+        z = embed(xb)
         if method in ("xdd", "mcdd", "pairwise"):
             beta, pw = _loss_weights(method, cfg)
             loss, parts = xdd_loss(z, y, centers, log_sigma, bias, beta=beta, pair_weight=pw,

@@ -270,6 +270,13 @@ def run_worker(device: str = "auto", threads: int | None = None, once: bool = Fa
 
         st.threads = threads or default_threads()
         torch.set_num_threads(st.threads)
+        # UMAP's numba compilation (~25 s) is paid once per worker, in the background, so a
+        # job that projects with UMAP does not pay it and a job that does not never waits.
+        # XDD_WARMUP=0 skips it (the test suite: its workers never project with UMAP).
+        if os.environ.get("XDD_WARMUP", "1") != "0":
+            from .projection import warm_up
+
+            threading.Thread(target=warm_up, name="umap-warm-up", daemon=True).start()
         _resolve_device(st)
         jobs.records().beat(st.info())
         log.info("worker %s (pid %d) on %s, queue %s", st.id, os.getpid(), st.device_desc,

@@ -1,0 +1,94 @@
+"""Shared helpers of the benchmark scripts: the repo on sys.path, the machine, timing, JSON
+output and the marked section of docs/PERFORMANCE.md that ``bench/run.py`` rewrites."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+DOC = REPO / "docs" / "PERFORMANCE.md"
+BEGIN = "<!-- bench/run.py: begin (generated; edits between these markers are overwritten) -->"
+END = "<!-- bench/run.py: end -->"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def ram_gib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return float("nan")
+
+
+def loadavg() -> tuple[float, float, float]:
+    try:
+        return os.getloadavg()
+    except OSError:
+        return (float("nan"),) * 3
+
+
+def machine() -> dict[str, Any]:
+    return {"nproc": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
+            "cpu": cpu_model(), "ram_gib": round(ram_gib(), 1), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def worker_threads() -> int:
+    """The torch thread count the job worker uses on this machine (its default)."""
+    try:
+        from xdd.worker import default_threads
+
+        return default_threads()
+    except Exception:  # the worker module cannot be imported: the same rule, restated
+        return max(1, min(8, len(os.sched_getaffinity(0)) - 1))
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def interleaved(a: Callable[[], Any], b: Callable[[], Any], reps: int) -> tuple[list[float], list[float]]:
+    """Seconds of a and b run alternately (a b a b ...), so background load hits both alike."""
+    ta, tb = [], []
+    for _ in range(reps):
+        ta.append(timed(a)[0])
+        tb.append(timed(b)[0])
+    return ta, tb
+
+
+def write_json(path: str | os.PathLike | None, obj: dict[str, Any]) -> None:
+    text = json.dumps(obj, indent=2, default=float)
+    if path:
+        Path(path).write_text(text + "\n")
+    else:
+        print(text)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
