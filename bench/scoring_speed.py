@@ -36,7 +36,7 @@ def main() -> None:
     from xdd import store
     from xdd.config import from_dict
     from xdd.data import eval_arrays, load_mnist, to_tensor
-    from xdd.experiment import _normalize
+    from xdd.scoring import l2_normalize as _normalize
     from xdd.models import Discriminator
     from xdd.retrain import embed_all
     from xdd.scoring import KDEScorer

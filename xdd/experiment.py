@@ -87,7 +87,7 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
     from .metrics import all_metrics
     from .projection import project, subsample
     from .retrain import embed_all, max_softmax_score, retrain
-    from .scoring import KDEScorer, PixelKDE
+    from .scoring import KDEScorer, PixelKDE, l2_normalize
 
     validate(cfg)
     progress = progress or _noop
@@ -136,9 +136,7 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
 
         def prep(z: torch.Tensor) -> np.ndarray:
             z = z.numpy().astype(np.float64)  # (N, d); the float32 copy is freed on return
-            if cfg.score.normalize:
-                z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-            return z
+            return l2_normalize(z, inplace=True) if cfg.score.normalize else z
 
         def kde_scores(name: str, model) -> None:
             t = time.perf_counter()

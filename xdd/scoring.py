@@ -13,6 +13,15 @@ class NotFittedError(RuntimeError):
     pass
 
 
+def l2_normalize(z: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """Rows of z on the unit sphere (a zero row stays zero).  (N, d)"""
+    norms = np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    if inplace:
+        z /= norms
+        return z
+    return z / norms
+
+
 def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """||a_i - b_j||^2, (len(a), len(b)), clipped at 0 against rounding."""
     d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
