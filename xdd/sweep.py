@@ -150,6 +150,8 @@ def report_markdown(df, results: list[dict[str, Any]], elapsed: float | None = N
           f"- device: {', '.join(devices)}",
           "- one pretrained GAN per OOD digit (pretraining seed 0), shared by all repetitions and "
           "shot counts; the seed changes the labeled draw and the retraining initialisation",
+          "- settings were chosen on the validation split with seeds >= 100 (`bench/tune.py`, "
+          "docs/METHOD.md section 5); the test-set seeds here played no part in that",
           "- AUPRC = average precision (sklearn `average_precision_score`), OOD digit = positive; "
           "cells: mean ± std over seeds, mean AUROC in brackets", ""]
     for k in sorted(df.shots.unique()):
