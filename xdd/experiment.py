@@ -121,15 +121,16 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
 
     with store.RunWriter(key) as writer:
         need_gan = any(m != "pixels" for m in cfg.methods)
-        G = D = None
+        D = None
         reused = False
         if need_gan:
-            G, D, reused, timings["pretrain"] = ensure_pretrained(
+            _, D, reused, timings["pretrain"] = ensure_pretrained(
                 cfg, to_tensor(data.x_train[splits.pretrain]), dev, progress)
 
         scores: dict[str, np.ndarray] = {}
         metrics: dict[str, dict[str, float]] = {}
-        embeddings: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # method -> (test, labeled)
+        # "before"/"xdd" -> (projected test subsample, labeled), normalised as scored
+        embeddings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
         sub = (subsample(len(y_test), cfg.projection.n_samples, cfg.projection.seed)
                if cfg.projection.methods else np.arange(0))
@@ -184,8 +185,6 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
         if len(sub) and cfg.projection.methods:
             proj.update(index=splits.test[sub], label=y_test[sub], labeled_label=y_lab)
             for emb_name, (z_sub, z_lab) in embeddings.items():
-                if emb_name not in ("before", "xdd"):
-                    continue
                 z = np.concatenate([z_sub, z_lab])
                 for pm in cfg.projection.methods:
                     t = time.perf_counter()
@@ -202,7 +201,8 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
             "ood_digit": cfg.ood_digit, "shots": cfg.shots, "seed": cfg.seed,
             "device": describe(dev), "pretrain_reused": reused,
             "started": started, "wall_time_s": time.perf_counter() - t_all,
-            "timings": timings, "eval_split": cfg.data.eval_split, "n_test": int(len(y_test)), "n_ood": int(is_ood.sum()),
+            "timings": timings, "eval_split": cfg.data.eval_split,
+            "n_test": int(len(y_test)), "n_ood": int(is_ood.sum()),
             "base_rate": float(is_ood.mean()), "n_labeled": int(len(y_lab)),
             "auprc_variant": "average precision (sklearn average_precision_score), OOD = positive",
             "methods": metrics,
