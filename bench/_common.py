@@ -55,12 +55,9 @@ def machine() -> dict[str, Any]:
 
 def worker_threads() -> int:
     """The torch thread count the job worker uses on this machine (its default)."""
-    try:
-        from xdd.worker import default_threads
+    from xdd.worker import default_threads
 
-        return default_threads()
-    except Exception:  # the worker module cannot be imported: the same rule, restated
-        return max(1, min(8, len(os.sched_getaffinity(0)) - 1))
+    return default_threads()
 
 
 def median(xs: list[float]) -> float:

@@ -13,7 +13,6 @@ Heavy libraries are imported inside the functions so importing this module stays
 """
 from __future__ import annotations
 
-import os
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -36,10 +35,9 @@ def threads() -> int:
     torch = sys.modules.get("torch")
     if torch is not None:
         return max(1, int(torch.get_num_threads()))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+    from .device import usable_cores
+
+    return usable_cores()
 
 
 @contextmanager

@@ -71,11 +71,9 @@ def _state() -> WorkerState:
 def default_threads() -> int:
     """CPU threads for torch: all usable cores but one (for the app and the browser), at most
     8.  Oversubscribing a busy CPU makes torch's OpenMP threads spin and run far slower."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:
-        n = os.cpu_count() or 1
-    return max(1, min(8, n - 1))
+    from .device import usable_cores
+
+    return max(1, min(8, usable_cores() - 1))
 
 
 class JobProgress:
