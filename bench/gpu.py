@@ -54,11 +54,12 @@ def step_variant(pcfg, x, device, steps: int, bf16: bool, channels_last: bool,
     torch.manual_seed(0)
     G, D = Generator(pcfg.z_dim, pcfg.g_width), Discriminator(pcfg.d_width)
     init_weights(G), init_weights(D)
+    G.output_layer.bias.data.fill_(pcfg.g_out_bias)
     G.to(device).train(), D.to(device).train()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     G, D = G.to(memory_format=fmt), D.to(memory_format=fmt)
     xd = x.to(device).contiguous(memory_format=fmt)
-    opt_g = torch.optim.Adam(G.parameters(), lr=pcfg.lr, betas=(pcfg.beta1, 0.999))
+    opt_g = torch.optim.Adam(G.parameters(), lr=pcfg.g_lr, betas=(pcfg.beta1, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=pcfg.lr, betas=(pcfg.beta1, 0.999))
     b = pcfg.batch_size
     ones = torch.ones(b, device=device)

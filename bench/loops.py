@@ -54,7 +54,8 @@ def plain_pretrain(cfg, x):
     torch.manual_seed(cfg.seed)
     G, D = Generator(cfg.z_dim, cfg.g_width), Discriminator(cfg.d_width)
     init_weights(G), init_weights(D)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    G.output_layer.bias.data.fill_(cfg.g_out_bias)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.g_lr, betas=(cfg.beta1, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     b = cfg.batch_size
     ones, zeros = torch.ones(b), torch.zeros(b)

@@ -82,3 +82,51 @@ def test_init_weights_is_dcgan():
     bn = torch.cat([m.weight for m in D.modules() if isinstance(m, nn.BatchNorm2d)])
     assert abs(bn.mean().item() - 1.0) < 0.01
     assert all((c.bias == 0).all() for c in _convs(D, nn.Conv2d))
+
+
+@pytest.mark.parametrize("frozen", ["G", "D"])
+def test_pretrain_uses_separate_learning_rates_for_g_and_d(frozen):
+    """pretrain.lr drives D's optimiser and pretrain.g_lr G's: a (practically) zero rate for one
+    of them leaves that network's weights where they started while the other one moves."""
+    import copy
+
+    from xdd.config import PretrainConfig
+    from xdd.pretrain import pretrain_gan
+
+    tiny, normal = 1e-12, 1e-3
+    cfg = PretrainConfig(g_width=0.125, d_width=0.5, steps=3, batch_size=8,
+                         lr=tiny if frozen == "D" else normal,
+                         g_lr=tiny if frozen == "G" else normal)
+    torch.manual_seed(cfg.seed)
+    G0, D0 = Generator(cfg.z_dim, cfg.g_width), Discriminator(cfg.d_width)
+    init_weights(G0)
+    init_weights(D0)
+    G0.output_layer.bias.data.fill_(cfg.g_out_bias)
+    x = torch.rand(32, 1, 28, 28) * 2 - 1
+    G, D, _ = pretrain_gan(cfg, x, torch.device("cpu"))
+
+    def moved(net, net0):
+        return max(float((p - p0).abs().max()) for p, p0 in
+                   zip(net.parameters(), copy.deepcopy(net0).parameters()))
+
+    # pretrain_gan seeds the same way before building G and D, so G0/D0 are its starting point.
+    if frozen == "G":
+        assert moved(G, G0) < 1e-8 and moved(D, D0) > 1e-4
+    else:
+        assert moved(D, D0) < 1e-8 and moved(G, G0) > 1e-4
+
+
+def test_pretraining_starts_g_from_a_dark_background():
+    """G's output bias starts at pretrain.g_out_bias, so a fresh G's images are dark like MNIST
+    (mean pixel about -0.75 in [-1, 1]) instead of grey."""
+    from xdd.config import PretrainConfig
+    from xdd.pretrain import pretrain_gan
+
+    x = torch.rand(16, 1, 28, 28) * 2 - 1
+    for bias, lo, hi in ((-1.0, -0.9, -0.6), (0.0, -0.15, 0.15)):
+        G, _, _ = pretrain_gan(PretrainConfig(g_width=0.125, d_width=0.5, steps=0, g_out_bias=bias),
+                               x, torch.device("cpu"))
+        assert torch.all(G.output_layer.bias == bias)
+        with torch.no_grad():
+            mean = float(G(torch.randn(64, 100, generator=torch.Generator().manual_seed(0))).mean())
+        assert lo < mean < hi, (bias, mean)

@@ -51,7 +51,15 @@ class PretrainConfig:
     z_dim: int = 100
     steps: int = 1500
     batch_size: int = 64
-    lr: float = 2e-4
+    lr: float = 2e-4  # D's learning rate (Adam)
+    # G's learning rate.  With G narrower than Table 1 (quick preset) and G's lr equal to D's,
+    # G never catches up: D's loss reaches ~0 within 100 steps and G's samples stay grey
+    # noise (docs/METHOD.md section 1).  A five times larger G lr keeps the game balanced.
+    g_lr: float = 2e-4
+    # Initial bias of G's output layer: tanh(-1) = -0.76, about the mean pixel of MNIST.  From
+    # a zero bias G starts grey, and a narrow G moves its background toward black so slowly
+    # that D can win on the background alone before G has learned any stroke.
+    g_out_bias: float = -1.0
     beta1: float = 0.5
     seed: int = 0
 
@@ -113,14 +121,14 @@ _PRESETS: dict[str, RunConfig] = {
     "tiny": RunConfig(
         preset="tiny",
         data=DataConfig(n_pretrain=512, n_test=400),
-        pretrain=PretrainConfig(g_width=0.125, d_width=0.5, steps=20, batch_size=32),
+        pretrain=PretrainConfig(g_width=0.125, d_width=0.5, steps=20, batch_size=32, g_lr=1e-3),
         retrain=RetrainConfig(steps=10),
         projection=ProjectionConfig(n_samples=150, methods=("pca", "tsne")),
     ),
     # A laptop CPU: one digit end to end in a couple of minutes.
     "quick": RunConfig(
         preset="quick",
-        pretrain=PretrainConfig(g_width=0.25, d_width=1.0, steps=1500, batch_size=64),
+        pretrain=PretrainConfig(g_width=0.25, d_width=1.0, steps=1500, batch_size=64, g_lr=1e-3),
         projection=ProjectionConfig(n_samples=1000),
     ),
     # Paper Table 1 widths; 20 epochs of the ~54k in-distribution images at batch 64.
@@ -175,6 +183,7 @@ _NUMERIC = {
     "data.n_pretrain": (int, 1, True), "data.n_test": (int, 10, True),
     "pretrain.z_dim": (int, 1, False), "pretrain.steps": (int, 0, False),
     "pretrain.batch_size": (int, 1, False), "pretrain.lr": (float, 1e-12, False),
+    "pretrain.g_lr": (float, 1e-12, False), "pretrain.g_out_bias": (float, -1e9, False),
     "pretrain.beta1": (float, 0.0, False), "pretrain.seed": (int, 0, False),
     "retrain.steps": (int, 0, False), "retrain.lr": (float, 1e-12, False),
     "retrain.weight_decay": (float, 0.0, False), "retrain.beta": (float, 0.0, False),

@@ -30,6 +30,11 @@ class Generator(nn.Module):
             nn.ConvTranspose2d(c3, 1, 3, 2, 1, 1), nn.Tanh(),  # 14 -> 28
         )
 
+    @property
+    def output_layer(self) -> nn.ConvTranspose2d:
+        """The last transposed convolution (before Tanh)."""
+        return self.net[-2]
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.fc(z).view(-1, self.c0, 7, 7)  # (N, c0, 7, 7)
         return self.net(h)  # (N, 1, 28, 28) in [-1, 1]
