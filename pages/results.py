@@ -24,6 +24,7 @@ from pages._common import (
     require_router,
     run_arrays,
     run_mtime,
+    verified_results,
 )
 from xdd.metrics import pr_curve
 
@@ -239,6 +240,34 @@ else:
                          plot_bgcolor="white", xaxis_gridcolor="#eee", yaxis_gridcolor="#eee",
                          legend=dict(x=1.0, xanchor="right", y=1.0))
     st.plotly_chart(fig_pr, key="fig-pr", config={"displaylogo": False})
+
+with st.expander("What the GAN of this run learned to draw"):
+    # The pretrained D is the "before" embedding; a GAN whose D won outright (its loss near 0)
+    # only learned to tell digits from noise, and its features are those of a noise detector.
+    samples = run_arrays(pick_run, "gan_samples.npz")
+    res_one = verified_results(pick_run) or {}
+    losses = res_one.get("pretrain_losses") or {}
+    if samples is None:
+        st.caption("This run has no generator samples (it was computed before they were "
+                   "recorded, or uses no GAN).")
+    else:
+        imgs = samples["images"][:64]  # (n, 28, 28) uint8
+        n = len(imgs) - len(imgs) % 8
+        grid = imgs[:n].reshape(n // 8, 8, 28, 28).transpose(0, 2, 1, 3).reshape(n // 8 * 28, 8 * 28)
+        c1, c2 = st.columns([1, 1])
+        c1.image(grid, caption="64 images drawn by the pretrained generator G", width=320,
+                 clamp=True)
+        d_loss = losses.get("d_loss")
+        if isinstance(d_loss, (int, float)):
+            c2.metric("D's loss at the end of pretraining", f"{d_loss:.3f}")
+            c2.metric("G's loss at the end of pretraining", f"{losses.get('g_loss', float('nan')):.3f}")
+            if d_loss < 0.05:
+                c2.warning("D won the game outright (its loss is near 0): G's images are easy "
+                           "to tell from digits, and D's features may only detect noise. "
+                           "Expect a weak \"before\" embedding.")
+            else:
+                c2.caption("A balanced game keeps D's loss well above 0 (about 0.5–1.4 here): "
+                           "D had to learn what digits look like to keep up with G.")
 
 # ---------------------------------------------------------------- AUPRC vs shots
 

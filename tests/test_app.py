@@ -299,6 +299,12 @@ def test_results_seeded_fig1_table_and_pr_curves(tiny_run) -> None:
     assert "Only one shot count is cached" in body
     labels = [b.label for b in at.get("download_button")]
     assert labels == ["Per-digit table (CSV)", "Every run (CSV)"]
+    # The GAN check of the picked run: its samples and its final losses from results.json.
+    d_loss = res["pretrain_losses"]["d_loss"]
+    assert metrics["D's loss at the end of pretraining"] == f"{d_loss:.3f}"
+    assert metrics["G's loss at the end of pretraining"] == f"{res['pretrain_losses']['g_loss']:.3f}"
+    assert len(at.get("image")) == 1
+    assert ("D won the game outright" in body) == (d_loss < 0.05)
 
 
 def test_results_error_bars_over_seeds_and_auprc_vs_shots(tiny_run) -> None:

@@ -41,7 +41,13 @@ def test_results_describe_the_run(tiny_run, mnist):
             assert v["bandwidth"] > 0
     assert {"data", "pretrain", "retrain:xdd"} <= set(r["timings"])
     run = store.run_dir(tiny_run.key)
-    assert set(r["files"]) == {"config.json", "scores.npz", "projections.npz", "checkpoint.pt"}
+    assert set(r["files"]) == {"config.json", "scores.npz", "projections.npz", "checkpoint.pt",
+                               "gan_samples.npz"}
+    # What the GAN draws, and how its game ended, recorded for the Results page.
+    imgs = store.load_npz(tiny_run.key, "gan_samples.npz")["images"]
+    assert imgs.shape == (64, 28, 28) and imgs.dtype == np.uint8 and imgs.std() > 0
+    assert set(r["pretrain_losses"]) == {"d_loss", "g_loss"}
+    assert all(np.isfinite(v) and v >= 0 for v in r["pretrain_losses"].values())
     assert all(store.sha256_file(run / n) == h for n, h in r["files"].items())
     assert store.read_json(run / "config.json") == to_dict(cfg)
     assert store.load_checkpoint(run / "checkpoint.pt")["code_version"] == CODE_VERSION

@@ -73,7 +73,7 @@ def ensure_pretrained(cfg: RunConfig, x_pre, device, progress: Progress):
     })
     store.atomic_write_json(pdir / "config.json", {
         "ood_digit": cfg.ood_digit, "data": to_dict(cfg.data), "pretrain": to_dict(cfg.pretrain),
-        "code_version": CODE_VERSION,
+        "code_version": CODE_VERSION, "losses": last,
         "checkpoint_sha256": store.sha256_file(pdir / "checkpoint.pt")})
     return G, D, False, time.perf_counter() - t0
 
@@ -85,6 +85,7 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
 
     from .device import describe, resolve_device
     from .metrics import all_metrics
+    from .pretrain import sample_images
     from .projection import project, subsample
     from .retrain import embed_all, max_softmax_score, retrain
     from .scoring import KDEScorer, PixelKDE, l2_normalize
@@ -123,9 +124,16 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
         need_gan = any(m != "pixels" for m in cfg.methods)
         D = None
         reused = False
+        gan_losses = None
         if need_gan:
-            _, D, reused, timings["pretrain"] = ensure_pretrained(
+            G, D, reused, timings["pretrain"] = ensure_pretrained(
                 cfg, to_tensor(data.x_train[splits.pretrain]), dev, progress)
+            # What G draws and how the game ended: a GAN whose D won outright (loss ~0) gives
+            # the features of a noise detector, and the Results page says so.
+            writer.npz("gan_samples.npz", images=sample_images(G))
+            meta = store.read_json(store.pretrain_dir(pretrain_key(cfg)) / "config.json")
+            gan_losses = meta.get("losses") if isinstance(meta, dict) else None
+            del G
 
         scores: dict[str, np.ndarray] = {}
         metrics: dict[str, dict[str, float]] = {}
@@ -199,7 +207,7 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
             "run_key": key, "pretrain_key": pretrain_key(cfg) if need_gan else None,
             "code_version": CODE_VERSION, "config": to_dict(cfg), "preset": cfg.preset,
             "ood_digit": cfg.ood_digit, "shots": cfg.shots, "seed": cfg.seed,
-            "device": describe(dev), "pretrain_reused": reused,
+            "device": describe(dev), "pretrain_reused": reused, "pretrain_losses": gan_losses,
             "started": started, "wall_time_s": time.perf_counter() - t_all,
             "timings": timings, "eval_split": cfg.data.eval_split,
             "n_test": int(len(y_test)), "n_ood": int(is_ood.sum()),
