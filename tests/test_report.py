@@ -34,4 +34,10 @@ def test_report_separates_preset_runs_shot_counts_and_ablations(tiny_run):
     ablation = next(line for line in md.splitlines()
                     if line.startswith("| retrain.pair_mode=raw") and "| xdd |" in line)
     assert f"| {raw['methods']['xdd']['auprc']:.3f} | {main['xdd']['auprc']:.3f} |" in ablation
+    # ... and whether the variant's XDD is above the plain run's "before" on that one digit.
+    above = raw["methods"]["xdd"]["auprc"] > main["before"]["auprc"]
+    assert ablation.endswith(f"| {int(above)} of 1 |")
+    # How the GAN game ended, from the run's recorded losses.
+    d_loss = tiny_run.results["pretrain_losses"]["d_loss"]
+    assert f"D's loss at the end lies between {d_loss:.2f} and {d_loss:.2f} over the 1 " in md
     assert "XDD beats `before` on mean AUPRC for" in md

@@ -130,6 +130,19 @@ def targets_markdown(df, shots: int = 10) -> str:
     return "\n".join(lines)
 
 
+def _gan_line(results: list[dict[str, Any]]) -> list[str]:
+    """How the GAN games ended: D's final loss over the pretrained GANs (none if unrecorded)."""
+    d = {r.get("pretrain_key"): (r.get("pretrain_losses") or {}).get("d_loss") for r in results}
+    d = {k: v for k, v in d.items() if isinstance(v, (int, float))}
+    if not d:
+        return []
+    low = sum(v < 0.05 for v in d.values())
+    return [f"- GAN pretraining: D's loss at the end lies between {min(d.values()):.2f} and "
+            f"{max(d.values()):.2f} over the {len(d)} pretrained GANs"
+            + (f"; **{low} ended with D winning outright (loss < 0.05)**" if low else
+               " (none ended with D winning outright)")]
+
+
 def report_markdown(df, results: list[dict[str, Any]], elapsed: float | None = None,
                     title: str = "Sweep", command: str | None = None) -> str:
     """The whole generated report: settings, per-digit tables per shot count, shot curve."""
@@ -150,6 +163,7 @@ def report_markdown(df, results: list[dict[str, Any]], elapsed: float | None = N
           f"- device: {', '.join(devices)}",
           "- one pretrained GAN per OOD digit (pretraining seed 0), shared by all repetitions and "
           "shot counts; the seed changes the labeled draw and the retraining initialisation",
+          *_gan_line(results),
           "- settings were chosen on the validation split with seeds >= 100 (`bench/tune.py`, "
           "docs/METHOD.md section 5); the test-set seeds here played no part in that",
           "- AUPRC = average precision (sklearn `average_precision_score`), OOD digit = positive; "
@@ -199,8 +213,9 @@ def cache_report(preset_name: str, command: str | None = None, shots: int = 10) 
         md += ["## Ablations", "",
                f"Mean AUPRC over the digits each variant covers, {shots} shots; the plain preset on "
                "the same digits and seeds beside it.", "",
-               "| variant | digits x seeds | method | variant AUPRC | preset AUPRC |",
-               "|---|---|---|---|---|"]
+               "| variant | digits x seeds | method | variant AUPRC | preset AUPRC | digits above "
+               "`before` |",
+               "|---|---|---|---|---|---|"]
         for v, rs in sorted(ablations.items()):
             vdf = results_table([r for r in rs if r["shots"] == shots])
             if vdf.empty:
@@ -211,10 +226,14 @@ def cache_report(preset_name: str, command: str | None = None, shots: int = 10) 
             for m in _ordered(vdf.method):
                 if m in ("pixels", "before"):
                     continue
-                a = vdf[vdf.method == m].groupby("ood_digit").auprc.mean().mean()
+                per_digit = vdf[vdf.method == m].groupby("ood_digit").auprc.mean()
                 bm = base[base.method == m]
                 b = bm.groupby("ood_digit").auprc.mean().mean() if len(bm) else float("nan")
+                before = base[base.method == "before"].groupby("ood_digit").auprc.mean()
+                common = per_digit.index.intersection(before.index)
+                wins = (f"{int((per_digit[common] > before[common]).sum())} of {len(common)}"
+                        if len(common) else "–")
                 md.append(f"| {v} | {vdf.ood_digit.nunique()} x {vdf.seed.nunique()} | {m} | "
-                          f"{a:.3f} | {b:.3f} |")
+                          f"{per_digit.mean():.3f} | {b:.3f} | {wins} |")
         md.append("")
     return "\n".join(md)
