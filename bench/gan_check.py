@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def run_variant(variant: str, digit: int, steps: int, out_dir: Path) -> None:
-    import numpy as np
     import torch
     from PIL import Image
     from torch import nn

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .config import PretrainConfig
@@ -63,36 +64,10 @@ def pretrain_gan(cfg: PretrainConfig, x: torch.Tensor, device: torch.device,
 
 
 @torch.no_grad()
-def sample_images(G: Generator, n: int = 64, seed: int = 0) -> "np.ndarray":
+def sample_images(G: Generator, n: int = 64, seed: int = 0) -> np.ndarray:
     """n images of G from seeded noise, as uint8 (n, 28, 28): what the GAN learned to draw."""
-    import numpy as np
-
     G.eval()
     dev = next(G.parameters()).device
     noise = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(dev)
     x = G(noise).squeeze(1).float().cpu().numpy()  # (n, 28, 28) in [-1, 1]
     return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
-@torch.no_grad()
-def recalibrate_bn(D: Discriminator, x: torch.Tensor, batch_size: int = 500,
-                   max_images: int = 10000) -> Discriminator:
-    """Recompute D's BatchNorm running statistics on real images only, in place.
-
-    During the GAN game D's running statistics average real *and* generated batches, so in eval
-    mode a real image is normalised with statistics that are partly those of fakes.  The
-    embedding f is used on real images, so its statistics should be theirs: one pass over (up
-    to ``max_images`` of) x: (N, 1, 28, 28), cumulative averages (momentum None).
-    """
-    bns = [m for m in D.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average over the batches below
-    D.train()
-    dev = next(D.parameters()).device
-    for i in range(0, min(len(x), max_images), batch_size):
-        D.embed(x[i:i + batch_size].to(dev))
-    for m, mom in zip(bns, saved):
-        m.momentum = mom
-    return D.eval()
