@@ -185,14 +185,22 @@ def test_retrain_changes_only_the_chosen_blocks_of_a_copy(pretrained):
             assert not moved, f"{k} outside the retrained blocks changed"
 
 
-def test_xdd_retraining_lowers_its_loss(pretrained):
+@pytest.mark.parametrize("mode", ["ratio", "sphere"])
+def test_xdd_retraining_lowers_its_loss(pretrained, mode):
+    from xdd.losses import RATIO_EPS
+
     cfg, D0, x, y = pretrained
-    rcfg = dataclasses.replace(cfg.retrain, steps=30)  # the preset's learning rate
+    rcfg = dataclasses.replace(cfg.retrain, steps=30, pair_mode=mode)  # the preset's lr
     out = retrain(D0, rcfg, x, y, "xdd", seed=0, report_every=1)
     first, last = out.history[0], out.history[-1]
     assert np.isfinite([h["loss"] for h in out.history]).all()
     assert last["loss"] < first["loss"]
-    assert -2.0 <= last["pairwise"] <= 0.0  # sphere mode bounds the pairwise term
+    # Both modes bound the pairwise term: squared distances on the sphere are <= 4, and the
+    # ratio mode divides by (within-class spread + eps) >= eps.
+    low = -4.0 / (2.0 * RATIO_EPS) if mode == "ratio" else -2.0
+    assert low <= last["pairwise"] <= 0.0
+    if mode == "ratio":  # between- over within-class spread went up
+        assert last["pairwise"] < first["pairwise"]
 
 
 def test_retraining_is_seeded(pretrained):

@@ -106,7 +106,7 @@ def test_pretrain_uses_separate_learning_rates_for_g_and_d(frozen):
     G, D, _ = pretrain_gan(cfg, x, torch.device("cpu"))
 
     def moved(net, net0):
-        return max(float((p - p0).abs().max()) for p, p0 in
+        return max(float((p - p0).detach().abs().max()) for p, p0 in
                    zip(net.parameters(), copy.deepcopy(net0).parameters()))
 
     # pretrain_gan seeds the same way before building G and D, so G0/D0 are its starting point.

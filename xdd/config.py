@@ -68,18 +68,18 @@ class PretrainConfig:
 class RetrainConfig:
     # Defaults chosen on the validation split (docs/METHOD.md section 5), never on test data.
     steps: int = 200
-    lr: float = 1e-3
+    lr: float = 1e-4
     weight_decay: float = 0.0
     beta: float = 1.0  # weight of the I(Z;Y) (MCDD) side: L = I(X;Z) - beta * I(Z;Y)
-    pair_weight: float = 10.0  # weight of the I(X;Z) (pairwise) term
+    pair_weight: float = 3.0  # weight of the I(X;Z) (pairwise) term
     # How the pairwise term is made well posed: "sphere" (embeddings on the unit sphere, so
     # every squared distance lies in [0, 4]), "ratio" (on the sphere, and inter-class
     # distances relative to the within-class spread) or "raw" (the paper's formula as
     # written, unbounded below; kept for the ablation).
-    pair_mode: str = "sphere"
+    pair_mode: str = "ratio"
     sigma_init: str = "mle"  # start of the MCDD deviations: "mle" (E||z-mu||^2/d) or "unit" (1)
     pull_weight: float = 10.0  # Deep MCDD's pull of each sample to its class center (x beta)
-    train_blocks: int = 1  # number of last conv blocks of D that are retrained (1..4)
+    train_blocks: int = 4  # number of last conv blocks of D that are retrained (1..4)
     l2sp: float = 0.0  # pull toward the pretrained weights (L2-SP), per retrained parameter
     augment_shift: int = 0  # random translations of the labeled images, in pixels
     freeze_bn: bool = True  # keep BatchNorm running stats of the pretrained D
