@@ -152,7 +152,8 @@ def main() -> None:
     cpu = torch.device("cpu")
     out: dict[str, Any] = {"threads": torch.get_num_threads(), "reps": args.reps,
                            "pretrain_steps": pcfg.steps, "retrain_steps": rcfg.steps,
-                           "batch_size": pcfg.batch_size, "n_labeled": len(x_lab)}
+                           "batch_size": pcfg.batch_size, "n_labeled": len(x_lab),
+                           "retrain_blocks": rcfg.train_blocks}
 
     log(f"loops: pretraining {pcfg.steps} steps x {args.reps} reps, each side")
     pre = side_by_side(lambda: pretrain_gan(pcfg, x_pre, cpu), lambda: plain_pretrain(pcfg, x_pre),

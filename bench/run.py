@@ -267,10 +267,13 @@ def render(raw: dict[str, Any]) -> str:
         L += ["", "Where a step's time goes (torch.profiler, self CPU time, 20 steps): "
               f"pretraining: {top_ops(lp.get('profile_pretrain'))}; retraining: "
               f"{top_ops(lp.get('profile_retrain'))}.  The loops add no measurable work of "
-              "their own: the step is the convolutions and batch norms of G and D.  Our "
-              "retraining step is faster than the plain loop because, with BatchNorm frozen "
-              "and no augmentation, it runs the conv blocks that are not retrained once "
-              "instead of at every step (the plain loop runs the whole embedding).", ""]
+              "their own: the step is the convolutions and batch norms of G and D."
+              + (f"  With {lp['retrain_blocks']} of 4 blocks retrained, our retraining step is "
+                 "faster than the plain loop: with BatchNorm frozen and no augmentation it runs "
+                 "the blocks that are not retrained once instead of at every step (the plain "
+                 "loop runs the whole embedding)." if lp.get("retrain_blocks", 4) < 4 else
+                 "  The preset retrains all four blocks, so both loops run the whole embedding "
+                 "at every step."), ""]
         for k in ("pretrain", "retrain"):
             v = lp[k]
             if v["ratio_wall"] > 1.05 and v["ratio_cpu"] <= 1.05:

@@ -244,3 +244,40 @@ def test_one_shot_xdd_retraining_in_every_pair_mode(pretrained, mode):
     out = retrain(D0, rcfg, x[first], y[first], "xdd", seed=0, report_every=1)
     assert all(np.isfinite(h["loss"]) for h in out.history)
     assert all(torch.isfinite(p).all() for p in out.D.parameters())
+
+
+def test_projected_rows_are_the_embeddings_of_the_subsampled_test_images(tiny_run, monkeypatch):
+    """The run scores the test set batch by batch and keeps only the projected rows: with a
+    batch that does not divide the test set, the scores match the one-batch run and the PCA
+    map of "before" is the PCA of exactly those rows' embeddings (plus the labeled ones),
+    recomputed here from the pretrained D in one piece."""
+    import torch
+
+    import xdd.experiment
+    from xdd.experiment import run_experiment
+
+    one_batch = store.load_npz(tiny_run.key, "scores.npz")
+    monkeypatch.setattr(xdd.experiment, "SCORE_BATCH", 97)
+    assert len(one_batch["test_index"]) > 3 * 97
+    run_experiment(tiny_run.cfg, device="cpu", force=True)
+    batched = store.load_npz(tiny_run.key, "scores.npz")
+    for m in ("before", "mcdd", "xdd"):
+        assert np.allclose(batched[f"score_{m}"], one_batch[f"score_{m}"], rtol=1e-9, atol=1e-6)
+
+    from xdd.data import eval_arrays, load_mnist, make_splits
+    from xdd.experiment import load_pretrained
+    from xdd.projection import project, subsample
+    from xdd.scoring import l2_normalize
+
+    cfg = tiny_run.cfg
+    proj = store.load_npz(tiny_run.key, "projections.npz")
+    data = load_mnist()
+    sp = make_splits(cfg, data)
+    x_eval, _ = eval_arrays(data, cfg.data.eval_split)
+    sub = subsample(len(sp.test), cfg.projection.n_samples, cfg.projection.seed)
+    assert np.array_equal(proj["index"], sp.test[sub])
+    _, D = load_pretrained(cfg, torch.device("cpu"))
+    z = embed_all(D, to_tensor(np.concatenate([x_eval[sp.test[sub]], data.x_train[sp.labeled]])))
+    z = l2_normalize(z.numpy().astype(np.float64))
+    # Batch-wise and whole embeddings agree to float rounding; PCA signs are fixed by svd_flip.
+    assert np.allclose(project(z, "pca", cfg.projection.seed), proj["before_pca"], atol=1e-6)

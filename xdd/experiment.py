@@ -21,6 +21,9 @@ Progress = Callable[[str, int, int, dict], None]
 EMBEDDING_METHODS = ("xdd", "mcdd", "pairwise", "svdd")  # retrained, scored by KDE
 
 
+SCORE_BATCH = 2048  # test images embedded and scored at a time (bounds the peak memory)
+
+
 def _noop(stage: str, step: int, total: int, info: dict) -> None:
     pass
 
@@ -150,12 +153,23 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
         def kde_scores(name: str, model) -> None:
             t = time.perf_counter()
             progress("score", 0, 1, {"method": name})
-            z_test, z_lab = prep(embed_all(model, x_test)), prep(embed_all(model, x_lab))
+            z_lab = prep(embed_all(model, x_lab))
             kde = KDEScorer(cfg.score.bandwidth).fit(z_lab)
-            scores[name] = kde.score(z_test)
+            # The test set is embedded and scored a batch at a time, so the 10,000 x d float64
+            # embedding never exists whole; only the rows that are projected are kept.
+            keep = name in ("before", "xdd") and len(sub) > 0
+            z_sub = np.empty((len(sub), z_lab.shape[1])) if keep else None  # (M, d)
+            parts = []
+            for i in range(0, len(x_test), SCORE_BATCH):
+                z = prep(embed_all(model, x_test[i:i + SCORE_BATCH]))  # (<= SCORE_BATCH, d)
+                parts.append(kde.score(z))
+                if keep:
+                    here = (sub >= i) & (sub < i + len(z))
+                    z_sub[here] = z[sub[here] - i]
+            scores[name] = np.concatenate(parts)
             metrics[name] = dict(all_metrics(is_ood, scores[name]), bandwidth=kde.bandwidth_)
-            if name in ("before", "xdd") and len(sub):  # only what is projected, subsampled
-                embeddings[name] = (z_test[sub], z_lab)
+            if keep:
+                embeddings[name] = (z_sub, z_lab)
             timings[f"score:{name}"] = time.perf_counter() - t
 
         for method in cfg.methods:
