@@ -266,8 +266,9 @@ with st.expander("What the GAN of this run learned to draw"):
                            "to tell from digits, and D's features may only detect noise. "
                            "Expect a weak \"before\" embedding.")
             else:
-                c2.caption("A balanced game keeps D's loss well above 0 (about 0.5–1.4 here): "
-                           "D had to learn what digits look like to keep up with G.")
+                c2.caption("A balanced game keeps D's loss well above 0 (0.4–1.2 for the quick "
+                           "preset's GANs): D had to learn what digits look like to keep up "
+                           "with G.")
 
 # ---------------------------------------------------------------- AUPRC vs shots
 

@@ -54,7 +54,8 @@ class PretrainConfig:
     lr: float = 2e-4  # D's learning rate (Adam)
     # G's learning rate.  With G narrower than Table 1 (quick preset) and G's lr equal to D's,
     # G never catches up: D's loss reaches ~0 within 100 steps and G's samples stay grey
-    # noise (docs/METHOD.md section 1).  A five times larger G lr keeps the game balanced.
+    # noise (docs/METHOD.md section 1).  The quick and tiny presets give G five times D's
+    # learning rate, which (with g_out_bias) keeps the game balanced.
     g_lr: float = 2e-4
     # Initial bias of G's output layer: tanh(-1) = -0.76, about the mean pixel of MNIST.  From
     # a zero bias G starts grey, and a narrow G moves its background toward black so slowly
