@@ -32,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
+from xdd.cli import _int_list  # noqa: E402  (the CLI's "0-9,3" parser)
+
 # Each named search is (variants, start): a variant's overrides are applied on top of
 # ``start``, which spells out the settings of the time in full, so a table can be reproduced
 # after the defaults changed.
@@ -106,8 +108,10 @@ NAMED = {"rounds1-3": (ROUNDS_1_3, ROUND1), "rounds4-6": (ROUNDS_4_6, ROUND4)}
 
 
 def _norm(z) -> np.ndarray:
-    z = z.double().numpy()
-    return z / np.linalg.norm(z, axis=1, keepdims=True)
+    """A (N, d) float32 torch embedding as float64 numpy rows on the unit sphere, as scored."""
+    from xdd.scoring import l2_normalize
+
+    return l2_normalize(z.double().numpy(), inplace=True)
 
 
 def tune_digit(preset_name: str, digit: int, seeds: list[int], variants: dict[str, dict],
@@ -129,8 +133,8 @@ def tune_digit(preset_name: str, digit: int, seeds: list[int], variants: dict[st
     data = load_mnist()
     _, D = load_pretrained(base, torch.device("cpu"))
     x_eval, y_eval = eval_arrays(data, "val")
-    z_eval_before = _norm(embed_all(D, to_tensor(x_eval)))
     x_eval_t = to_tensor(x_eval)
+    z_eval_before = _norm(embed_all(D, x_eval_t))
     is_ood = (y_eval == digit).astype(int)
     in_classes = [k for k in range(10) if k != digit]
     labeled = {}
@@ -157,17 +161,9 @@ def tune_digit(preset_name: str, digit: int, seeds: list[int], variants: dict[st
     return out
 
 
-def _digits(text: str) -> list[int]:
-    out: list[int] = []
-    for part in text.split(","):
-        a, _, b = part.partition("-")
-        out.extend(range(int(a), int(b or a) + 1))
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--digits", default="0-9", help="e.g. 0-9 or 0,1,4")
+    ap.add_argument("--digits", type=_int_list, default=list(range(10)), help="e.g. 0-9 or 0,1,4")
     ap.add_argument("--seeds", default="100,101")
     ap.add_argument("--variants", default="rounds4-6",
                     help="rounds1-3, rounds4-6, or a JSON object name -> overrides")
@@ -179,7 +175,7 @@ def main() -> None:
     ap.add_argument("--json-out", help="also write the raw figures to this file")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    digits = _digits(args.digits)
+    digits = args.digits
     if min(seeds) < 100:
         sys.exit("error: seeds below 100 are kept for the reported results; use 100 and up")
     variants, start = NAMED.get(args.variants) or (json.loads(args.variants), {})
