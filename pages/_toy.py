@@ -32,11 +32,22 @@ def _spread_and_gap(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return within, float(sq[inter].mean())
 
 
-def train_toy(seed: int = 0, steps: int = 300, beta: float = 1.0, lr: float = 0.05, dim: int = 3,
-              snapshot_every: int = 10, pair_mode: str = "sphere", pull_weight: float = 0.0
-              ) -> dict[str, Any]:
+# The page's defaults.  Chosen over seeds 0-19 (and, for seeds 0-9, with torch's default and
+# AVX2 kernels as stand-ins for other CPUs) so that what the page says holds for most seeds:
+# at lr 0.05 the ratio run is chaotic (a class collapses on some seeds and not on others).
+# With these settings XDD's inter-class distance exceeds MCDD-only's on 20 of 20 seeds in
+# both modes, and in ratio mode XDD's within-class spread is the smaller on 19 of 20 (9 of 10
+# with the default kernels).  ``toy_claims`` tells the page when a seed is an exception.
+TOY_STEPS = 300
+TOY_LR = 0.02
+TOY_PULL = 10.0  # the real retraining's center pull (RetrainConfig.pull_weight)
+
+
+def train_toy(seed: int = 0, steps: int = TOY_STEPS, beta: float = 1.0, lr: float = TOY_LR,
+              dim: int = 3, snapshot_every: int = 10, pair_mode: str = "sphere",
+              pull_weight: float = TOY_PULL, pair_weight: float = 1.0) -> dict[str, Any]:
     """Train the same small MLP (2 -> 64 -> 64 -> dim) twice from the same start: with the
-    MCDD term only (pair_weight = 0) and with the full XDD loss (pair_weight = 1).
+    MCDD term only (pair weight 0) and with the full XDD loss (pair weight ``pair_weight``).
 
     Embeddings are put on the unit sphere, as the real loss does (``pair_mode`` "sphere" or
     "ratio"); with dim = 3 that is the ordinary sphere, which a 3-D plot shows as it is.
@@ -53,7 +64,7 @@ def train_toy(seed: int = 0, steps: int = 300, beta: float = 1.0, lr: float = 0.
     x_np, y_np = toy_data(seed)
     x, y = torch.from_numpy(x_np), torch.from_numpy(y_np).long()
     out: dict[str, Any] = {"x": x_np, "y": y_np, "steps": [], "methods": {}}
-    for name, pair_weight in (("mcdd", 0.0), ("xdd", 1.0)):
+    for name, pw in (("mcdd", 0.0), ("xdd", pair_weight)):
         torch.manual_seed(seed)  # the same initial network for both methods
         net = nn.Sequential(nn.Linear(2, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(),
                             nn.Linear(64, dim))
@@ -71,7 +82,7 @@ def train_toy(seed: int = 0, steps: int = 300, beta: float = 1.0, lr: float = 0.
         for step in range(steps + 1):
             z = net(x)
             loss, parts = xdd_loss(z, y, centers, log_sigma, bias, beta=beta,
-                                   pair_weight=pair_weight, pair_mode=pair_mode,
+                                   pair_weight=pw, pair_mode=pair_mode,
                                    pull_weight=pull_weight)
             if step % snapshot_every == 0 or step == steps:
                 zn = F.normalize(z.detach(), dim=1).numpy().copy()
@@ -88,3 +99,13 @@ def train_toy(seed: int = 0, steps: int = 300, beta: float = 1.0, lr: float = 0.
         out["methods"][name] = {"snapshots": np.stack(snaps), "stats": stats}
         out["steps"] = taken
     return out
+
+
+def toy_claims(out: dict[str, Any], pair_mode: str) -> dict[str, bool]:
+    """What the page claims of a toy run, checked on that run: XDD spreads the classes further
+    apart than MCDD only, and (ratio mode only) also leaves each class tighter."""
+    m, x = (out["methods"][k]["stats"][-1] for k in ("mcdd", "xdd"))
+    claims = {"spreads": x["between"] > m["between"]}
+    if pair_mode == "ratio":
+        claims["pulls"] = x["within"] < m["within"]
+    return claims

