@@ -20,7 +20,7 @@ import numpy as np
 import streamlit as st
 
 from xdd import jobs, store
-from xdd.config import METHODS, ConfigError, RunConfig, preset, pretrain_key, run_key, variant
+from xdd.config import METHODS, ConfigError, RunConfig, preset, pretrain_key, run_key, run_variant
 
 # ---------------------------------------------------------------- routing
 
@@ -138,13 +138,13 @@ def describe_config(c: dict[str, Any]) -> str:
             f"seed {c.get('seed', '?')} · {c.get('preset', '?')}")
 
 
-def config_group(cfg: dict[str, Any]) -> str:
-    """The preset name, or 'preset · custom (field=value, ...)' for a run whose config differs
-    from its preset in anything but digit, shots, seed, methods and projections (e.g. CLI
-    --set runs), so that such runs are never averaged with the preset's own."""
-    name = str(cfg.get("preset", "?"))
+def config_group(res: dict[str, Any]) -> str:
+    """The preset name, or 'preset · custom (field=value, ...)' for a run whose config differed
+    from its preset, when it ran, in anything but digit, shots, seed, methods and projections
+    (e.g. CLI --set runs), so that such runs are never averaged with the preset's own."""
+    name = str((res.get("config") or {}).get("preset", res.get("preset", "?")))
     try:
-        diffs = variant(cfg)
+        diffs = run_variant(res)
     except (KeyError, TypeError, ValueError):
         return f"{name} · custom"
     if not diffs:
@@ -272,11 +272,21 @@ def run_arrays(key: str, name: str) -> dict[str, np.ndarray] | None:
 
 
 @st.cache_resource(show_spinner="Loading MNIST images…", max_entries=2)
-def mnist_test_images(root: str | None, data_dir: str) -> np.ndarray:
-    """The MNIST test images (10000, 28, 28) uint8; loaded only when images are shown."""
-    from xdd.data import load_mnist
+def eval_images(root: str | None, eval_split: str, data_dir: str) -> np.ndarray:
+    """The images of a run's evaluation set (the 10k test set, or the validation split), which
+    its scores' and projections' indices point into: (10000, 28, 28) uint8; loaded only when
+    images are shown."""
+    from xdd.data import eval_arrays, load_mnist
 
-    return load_mnist(root).x_test
+    return eval_arrays(load_mnist(root), eval_split)[0]
+
+
+def run_images(res: dict[str, Any], index: np.ndarray) -> np.ndarray:
+    """The images at ``index`` (indices into the run's evaluation set, as scores.npz and
+    projections.npz store them) from that run's data root and evaluation split.  (n, 28, 28)"""
+    data_root = (res.get("config") or {}).get("data", {}).get("root")
+    split = str(res.get("eval_split", "test"))
+    return eval_images(data_root, split, str(store.data_dir()))[np.asarray(index, dtype=np.int64)]
 
 
 # ---------------------------------------------------------------- jobs

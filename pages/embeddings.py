@@ -21,9 +21,9 @@ from pages._common import (
     config_group,
     describe_config,
     first_visit_panel,
-    mnist_test_images,
     require_router,
     run_arrays,
+    run_images,
 )
 from xdd import store
 
@@ -49,7 +49,7 @@ if not runs:
 runs.sort(key=lambda r: (r.get("preset", ""), r.get("ood_digit", 0), r.get("shots", 0),
                          r.get("seed", 0)))
 by_key = {r["run_key"]: r for r in runs}
-labels = {k: dict(r, preset=config_group(r.get("config") or {})) for k, r in by_key.items()}
+labels = {k: dict(r, preset=config_group(r)) for k, r in by_key.items()}
 newest = max(runs, key=lambda r: r.get("started") or 0)["run_key"]
 keys = list(by_key)
 pick = st.selectbox("Run", keys, index=keys.index(newest), key="emb-run",
@@ -204,15 +204,13 @@ else:
     counts = ", ".join(f"{d}: {int((sel_digits == d).sum())}" for d in np.unique(sel_digits))
     st.markdown(f"**{len(sel)} selected**, {n_ood} of them the held-out digit {ood_digit} "
                 f"&nbsp;·&nbsp; per digit: {counts}")
-    data_root = (res.get("config") or {}).get("data", {}).get("root")
+    shown = sel[:MAX_IMAGES]
     try:
-        x_test = mnist_test_images(data_root, str(store.data_dir()))
+        x_shown = run_images(res, proj["index"][shown])
     except Exception as exc:  # a moved data folder: say so instead of failing the page
         st.error(f"Could not load the MNIST images: {exc}")
         st.stop()
-    shown = sel[:MAX_IMAGES]
-    imgs = [np.kron(255 - x_test[int(proj["index"][r])], np.ones((3, 3), np.uint8))
-            for r in shown]
+    imgs = [np.kron(255 - x, np.ones((3, 3), np.uint8)) for x in x_shown]
     caps = [f"{test_digit[r]}{' OOD' if test_digit[r] == ood_digit else ''}" for r in shown]
     st.image(imgs, caption=caps, width=64)
     if len(sel) > MAX_IMAGES:

@@ -51,7 +51,7 @@ def runs_frame(signature: tuple) -> pd.DataFrame:
     for r in cached_runs():
         for m, met in (r.get("methods") or {}).items():
             rows.append({
-                "run_key": r["run_key"], "preset": config_group(r.get("config") or {}),
+                "run_key": r["run_key"], "preset": config_group(r),
                 "digit": int(r.get("ood_digit", -1)), "shots": int(r.get("shots", 0)),
                 "seed": int(r.get("seed", 0)), "method": m,
                 "auprc": met.get("auprc"), "auroc": met.get("auroc"),

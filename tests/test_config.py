@@ -25,14 +25,23 @@ def leaves(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 
 
 def replace_dotted(obj: Any, path: str, value: Any) -> Any:
-    """dataclasses.replace at a dotted path, without validation (keys must see every field)."""
+    """dataclasses.replace at a dotted path (keys must see every field)."""
     head, _, rest = path.partition(".")
     if rest:
         return dataclasses.replace(obj, **{head: replace_dotted(getattr(obj, head), rest, value)})
     return dataclasses.replace(obj, **{head: value})
 
 
-def other_value(v: Any) -> Any:
+# Another accepted value for the fields whose choices are closed (a RunConfig validates itself,
+# so the alternative must be valid too).
+ALTERNATIVES = {"preset": "quick", "data.eval_split": "val", "retrain.pair_mode": "raw",
+                "retrain.sigma_init": "unit", "score.bandwidth": 0.5, "retrain.train_blocks": 2}
+
+
+def other_value(v: Any, path: str = "") -> Any:
+    if path in ALTERNATIVES:
+        assert ALTERNATIVES[path] != v, path
+        return ALTERNATIVES[path]
     if isinstance(v, bool):
         return not v
     if isinstance(v, int):
@@ -184,7 +193,7 @@ def test_run_key_changes_with_every_field():
     paths = [p for p, _ in leaves(base)]
     assert len(paths) > 25  # the walk really reaches the nested fields
     for path, value in leaves(base):
-        changed = replace_dotted(base, path, other_value(value))
+        changed = replace_dotted(base, path, other_value(value, path))
         assert run_key(changed) != k0, f"run_key ignores {path}"
 
 
@@ -200,7 +209,7 @@ def test_pretrain_key_depends_on_exactly_the_pretraining_inputs():
     p0 = pretrain_key(base)
     must_change = {"ood_digit", "data.root", "data.n_pretrain", "data.eval_split"}
     for path, value in leaves(base):
-        changed = pretrain_key(replace_dotted(base, path, other_value(value)))
+        changed = pretrain_key(replace_dotted(base, path, other_value(value, path)))
         if path in must_change or path.startswith("pretrain."):
             assert changed != p0, f"pretrain_key ignores {path}: a different GAN would be reused"
         elif not path.startswith("data."):
@@ -236,3 +245,16 @@ def test_cuda_without_gpu_is_a_config_error():
     with pytest.raises(ConfigError, match="cuda") as err:
         resolve_device("cuda")
     assert "accepted" in str(err.value)
+
+
+def test_a_run_config_cannot_exist_invalid():
+    """RunConfig validates itself on construction, and so does every dataclasses.replace."""
+    from xdd.config import RetrainConfig, RunConfig
+
+    with pytest.raises(ConfigError, match="shots 0 is out of range"):
+        RunConfig(shots=0)
+    with pytest.raises(ConfigError, match="OOD digit 10"):
+        dataclasses.replace(preset("tiny"), ood_digit=10)
+    with pytest.raises(ConfigError, match="retrain.pair_mode 'x'"):
+        RunConfig(retrain=RetrainConfig(pair_mode="x"))
+    assert RunConfig(shots=3).shots == 3

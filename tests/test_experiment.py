@@ -281,3 +281,21 @@ def test_projected_rows_are_the_embeddings_of_the_subsampled_test_images(tiny_ru
     z = l2_normalize(z.numpy().astype(np.float64))
     # Batch-wise and whole embeddings agree to float rounding; PCA signs are fixed by svd_flip.
     assert np.allclose(project(z, "pca", cfg.projection.seed), proj["before_pca"], atol=1e-6)
+
+
+def test_a_validation_split_run_shows_validation_images(mnist):
+    """scores.npz / projections.npz index the run's evaluation set: for a data.eval_split=val
+    run the Embeddings page must show validation images (the last 10k training images), not
+    the test images at the same indices."""
+    from pages._common import run_images
+
+    cfg = preset("tiny", ood_digit=8, methods=("before",),
+                 **{"data.eval_split": "val", "projection.methods": "pca"})
+    res = run_experiment(cfg, device="cpu")
+    proj = store.load_npz(res["run_key"], "projections.npz")
+    idx = proj["index"]
+    got = run_images(res, idx)
+    assert got.shape == (len(idx), 28, 28)
+    assert np.array_equal(got, mnist.x_train[50000 + idx])
+    assert np.array_equal(mnist.y_train[50000 + idx], proj["label"])
+    assert not np.array_equal(got, mnist.x_test[idx])

@@ -41,3 +41,23 @@ def test_report_separates_preset_runs_shot_counts_and_ablations(tiny_run):
     d_loss = tiny_run.results["pretrain_losses"]["d_loss"]
     assert f"D's loss at the end lies between {d_loss:.2f} and {d_loss:.2f} over the 1 " in md
     assert "XDD beats `before` on mean AUPRC for" in md
+
+
+def test_a_run_keeps_the_variant_it_ran_as_when_a_preset_default_changes(tiny_run, monkeypatch):
+    """A run records what made it a variant when it ran: changing a preset's default later
+    relabels no cached run (neither in the report nor on the pages)."""
+    from pages._common import config_group
+    from xdd import config
+    from xdd.sweep import variant_of
+
+    res = tiny_run.results
+    assert res["variant"] == [] and variant_of(res) == "" and config_group(res) == "tiny"
+    changed = dataclasses.replace(config._PRESETS["tiny"],
+                                  retrain=dataclasses.replace(config._PRESETS["tiny"].retrain,
+                                                              steps=11))
+    monkeypatch.setitem(config._PRESETS, "tiny", changed)
+    assert variant_of(res) == "" and config_group(res) == "tiny"
+    # a run saved before runs recorded their variant is still derived from its config
+    legacy = {k: v for k, v in res.items() if k != "variant"}
+    assert variant_of(legacy) == "retrain.steps=10"
+    assert config_group(legacy) == "tiny · custom (retrain.steps=10)"

@@ -22,6 +22,9 @@ DEVICES = ("auto", "cpu", "cuda")
 # Named scoring methods; "before" and "xdd" are the paper's before/after pair.
 METHODS = ("pixels", "before", "mcdd", "pairwise", "svdd", "softmax", "xdd")
 PROJECTIONS = ("pca", "tsne", "umap")
+EVAL_SPLITS = ("test", "val")
+PAIR_MODES = ("sphere", "ratio", "raw")  # how the pairwise term is made well posed
+SIGMA_INITS = ("mle", "unit")
 
 
 class ConfigError(ValueError):
@@ -116,29 +119,10 @@ class RunConfig:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
 
-
-_PRESETS: dict[str, RunConfig] = {
-    # Seconds on a CPU: tests and the browser end-to-end run.
-    "tiny": RunConfig(
-        preset="tiny",
-        data=DataConfig(n_pretrain=512, n_test=400),
-        pretrain=PretrainConfig(g_width=0.125, d_width=0.5, steps=20, batch_size=32, g_lr=1e-3),
-        retrain=RetrainConfig(steps=10),
-        projection=ProjectionConfig(n_samples=150, methods=("pca", "tsne")),
-    ),
-    # A laptop CPU: one digit end to end in a couple of minutes.
-    "quick": RunConfig(
-        preset="quick",
-        pretrain=PretrainConfig(g_width=0.25, d_width=1.0, steps=1500, batch_size=64, g_lr=1e-3),
-        projection=ProjectionConfig(n_samples=1000),
-    ),
-    # Paper Table 1 widths; 20 epochs of the ~54k in-distribution images at batch 64.
-    "paper": RunConfig(
-        preset="paper",
-        pretrain=PretrainConfig(g_width=1.0, d_width=1.0, steps=17000, batch_size=64),
-        projection=ProjectionConfig(n_samples=5000),
-    ),
-}
+    def __post_init__(self) -> None:
+        # Valid by construction: a RunConfig (and so every dataclasses.replace of one) that
+        # exists has passed validate(), and every layer after the UI boundary trusts it.
+        validate(self)
 
 
 def _replace_nested(cfg: Any, overrides: dict[str, Any]) -> Any:
@@ -171,7 +155,7 @@ def preset(name: str, **overrides: Any) -> RunConfig:
     """The named preset with overrides applied (dotted keys reach nested fields), validated."""
     if name not in _PRESETS:
         raise ConfigError(f"unknown preset {name!r}; accepted: {', '.join(PRESETS)}")
-    return canonical(validate(_replace_nested(_PRESETS[name], overrides)))
+    return canonical(_replace_nested(_PRESETS[name], overrides))
 
 
 def canonical(cfg: RunConfig) -> RunConfig:
@@ -211,7 +195,8 @@ def _check_numeric(cfg: RunConfig) -> None:
 
 
 def validate(cfg: RunConfig) -> RunConfig:
-    """Raise ConfigError naming the first bad value and the accepted range."""
+    """Raise ConfigError naming the first bad value and the accepted range.  Called by
+    RunConfig itself on construction; nothing else needs to."""
     _check_numeric(cfg)
     if cfg.preset not in PRESETS:
         raise ConfigError(f"unknown preset {cfg.preset!r}; accepted: {', '.join(PRESETS)}")
@@ -229,17 +214,19 @@ def validate(cfg: RunConfig) -> RunConfig:
     for p in cfg.projection.methods:
         if p not in PROJECTIONS:
             raise ConfigError(f"unknown projection {p!r}; accepted: {', '.join(PROJECTIONS)}")
-    if cfg.data.eval_split not in ("test", "val"):
-        raise ConfigError(f"data.eval_split {cfg.data.eval_split!r}; accepted: test, val")
+    if cfg.data.eval_split not in EVAL_SPLITS:
+        raise ConfigError(f"data.eval_split {cfg.data.eval_split!r}; accepted: "
+                          + ", ".join(EVAL_SPLITS))
     r = cfg.retrain
-    if r.pair_mode not in ("sphere", "ratio", "raw"):
-        raise ConfigError(f"retrain.pair_mode {r.pair_mode!r}; accepted: sphere, ratio, raw")
+    if r.pair_mode not in PAIR_MODES:
+        raise ConfigError(f"retrain.pair_mode {r.pair_mode!r}; accepted: " + ", ".join(PAIR_MODES))
     for path in ("retrain.freeze_bn", "score.normalize"):
         head, name = path.split(".")
         if not isinstance(getattr(getattr(cfg, head), name), bool):
             raise ConfigError(f"{path} {getattr(getattr(cfg, head), name)!r}; accepted: true, false")
-    if r.sigma_init not in ("mle", "unit"):
-        raise ConfigError(f"retrain.sigma_init {r.sigma_init!r}; accepted: mle, unit")
+    if r.sigma_init not in SIGMA_INITS:
+        raise ConfigError(f"retrain.sigma_init {r.sigma_init!r}; accepted: "
+                          + ", ".join(SIGMA_INITS))
     if not 1 <= r.train_blocks <= 4:
         raise ConfigError(f"retrain.train_blocks {r.train_blocks} is out of range; accepted: 1-4")
     bw = cfg.score.bandwidth
@@ -250,6 +237,31 @@ def validate(cfg: RunConfig) -> RunConfig:
         if not 0 < w <= 4:
             raise ConfigError(f"pretrain.{name} {w} is out of range; accepted: (0, 4]")
     return cfg
+
+
+# Built after validate() exists: each preset validates itself as it is constructed.
+_PRESETS: dict[str, RunConfig] = {
+    # Seconds on a CPU: tests and the browser end-to-end run.
+    "tiny": RunConfig(
+        preset="tiny",
+        data=DataConfig(n_pretrain=512, n_test=400),
+        pretrain=PretrainConfig(g_width=0.125, d_width=0.5, steps=20, batch_size=32, g_lr=1e-3),
+        retrain=RetrainConfig(steps=10),
+        projection=ProjectionConfig(n_samples=150, methods=("pca", "tsne")),
+    ),
+    # A laptop CPU: one digit end to end in a couple of minutes.
+    "quick": RunConfig(
+        preset="quick",
+        pretrain=PretrainConfig(g_width=0.25, d_width=1.0, steps=1500, batch_size=64, g_lr=1e-3),
+        projection=ProjectionConfig(n_samples=1000),
+    ),
+    # Paper Table 1 widths; 20 epochs of the ~54k in-distribution images at batch 64.
+    "paper": RunConfig(
+        preset="paper",
+        pretrain=PretrainConfig(g_width=1.0, d_width=1.0, steps=17000, batch_size=64),
+        projection=ProjectionConfig(n_samples=5000),
+    ),
+}
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -272,7 +284,7 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
             kwargs[key] = value
         return cls(**kwargs)
 
-    return canonical(validate(build(RunConfig, d)))
+    return canonical(build(RunConfig, d))
 
 
 _SUBCONFIGS = {
@@ -325,3 +337,13 @@ def variant(cfg: dict[str, Any]) -> list[str]:
     return [f"{k}={v}" for k, v in sorted(flatten(cfg).items())
             if k in ref and k not in _NOT_VARIANT and not k.startswith("projection.")
             and v != ref[k]]
+
+
+def run_variant(res: dict[str, Any]) -> list[str]:
+    """A run's variant as recorded in its results when it ran (so a later change of a preset's
+    defaults relabels no old run); derived from its config only for runs saved before runs
+    recorded it."""
+    recorded = res.get("variant")
+    if isinstance(recorded, list):
+        return [str(v) for v in recorded]
+    return variant(res.get("config") or {})

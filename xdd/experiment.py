@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import store
-from .config import CODE_VERSION, RunConfig, pretrain_key, run_key, to_dict, validate
+from .config import CODE_VERSION, RunConfig, pretrain_key, run_key, to_dict, variant
 from .data import eval_arrays, load_mnist, make_splits, to_tensor
 
 Progress = Callable[[str, int, int, dict], None]
@@ -93,7 +93,6 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
     from .retrain import embed_all, max_softmax_score, retrain
     from .scoring import KDEScorer, PixelKDE, l2_normalize
 
-    validate(cfg)
     progress = progress or _noop
     key = run_key(cfg)
     if not force:
@@ -220,6 +219,8 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
         results = {
             "run_key": key, "pretrain_key": pretrain_key(cfg) if need_gan else None,
             "code_version": CODE_VERSION, "config": to_dict(cfg), "preset": cfg.preset,
+            # what makes this run a variant of its preset, as the preset stands today
+            "variant": variant(to_dict(cfg)),
             "ood_digit": cfg.ood_digit, "shots": cfg.shots, "seed": cfg.seed,
             "device": describe(dev), "pretrain_reused": reused, "pretrain_losses": gan_losses,
             "started": started, "wall_time_s": time.perf_counter() - t_all,

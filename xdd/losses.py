@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .config import PAIR_MODES
+
 
 # ---------------------------------------------------------------- GAN
 
@@ -88,7 +90,7 @@ def xdd_loss(z: torch.Tensor, y: torch.Tensor, centers: torch.Tensor, log_sigma:
     ``pair_weight=0`` the MCDD-only baseline.  ``pull_weight`` adds Deep MCDD's center pull
     (scaled by beta, as part of the I(Z;Y) side).
     """
-    if pair_mode not in ("sphere", "ratio", "raw"):
+    if pair_mode not in PAIR_MODES:
         raise ValueError(f"unknown pair_mode {pair_mode!r}")
     if pair_mode in ("sphere", "ratio"):
         z = F.normalize(z, dim=1)

@@ -179,10 +179,10 @@ def report_markdown(df, results: list[dict[str, Any]], elapsed: float | None = N
 
 
 def variant_of(res: dict[str, Any]) -> str:
-    """"" for a plain preset run, else "field=value, ..." (see xdd.config.variant)."""
-    from .config import variant
+    """"" for a plain preset run, else "field=value, ..." (see xdd.config.run_variant)."""
+    from .config import run_variant
 
-    return ", ".join(variant(res["config"]))
+    return ", ".join(run_variant(res))
 
 
 def cache_report(preset_name: str, command: str | None = None, shots: int = 10) -> str:
