@@ -269,6 +269,10 @@ with st.expander("What the GAN of this run learned to draw"):
                 c2.caption("A balanced game keeps D's loss well above 0 (0.4–1.2 for the quick "
                            "preset's GANs): D had to learn what digits look like to keep up "
                            "with G.")
+        if res_one.get("pretrain_source") == "bundle":
+            c2.info("This GAN was not trained on this machine: it ships with the app "
+                    "(xdd/pretrained/, made by `python -m xdd pretrain --bundle`), so the first "
+                    "run needs no pretraining. `python -m xdd run --force` trains one here.")
 
 # ---------------------------------------------------------------- AUPRC vs shots
 

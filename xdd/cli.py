@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ood-digit", type=int, required=True)
     r.add_argument("--shots", type=int, default=10)
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--force", action="store_true", help="recompute even if cached")
+    r.add_argument("--force", action="store_true",
+                   help="recompute even if cached, and pretrain instead of using a shipped GAN")
     _add_common(r)
     s = sub.add_parser("sweep", help="digits x repetitions x shot counts; writes CSV + markdown")
     s.add_argument("--digits", type=_int_list, default=list(range(10)))
@@ -71,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default="docs/RESULTS.md")
     rp.add_argument("--csv", default="docs/results.csv",
                     help="every run x method of the preset, one row each")
+    pt = sub.add_parser("pretrain", help="pretrain (or reuse) the GANs of digits x GAN seeds; "
+                        "--bundle also writes them into the bundle shipped with the code")
+    pt.add_argument("--digits", type=_int_list, default=list(range(10)))
+    pt.add_argument("--gan-seeds", type=_int_list, default=[0], help="pretrain.seed values")
+    pt.add_argument("--bundle", action="store_true",
+                    help="write D and G's samples to xdd/pretrained/ (XDD_BUNDLE)")
+    _add_common(pt)
     sh = sub.add_parser("show", help="print a cached run's results")
     sh.add_argument("key", nargs="?", help="run key (default: list cached runs)")
     _add_job_commands(sub)
@@ -150,11 +158,13 @@ class TqdmProgress:
 
 
 def format_results(res: dict[str, Any]) -> str:
+    from .bundle import gan_source
+
     lines = [f"run {res['run_key']}  preset={res['preset']}  OOD digit={res['ood_digit']}  "
              f"shots={res['shots']}  seed={res['seed']}  device={res['device']}",
              f"test: {res['n_test']} images, {res['n_ood']} OOD (base rate {res['base_rate']:.3f});"
              f" wall {res['wall_time_s']:.1f} s; pretrained GAN "
-             f"{'reused' if res['pretrain_reused'] else 'trained'}",
+             f"{gan_source(res)}",
              "AUPRC = average precision, OOD digit = positive",
              f"{'method':<10} {'AUPRC':>7} {'AUROC':>7} {'FPR@95':>7} {'AUPR-In':>8}"]
     for m, v in res["methods"].items():
@@ -222,6 +232,42 @@ def cmd_report(args: argparse.Namespace) -> int:
     table.insert(1, "variant", [variant_of(r) for r in runs for _ in r["methods"]])
     store.atomic_write_bytes(Path(args.csv), table.to_csv(index=False).encode())
     print(f"wrote {args.out} and {args.csv}")
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from . import bundle
+    from .config import pretrain_key
+    from .data import load_mnist, make_splits, to_tensor
+    from .device import resolve_device
+    from .experiment import ensure_pretrained
+
+    base = config_from_args(args)
+    cfgs = [dataclasses.replace(base, ood_digit=d,
+                                pretrain=dataclasses.replace(base.pretrain, seed=s))
+            for d in args.digits for s in args.gan_seeds]
+    _check_device(args.device)
+    _check_data(*cfgs)
+    dev = resolve_device(args.device)
+    data = load_mnist(base.data.root)
+    for cfg in cfgs:
+        x_pre = to_tensor(data.x_train[make_splits(cfg, data).pretrain])
+        bar = TqdmProgress()
+        try:
+            # a bundle is made from this machine's own GANs, never from the bundle itself
+            D, samples, losses, source, secs = ensure_pretrained(cfg, x_pre, dev, bar,
+                                                                 use_bundle=not args.bundle)
+        finally:
+            bar.close()
+        where = ""
+        if args.bundle:
+            where = f" -> {bundle.write(cfg, D, samples, losses)}"
+        d_loss = (losses or {}).get("d_loss")
+        print(f"digit {cfg.ood_digit} GAN seed {cfg.pretrain.seed}: {source} in {secs:.1f} s, "
+              f"key {pretrain_key(cfg)}, D's final loss "
+              f"{'?' if d_loss is None else f'{d_loss:.2f}'}{where}")
     return 0
 
 
@@ -413,7 +459,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"run": cmd_run, "sweep": cmd_sweep, "report": cmd_report, "show": cmd_show, "worker": cmd_worker,
+    handlers = {"run": cmd_run, "sweep": cmd_sweep, "report": cmd_report,
+                "pretrain": cmd_pretrain, "show": cmd_show, "worker": cmd_worker,
                 "submit": cmd_submit, "jobs": cmd_jobs, "cancel": cmd_cancel}
     try:
         return handlers[args.cmd](args)

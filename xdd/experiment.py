@@ -56,20 +56,32 @@ def load_pretrained(cfg: RunConfig, device):
     return G.to(device).eval(), D.to(device).eval()
 
 
-def ensure_pretrained(cfg: RunConfig, x_pre, device, progress: Progress):
-    """The pretrained (G, D) for cfg's pretraining config: from the cache or trained now.
+def ensure_pretrained(cfg: RunConfig, x_pre, device, progress: Progress, use_bundle: bool = True):
+    """The pretrained D for cfg's pretraining config, with what its G draws and how the game
+    ended: from this machine's cache, else from the bundle shipped with the code (unless
+    ``use_bundle`` is False), else trained now and cached.
 
-    Returns (G, D, reused, seconds).
+    Returns (D, samples (64, 28, 28) uint8, final losses, source, seconds); source is
+    "cache", "bundle" or "trained".
     """
-    from .pretrain import pretrain_gan
+    from . import bundle
+    from .pretrain import pretrain_gan, sample_images
 
     t0 = time.perf_counter()
+    pdir = store.pretrain_dir(pretrain_key(cfg))
     got = load_pretrained(cfg, device)
     if got is not None:
         progress("pretrain", cfg.pretrain.steps, cfg.pretrain.steps, {"reused": True})
-        return got[0], got[1], True, time.perf_counter() - t0
+        meta = store.read_json(pdir / "config.json")
+        losses = meta.get("losses") if isinstance(meta, dict) else None
+        return got[1], sample_images(got[0]), losses, "cache", time.perf_counter() - t0
+    shipped = bundle.load(cfg, device) if use_bundle else None
+    if shipped is not None:
+        progress("pretrain", cfg.pretrain.steps, cfg.pretrain.steps,
+                 {"reused": True, "source": "bundle"})
+        D, samples, losses = shipped
+        return D, samples, losses, "bundle", time.perf_counter() - t0
     G, D, last = pretrain_gan(cfg.pretrain, x_pre, device, progress)
-    pdir = store.pretrain_dir(pretrain_key(cfg))
     store.save_checkpoint(pdir / "checkpoint.pt", {
         "G": G.state_dict(), "D": D.state_dict(), "step": cfg.pretrain.steps,
         "code_version": CODE_VERSION, "losses": last,
@@ -78,17 +90,18 @@ def ensure_pretrained(cfg: RunConfig, x_pre, device, progress: Progress):
         "ood_digit": cfg.ood_digit, "data": to_dict(cfg.data), "pretrain": to_dict(cfg.pretrain),
         "code_version": CODE_VERSION, "losses": last,
         "checkpoint_sha256": store.sha256_file(pdir / "checkpoint.pt")})
-    return G, D, False, time.perf_counter() - t0
+    return D, sample_images(G), last, "trained", time.perf_counter() - t0
 
 
 def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | None = None,
                    force: bool = False) -> dict[str, Any]:
-    """Run (or load from the cache) one configuration; returns its results dict."""
+    """Run (or load from the cache) one configuration; returns its results dict.  ``force``
+    recomputes the run and does not take its GAN from the bundle shipped with the code (a GAN
+    this machine pretrained and cached itself is still reused)."""
     import torch
 
     from .device import describe, resolve_device
     from .metrics import all_metrics
-    from .pretrain import sample_images
     from .projection import project, subsample
     from .retrain import embed_all, max_softmax_score, retrain
     from .scoring import KDEScorer, PixelKDE, l2_normalize
@@ -125,17 +138,15 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
     with store.RunWriter(key) as writer:
         need_gan = any(m != "pixels" for m in cfg.methods)
         D = None
-        reused = False
+        source = None
         gan_losses = None
         if need_gan:
-            G, D, reused, timings["pretrain"] = ensure_pretrained(
-                cfg, to_tensor(data.x_train[splits.pretrain]), dev, progress)
+            D, samples, gan_losses, source, timings["pretrain"] = ensure_pretrained(
+                cfg, to_tensor(data.x_train[splits.pretrain]), dev, progress,
+                use_bundle=not force)
             # What G draws and how the game ended: a GAN whose D won outright (loss ~0) gives
             # the features of a noise detector, and the Results page says so.
-            writer.npz("gan_samples.npz", images=sample_images(G))
-            meta = store.read_json(store.pretrain_dir(pretrain_key(cfg)) / "config.json")
-            gan_losses = meta.get("losses") if isinstance(meta, dict) else None
-            del G
+            writer.npz("gan_samples.npz", images=samples)
 
         scores: dict[str, np.ndarray] = {}
         metrics: dict[str, dict[str, float]] = {}
@@ -222,7 +233,8 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
             # what makes this run a variant of its preset, as the preset stands today
             "variant": variant(to_dict(cfg)),
             "ood_digit": cfg.ood_digit, "shots": cfg.shots, "seed": cfg.seed,
-            "device": describe(dev), "pretrain_reused": reused, "pretrain_losses": gan_losses,
+            "device": describe(dev), "pretrain_reused": source in ("cache", "bundle"),
+            "pretrain_source": source, "pretrain_losses": gan_losses,
             "started": started, "wall_time_s": time.perf_counter() - t_all,
             "timings": timings, "eval_split": cfg.data.eval_split,
             "n_test": int(len(y_test)), "n_ood": int(is_ood.sum()),
