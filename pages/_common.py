@@ -21,6 +21,7 @@ import streamlit as st
 
 from xdd import jobs, store
 from xdd.config import METHODS, ConfigError, RunConfig, preset, pretrain_key, run_key, run_variant
+from xdd.estimate import Estimate, ensure_calibration, estimate
 
 # ---------------------------------------------------------------- routing
 
@@ -371,15 +372,16 @@ def first_visit_panel(key: str) -> bool:
     with st.container(border=True):
         st.markdown("### Nothing has been computed yet")
         est = estimate_seconds([preset("quick", ood_digit=DEMO_DIGIT)])
+        when = (f"about {fmt_duration(est.seconds)} on this machine, {est.basis}"
+                if est.seconds else "this machine is being timed for an estimate")
         st.markdown(
             "This app reproduces the XDD paper on MNIST: one digit is held out as "
             "*out-of-distribution* (OOD), a GAN is pretrained on the other nine, its "
             "discriminator is retrained on a few labeled images per digit, and a kernel density "
             "scores how unusual each test image is.\n\n"
             "**To start**, press the button below for a quick demo (digit "
-            f"{DEMO_DIGIT} held out, quick preset, about {fmt_duration(est.seconds)} on this "
-            "machine), or choose your own settings on the **Run** page. Results and embeddings "
-            "appear on the other pages as soon as a run finishes.")
+            f"{DEMO_DIGIT} held out, quick preset, {when}), or choose your own settings on the "
+            "**Run** page. Results and embeddings appear on the other pages as soon as a run finishes.")
         if st.button(f"▶ Quick demo: hold out digit {DEMO_DIGIT}", type="primary",
                      key=f"demo-{key}"):
             start_demo()
@@ -389,83 +391,22 @@ def first_visit_panel(key: str) -> bool:
 # ---------------------------------------------------------------- time estimates
 
 
-# Seconds measured on a 2-core laptop-class CPU (Intel, PyTorch 2, 2 threads) with the presets'
-# networks; used until this machine's own cached runs give better numbers (see estimate_seconds).
-CPU_PRETRAIN_S_PER_STEP = {"tiny": 0.02, "quick": 0.45, "paper": 1.5}
-CPU_RETRAIN_S_PER_IMAGE_STEP = 0.0017  # one retraining step costs ~1.7 ms per labeled image
-CPU_EMBED_S_PER_IMAGE = 0.0004  # one forward pass of D per test image (width 1.0)
-CPU_PROJECT_S_PER_POINT = {"pca": 0.001, "tsne": 0.012, "umap": 0.006}
-UMAP_FIRST_CALL_S = 30.0  # numba compiles UMAP once per worker process
+def _gan_available(cfg: RunConfig) -> bool:
+    from xdd import bundle
 
-
-class Estimate:
-    """Seconds for a batch of configs and how the number was obtained."""
-
-    def __init__(self, seconds: float, basis: str, n_cached: int = 0):
-        self.seconds = seconds
-        self.basis = basis
-        self.n_cached = n_cached  # configs whose results are cached already (instant)
-
-
-def _calibration(preset_name: str, kind: str) -> float | None:
-    """Seconds per pretraining step from this machine's cached runs of that preset, if any."""
-    rates = []
-    for r in cached_runs():
-        if r.get("preset") != preset_name or r.get("pretrain_reused"):
-            continue
-        dev = str(r.get("device", ""))
-        if (kind == "cuda") != dev.startswith("cuda"):
-            continue
-        steps = (r.get("config") or {}).get("pretrain", {}).get("steps") or 0
-        secs = (r.get("timings") or {}).get("pretrain")
-        if steps > 0 and secs:
-            rates.append(secs / steps)
-    return float(np.median(rates)) if rates else None
+    key = pretrain_key(cfg)
+    return (store.pretrain_dir(key) / "checkpoint.pt").is_file() or key in bundle.entries()
 
 
 def estimate_seconds(cfgs: Sequence[RunConfig]) -> Estimate:
-    """An honest wall-time estimate for running cfgs one after another on this machine.
-
-    Pretraining is counted once per distinct pretraining config that is not yet cached (runs
-    that differ only in seed, shots or methods share it).
-    """
-    dev = device_info()
-    total = 0.0
-    seen: set[str] = set()
-    basis = "from per-step costs measured on a 2-core laptop CPU"
-    n_test = 10000
-    n_cached = 0
-    for cfg in cfgs:
-        if (store.run_dir(run_key(cfg)) / "results.json").is_file():
-            n_cached += 1
-            continue
-        measured = _calibration(cfg.preset, dev["kind"])
-        rate = measured if measured is not None else CPU_PRETRAIN_S_PER_STEP.get(cfg.preset, 1.5)
-        if measured is not None:
-            basis = "from this machine's earlier runs"
-        pk = pretrain_key(cfg)
-        needs_gan = any(m != "pixels" for m in cfg.methods)
-        cached_gan = (store.pretrain_dir(pk) / "checkpoint.pt").is_file()
-        if needs_gan and pk not in seen and not cached_gan:
-            total += cfg.pretrain.steps * rate
-        seen.add(pk)
-        n_lab = 9 * cfg.shots
-        n_retrain = sum(m in ("xdd", "mcdd", "pairwise", "svdd", "softmax") for m in cfg.methods)
-        scale = rate / CPU_PRETRAIN_S_PER_STEP.get(cfg.preset, rate) if measured else 1.0
-        total += n_retrain * cfg.retrain.steps * n_lab * CPU_RETRAIN_S_PER_IMAGE_STEP * scale
-        n_t = cfg.data.n_test or n_test
-        n_embed = sum(m != "pixels" for m in cfg.methods)
-        total += n_embed * (n_t + n_lab) * CPU_EMBED_S_PER_IMAGE * scale
-        n_proj = min(cfg.projection.n_samples, n_t) + n_lab
-        for p in cfg.projection.methods:
-            total += 2 * n_proj * CPU_PROJECT_S_PER_POINT.get(p, 0.01)
-        total += 3.0  # loading data, writing files
-    if total and any("umap" in c.projection.methods for c in cfgs):
-        total += UMAP_FIRST_CALL_S
-    if dev["kind"] == "cuda" and basis != "from this machine's earlier runs":
-        basis = ("a CPU figure; the GPU will be much faster at training, the projections "
-                 "run on the CPU either way")
-    return Estimate(total, basis, n_cached)
+    """Wall time for cfgs on this machine, from its own runs or its calibration
+    (xdd.estimate); with neither, starts the calibration and returns seconds=None."""
+    kind = device_info()["kind"]
+    alive = bool(safe_call(jobs.worker_alive, what="check the worker", default=False))
+    est = estimate(cfgs, cached_runs(), kind, gan_available=_gan_available, umap_warm=alive)
+    if est.seconds is None:
+        ensure_calibration(kind, cfgs[0].preset if cfgs else "quick")
+    return est
 
 
 # ---------------------------------------------------------------- sidebar

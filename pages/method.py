@@ -1,7 +1,7 @@
 """Method page (teaching): the XDD loss, where each term comes from, and a live toy.
 
 The toy is the one place a page trains anything: a 90-point, two-second demonstration that
-imports torch only when the button is pressed (see pages/_toy.py, a pure function).
+imports torch only when the button is pressed (see xdd/toy.py, a pure function).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from pages._common import DIGIT_COLORS, require_router
-from pages._toy import N_CLASSES, TOY_STEPS, toy_claims
+from xdd.toy import N_CLASSES, TOY_STEPS, toy_claims
 from xdd.config import preset
 
 require_router()
@@ -206,7 +206,7 @@ with tab_toy:
 
     params = (int(steps), float(beta), str(mode), int(seed))
     if go_btn:
-        from pages._toy import train_toy  # torch is imported here, on demand
+        from xdd.toy import train_toy  # torch is imported here, on demand
 
         with st.spinner("Training two tiny networks…"):
             st.session_state["toy"] = (params, train_toy(

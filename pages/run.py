@@ -110,10 +110,13 @@ def _settings() -> None:
                       else " (already cached: instant)" if est.n_cached == n else "")
             took = f" · about **{fmt_duration(est.seconds)}** in all" if est.seconds else ""
             st.markdown(f"**Runs on** {where} · **{n} job{'s' if n > 1 else ''}**{cached}{took}")
-            if est.seconds:
+            if est.seconds is None:
+                st.caption("No estimate yet: this machine is being timed (a few seconds, in "
+                           "the background); it appears on the next refresh.")
+            elif est.seconds:
                 st.caption(f"Estimate {est.basis}. A pretrained GAN is cached and reused for "
                            "every seed and shot count of the same digit.")
-            if name == "paper" and dev["kind"] == "cpu":
+            if name == "paper" and dev["kind"] == "cpu" and est.seconds:
                 st.warning(f"The paper preset trains the full-width GAN for "
                            f"{cfgs[0].pretrain.steps:,} steps: about "
                            f"{fmt_duration(est.seconds / max(1, len(set(digits))))} per digit "

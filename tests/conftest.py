@@ -12,6 +12,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 # Workers started by tests skip the background UMAP compilation (~25 s of CPU each).
 os.environ.setdefault("XDD_WARMUP", "0")
+# Pages with nothing measured yet start a background calibration; tests write their own.
+os.environ.setdefault("XDD_CALIBRATE", "0")
 
 import shutil
 from dataclasses import dataclass

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from xdd import jobs, store
+from xdd import config, jobs, store
 from xdd.config import preset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -151,7 +151,7 @@ def test_run_page_widgets_are_bounded() -> None:
     assert at.pills(key="baselines").value == ["pixels", "mcdd"]
     assert at.button(key="submit").label == "Submit 1 job"
     body = texts(at)
-    assert "**Runs on**" in body and "about" in body
+    assert "**Runs on**" in body and "being timed" in body  # nothing measured here yet
     # No digit selected: nothing can be submitted, the page says why.
     at.pills(key="digits").set_value([]).run()
     assert not at.exception
@@ -161,7 +161,21 @@ def test_run_page_widgets_are_bounded() -> None:
 
 def test_paper_preset_states_an_honest_time_estimate() -> None:
     at = open_page()
+    # nothing measured on this machine yet: no number, a statement that it is being timed
+    assert any("being timed" in c.value for c in at.caption)
+    assert not any("in all" in m.value for m in at.markdown if "**Runs on**" in m.value)
+    from xdd import estimate
+
+    entry = lambda pre: {"pretrain_step_s": pre, "retrain_step_s": 0.05,  # noqa: E731
+                         "score_image_s": 3e-4,
+                         "project_point_s": {"pca": 1e-5, "tsne": 1e-2, "umap": 5e-3}}
+    store.atomic_write_json(estimate.calibration_path(), {
+        "version": estimate.CALIBRATION_VERSION, "code_version": config.CODE_VERSION,
+        "cpu": {"presets": {"quick": entry(0.07), "paper": entry(0.9)}, "data_s": 1.0,
+                "umap_compile_s": 20.0}})
+    at.run()
     quick = next(m.value for m in at.markdown if "**Runs on**" in m.value)
+    assert any("calibration measured on this machine" in c.value for c in at.caption)
     at.segmented_control(key="preset").set_value("paper").run()
     paper = next(m.value for m in at.markdown if "**Runs on**" in m.value)
     assert quick != paper
@@ -451,7 +465,7 @@ TOY_SEEDS = range(6)
 
 
 def test_toy_run_shape_and_repeatability() -> None:
-    from pages._toy import train_toy
+    from xdd.toy import train_toy
 
     out = train_toy(seed=0, steps=60)
     z = out["methods"]["xdd"]["snapshots"][-1]
@@ -472,7 +486,7 @@ def test_toy_xdd_spreads_classes_more_than_mcdd_only(mode: str) -> None:
     inter-class distance beats MCDD-only's (by > 0.05; measured on seeds 0-5 with three kernel
     sets: 0.14-1.75), and in ratio mode XDD's classes also end tighter (19 of 20 seeds).
     A property of most seeds, not of one float trajectory: at least 5 of 6 must hold."""
-    from pages._toy import toy_claims, train_toy
+    from xdd.toy import toy_claims, train_toy
 
     spread = pulled = 0
     for seed in TOY_SEEDS:

@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--bundle", action="store_true",
                     help="write D and G's samples to xdd/pretrained/ (XDD_BUNDLE)")
     _add_common(pt)
+    cal = sub.add_parser("calibrate", help="time each preset's networks on this machine "
+                         "(a few seconds); the app's time estimates use the figures")
+    cal.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    cal.add_argument("--presets", default="tiny,quick",
+                     help="comma-separated presets to time (default tiny,quick; paper is slow "
+                          "on a CPU)")
     sh = sub.add_parser("show", help="print a cached run's results")
     sh.add_argument("key", nargs="?", help="run key (default: list cached runs)")
     _add_job_commands(sub)
@@ -271,6 +277,32 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .device import resolve_device
+    from .estimate import calibrate, calibration_path
+    from .worker import default_threads
+
+    dev = resolve_device(args.device)
+    if dev.type == "cpu":
+        torch.set_num_threads(default_threads())  # what the worker runs with
+    names = [p.strip() for p in args.presets.split(",") if p.strip()]
+    for name in names:
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; accepted: {', '.join(PRESETS)}")
+    cal = calibrate(str(dev), names)
+    kind = "cuda" if dev.type == "cuda" else "cpu"
+    for name, e in cal[kind]["presets"].items():
+        print(f"{name:<6} pretrain {e['pretrain_step_s'] * 1e3:8.1f} ms/step  retrain "
+              f"{e['retrain_step_s'] * 1e3:7.1f} ms/step  score {e['score_image_s'] * 1e6:6.1f} "
+              "us/image")
+    if "umap_compile_s" in cal[kind]:
+        print(f"UMAP's compilation (first call in a process): {cal[kind]['umap_compile_s']:.1f} s")
+    print(f"written to {calibration_path()}")
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from . import store
 
@@ -460,7 +492,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"run": cmd_run, "sweep": cmd_sweep, "report": cmd_report,
-                "pretrain": cmd_pretrain, "show": cmd_show, "worker": cmd_worker,
+                "pretrain": cmd_pretrain, "calibrate": cmd_calibrate, "show": cmd_show, "worker": cmd_worker,
                 "submit": cmd_submit, "jobs": cmd_jobs, "cancel": cmd_cancel}
     try:
         return handlers[args.cmd](args)

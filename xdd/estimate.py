@@ -1,0 +1,295 @@
+"""How long a batch of runs will take on this machine, from measurement only.
+
+Two sources, best first, and the estimate says which one it used:
+
+1. **This machine's own cached runs** of the same preset and device kind: each stage's cost
+   (seconds per pretraining step, per retraining step, scoring and projection seconds) is
+   read from the ``timings`` every results.json records.
+2. **A calibration**: ``measure()`` (``python -m xdd calibrate``, a few seconds) times a few
+   pretraining and retraining steps of each preset's networks, one embedding pass and a small
+   t-SNE / UMAP on this machine, and ``cache/calibration.json`` keeps the figures.
+
+With neither, there is no estimate (``Estimate.seconds is None``): the page says it is
+measuring instead of showing a number from another machine.  Nothing here imports torch
+unless ``measure`` is called.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from . import store
+from .config import CODE_VERSION, RunConfig, preset, pretrain_key, run_key
+
+RETRAINED = ("xdd", "mcdd", "pairwise", "svdd", "softmax")
+CALIBRATION_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Estimate:
+    seconds: float | None  # None: nothing measured yet on this machine
+    basis: str
+    n_cached: int = 0  # configs whose results are cached already (instant)
+
+
+def calibration_path():
+    return store.cache_root() / "calibration.json"
+
+
+def load_calibration(kind: str) -> dict[str, Any] | None:
+    """The calibration measured on this machine for a device kind ("cpu"/"cuda"), or None."""
+    cal = store.read_json(calibration_path())
+    if not isinstance(cal, dict) or cal.get("version") != CALIBRATION_VERSION \
+            or cal.get("code_version") != CODE_VERSION:
+        return None
+    got = cal.get(kind)
+    return got if isinstance(got, dict) and isinstance(got.get("presets"), dict) else None
+
+
+def _median(xs: Iterable[float]) -> float | None:
+    v = sorted(x for x in xs if isinstance(x, (int, float)) and x > 0 and math.isfinite(x))
+    if not v:
+        return None
+    m = len(v) // 2
+    return v[m] if len(v) % 2 else 0.5 * (v[m - 1] + v[m])
+
+
+def rates_from_runs(runs: Sequence[dict[str, Any]], preset_name: str, kind: str
+                    ) -> dict[str, Any]:
+    """Per-stage costs of this machine's cached runs of one preset on one device kind."""
+    pre, ret, score, proj, data = [], [], [], {}, []
+    for r in runs:
+        if r.get("preset") != preset_name:
+            continue
+        if (kind == "cuda") != str(r.get("device", "")).startswith("cuda"):
+            continue
+        cfg = r.get("config") or {}
+        t = r.get("timings") or {}
+        trained = r.get("pretrain_source", "cache" if r.get("pretrain_reused") else "trained")
+        steps = (cfg.get("pretrain") or {}).get("steps") or 0
+        if trained == "trained" and steps and t.get("pretrain"):
+            pre.append(t["pretrain"] / steps)
+        rsteps = (cfg.get("retrain") or {}).get("steps") or 0
+        n_test = r.get("n_test") or 0
+        for k, v in t.items():
+            if k.startswith("retrain:") and rsteps:
+                ret.append(v / rsteps)
+            elif k.startswith("score:") and k != "score:pixels" and n_test:
+                score.append(v / n_test)
+            elif k.startswith("project:"):
+                parts = k.split(":")  # project:<embedding>:<method>
+                n = min((cfg.get("projection") or {}).get("n_samples", 0), n_test) \
+                    + (r.get("n_labeled") or 0)  # the labeled points are projected too
+                if len(parts) == 3 and n:
+                    proj.setdefault(parts[2], []).append(v / n)
+        if t.get("data"):
+            data.append(t["data"])
+    return {"pretrain_step_s": _median(pre), "retrain_step_s": _median(ret),
+            "score_image_s": _median(score), "data_s": _median(data),
+            "project_point_s": {k: _median(v) for k, v in proj.items()}}
+
+
+def _pick(measured: dict[str, Any], cal: dict[str, Any] | None, name: str) -> tuple[float | None, str]:
+    if measured.get(name):
+        return measured[name], "runs"
+    if cal and cal.get(name):
+        return float(cal[name]), "calibration"
+    return None, "none"
+
+
+def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: str,
+             gan_available=None, umap_warm: bool = False) -> Estimate:
+    """Seconds to run cfgs one after another on this machine, from measurement only.
+
+    ``runs``: this machine's cached results; ``gan_available(cfg)``: whether a pretrained GAN
+    for cfg is cached or shipped (then pretraining costs nothing); ``umap_warm``: a worker
+    whose UMAP is compiled already is alive.  Pretraining is counted once per distinct
+    pretraining config.
+    """
+    cal = load_calibration(kind)
+    total = 0.0
+    used: set[str] = set()
+    seen: set[str] = set()
+    n_cached = 0
+    need_umap = False
+    for cfg in cfgs:
+        if (store.run_dir(run_key(cfg)) / "results.json").is_file():
+            n_cached += 1
+            continue
+        measured = rates_from_runs(runs, cfg.preset, kind)
+        pcal = (cal or {}).get("presets", {}).get(cfg.preset)
+        need_gan = any(m != "pixels" for m in cfg.methods)
+        pk = pretrain_key(cfg)
+        if need_gan and pk not in seen and not (gan_available and gan_available(cfg)):
+            rate, src = _pick(measured, pcal, "pretrain_step_s")
+            if rate is None:
+                return Estimate(None, "not measured on this machine yet", n_cached)
+            total += cfg.pretrain.steps * rate
+            used.add(src)
+        seen.add(pk)
+        n_ret = sum(m in RETRAINED for m in cfg.methods)
+        if n_ret:
+            rate, src = _pick(measured, pcal, "retrain_step_s")
+            if rate is None:
+                return Estimate(None, "not measured on this machine yet", n_cached)
+            total += n_ret * cfg.retrain.steps * rate * (9 * cfg.shots) / (9 * 10)
+            used.add(src)
+        n_test = cfg.data.n_test or 10000
+        n_scored = sum(m != "pixels" for m in cfg.methods)
+        rate, src = _pick(measured, pcal, "score_image_s")
+        if rate is None:
+            return Estimate(None, "not measured on this machine yet", n_cached)
+        total += n_scored * n_test * rate
+        used.add(src)
+        data_s, _ = _pick(measured, cal, "data_s")  # measured once per machine
+        total += data_s or 0.0
+        n_embs = sum(m in ("before", "xdd") for m in cfg.methods)
+        n_proj = min(cfg.projection.n_samples, n_test) + 9 * cfg.shots
+        for pm in cfg.projection.methods:
+            rate = (measured.get("project_point_s") or {}).get(pm)
+            src = "runs"
+            if not rate:
+                rate, src = ((pcal or {}).get("project_point_s") or {}).get(pm), "calibration"
+            if not rate:
+                return Estimate(None, "not measured on this machine yet", n_cached)
+            total += n_embs * n_proj * rate
+            used.add(src)
+            need_umap |= pm == "umap"
+    if need_umap and not umap_warm:
+        total += float((cal or {}).get("umap_compile_s") or 0.0)
+    if not total and n_cached == len(cfgs):
+        return Estimate(0.0, "already cached", n_cached)
+    basis = {frozenset({"runs"}): "from this machine's earlier runs",
+             frozenset({"calibration"}): "from a calibration measured on this machine",
+             }.get(frozenset(used), "from this machine's earlier runs and its calibration")
+    return Estimate(total, basis, n_cached)
+
+
+# ---------------------------------------------------------------- measuring (imports torch)
+
+
+def measure(device: str = "cpu", presets: Sequence[str] = ("tiny", "quick"), steps: int = 4
+            ) -> dict[str, Any]:
+    """Time each preset's networks on this machine: seconds per pretraining step (batch of the
+    preset), per retraining step (XDD loss, 90 labeled images), per test image scored, per
+    projected point (t-SNE / UMAP / PCA on a small sample, scaled linearly), and the data
+    load.  A few seconds for tiny and quick; the paper preset's G is wider."""
+    import numpy as np
+    import torch
+
+    from .data import load_mnist, to_tensor
+    from .device import resolve_device
+    from .pretrain import pretrain_gan
+    from .projection import project
+    from .retrain import embed_all, retrain
+
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    data = load_mnist(None)
+    data_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {"presets": {}, "data_s": data_s,
+                           "threads": torch.get_num_threads(), "measured_at": time.time()}
+    x_all = to_tensor(data.x_train[:2048])
+    for name in presets:
+        cfg = preset(name)
+        p = cfg.pretrain
+        x = x_all[: max(p.batch_size, 64)]
+
+        def timed(n: int) -> float:
+            t = time.perf_counter()
+            pretrain_gan(dataclasses.replace(p, steps=n), x, dev)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            return time.perf_counter() - t
+
+        timed(1)  # warm-up: allocator, kernels
+        pre = (timed(steps + 1) - timed(1)) / steps
+        _, D, _ = pretrain_gan(dataclasses.replace(p, steps=1), x, dev)
+        y = torch.arange(9).repeat_interleave(10).to(dev)
+        xl = x_all[:90].to(dev)
+        rcfg = dataclasses.replace(cfg.retrain, steps=1)
+        retrain(D, rcfg, xl, y, "xdd", 0)  # warm-up
+        t = time.perf_counter()
+        retrain(D, dataclasses.replace(cfg.retrain, steps=steps + 1), xl, y, "xdd", 0)
+        t1 = time.perf_counter() - t
+        t = time.perf_counter()
+        retrain(D, rcfg, xl, y, "xdd", 0)
+        ret = max(1e-6, (t1 - (time.perf_counter() - t)) / steps)
+        t = time.perf_counter()
+        z = embed_all(D, x_all)
+        emb = (time.perf_counter() - t) / len(x_all)
+        entry = {"pretrain_step_s": pre, "retrain_step_s": ret,
+                 # embedding dominates scoring; the KDE over 90 points adds ~30 % (measured
+                 # against the runs' score timings)
+                 "score_image_s": 1.3 * emb, "project_point_s": {}}
+        n_pts = 400
+        zs = z[:n_pts].numpy()
+        for pm in cfg.projection.methods:
+            t = time.perf_counter()
+            project(zs, pm, 0)  # warm-up; UMAP's first call in a process compiles it
+            first = time.perf_counter() - t
+            t = time.perf_counter()
+            project(zs, pm, 0)
+            again = time.perf_counter() - t
+            entry["project_point_s"][pm] = again / n_pts
+            if pm == "umap" and "umap_compile_s" not in out:
+                out["umap_compile_s"] = max(0.0, first - again)
+        out["presets"][name] = entry
+    return out
+
+
+def calibrate(device: str = "cpu", presets: Sequence[str] = ("tiny", "quick")) -> dict[str, Any]:
+    """measure() and keep the figures in cache/calibration.json (atomically)."""
+    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    figures = measure(device, presets)
+    cal = store.read_json(calibration_path())
+    if not isinstance(cal, dict) or cal.get("version") != CALIBRATION_VERSION \
+            or cal.get("code_version") != CODE_VERSION:
+        cal = {"version": CALIBRATION_VERSION, "code_version": CODE_VERSION}
+    old = cal.get(kind) if isinstance(cal.get(kind), dict) else {}
+    figures["presets"] = {**old.get("presets", {}), **figures["presets"]}
+    if "umap_compile_s" not in figures and "umap_compile_s" in old:
+        figures["umap_compile_s"] = old["umap_compile_s"]
+    cal[kind] = figures
+    store.atomic_write_json(calibration_path(), cal)
+    return cal
+
+
+LOCK_STALE_S = 300.0
+
+
+def ensure_calibration(kind: str = "cpu", preset_name: str = "quick") -> bool:
+    """Start ``python -m xdd calibrate`` in the background when this machine has no
+    calibration for the preset yet and no calibration is running (a lock file in the cache,
+    so ten pages opened at once start one).  Returns True when one is running or started."""
+    import subprocess
+    import sys
+
+    cal = load_calibration(kind)
+    if cal and preset_name in cal.get("presets", {}):
+        return False
+    if os.environ.get("XDD_CALIBRATE", "1") == "0":  # tests: never time the machine unasked
+        return False
+    lock = store.cache_root() / "calibration.lock"
+    try:
+        if lock.exists() and time.time() - lock.stat().st_mtime < LOCK_STALE_S:
+            return True
+        lock.unlink(missing_ok=True)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.close(fd)
+    except OSError:  # another page took the lock first, or a read-only cache
+        return lock.exists()
+    names = ",".join(dict.fromkeys(("tiny", "quick", preset_name)))
+    code = ("import sys; from xdd.cli import main; "
+            f"rc = main(['calibrate', '--device', {kind!r}, '--presets', {names!r}]); "
+            f"import pathlib; pathlib.Path({str(lock)!r}).unlink(missing_ok=True); sys.exit(rc)")
+    subprocess.Popen([sys.executable, "-c", code], cwd=str(store.REPO_ROOT),
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, start_new_session=True)
+    return True
