@@ -140,9 +140,24 @@ def visitor_id() -> str:
         except Exception:  # no browser (AppTest, bare mode)
             cookie = None
         if isinstance(cookie, str) and cookie:
-            vid = "v-" + hashlib.sha256(cookie.encode()).hexdigest()[:16]
+            vid = "v-" + hashlib.sha256(_xsrf_token(cookie)).hexdigest()[:16]
         st.session_state["_visitor"] = vid or "s-" + uuid.uuid4().hex[:16]
     return st.session_state["_visitor"]
+
+
+def _xsrf_token(cookie: str) -> bytes:
+    """The token inside Streamlit's XSRF cookie, which is re-issued with a fresh 4-byte mask
+    on every page load ("2|mask|masked token|timestamp", tornado's format): unmasked, it is
+    the same for every load of one browser.  Any other form is used as it is."""
+    parts = cookie.strip("\"'").split("|")
+    if len(parts) == 4 and parts[0] == "2":
+        try:
+            mask, masked = bytes.fromhex(parts[1]), bytes.fromhex(parts[2])
+            if mask:
+                return bytes(b ^ mask[i % len(mask)] for i, b in enumerate(masked))
+        except ValueError:
+            pass
+    return cookie.encode()
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -592,6 +607,12 @@ def estimate_seconds(cfgs: Sequence[RunConfig]) -> Estimate:
 # ---------------------------------------------------------------- sidebar
 
 
+# The status sidebar refreshes itself this often while jobs are active (the Run page's job
+# cards every 2 s): each refresh of each open tab is server time that a class of tabs
+# multiplies (docs/PERFORMANCE.md, "Classroom").
+SIDEBAR_POLL_S = 5.0
+
+
 def _sidebar_body() -> None:
     dev = device_info()
     st.markdown("**XDD Explorer** · status")
@@ -630,7 +651,7 @@ def _sidebar_body() -> None:
     st.caption(f"{n_runs} run{'s' if n_runs != 1 else ''} cached")
 
 
-@st.fragment(run_every=2.0)
+@st.fragment(run_every=SIDEBAR_POLL_S)
 def _sidebar_live() -> None:
     _sidebar_body()
 

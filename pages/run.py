@@ -45,7 +45,7 @@ from xdd.config import METHODS, ConfigError, preset
 MAX_SHOTS = 1000  # well below the smallest digit's 5421 training images
 MAX_REPS = 10
 MAX_SEED = 9999
-POLL_S = 1.0
+POLL_S = 2.0
 # The number inputs carry no min/max: Streamlit silently replaces an out-of-range value by
 # the default, so the page checks the ranges itself and says what is wrong.
 BOUNDS = {"shots": ("Shots per digit", 1, MAX_SHOTS), "reps": ("Repetitions", 1, MAX_REPS),
@@ -148,8 +148,8 @@ def _settings() -> None:
         if c8.button(f"Submit {n} job{'s' if n > 1 else ''}", type="primary",
                      width="stretch", key="submit"):
             ids = submit_configs(cfgs)
-            if ids:
-                track_jobs(ids)
+            if ids:  # follow them too, next to the jobs this tab already follows
+                track_jobs(tracked_job_ids() + ids)
             # Rerun so that the sidebar, the first-visit panel and the job list all show the
             # new jobs; messages from the submission are shown by that rerun (show_flash).
             st.rerun()

@@ -220,3 +220,20 @@ def test_check_writable_probe(tmp_path: Path) -> None:
             assert got == f"{ro}: Permission denied"
     finally:
         ro.chmod(0o755)
+
+
+def test_visitor_is_the_xsrf_token_not_its_mask() -> None:
+    import secrets
+
+    from pages._common import _xsrf_token
+
+    token = secrets.token_bytes(16)
+
+    def cookie() -> str:  # what Streamlit sets on each page load: a new mask, the same token
+        mask = secrets.token_bytes(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(token))
+        return f"2|{mask.hex()}|{masked.hex()}|1767225600"
+
+    a, b = cookie(), cookie()
+    assert a != b and _xsrf_token(a) == _xsrf_token(b) == token
+    assert _xsrf_token("plain") == b"plain"
