@@ -169,8 +169,9 @@ def _job_card(job: dict[str, Any]) -> None:
         if status in ACTIVE and can_submit():
             if others and not cancelling:
                 btn.button("Shared", key=f"cancel-{job['id']}", width="stretch", disabled=True,
-                           help=f"Followed by {others} other visitor{'s' if others > 1 else ''}"
-                                ": only the person who started the app can cancel it.")
+                           help=f"Followed by {others} other{'s' if others > 1 else ''} (or "
+                                "submitted by the person who started the app): only that "
+                                "person can cancel it.")
             elif btn.button("Cancelling…" if cancelling else "Cancel", key=f"cancel-{job['id']}",
                             width="stretch", disabled=cancelling):
                 visitor = None if is_admin() else visitor_id()

@@ -202,7 +202,7 @@ def test_submit_one_job_per_digit_and_seed(no_worker: list[int], monkeypatch) ->
 
 
 def test_running_job_shows_stage_step_eta_and_can_be_cancelled() -> None:
-    job_id = jobs.submit(preset("tiny", ood_digit=5))
+    job_id = jobs.submit(preset("tiny", ood_digit=5), visitor="v-submitter")
 
     def as_running(r: dict) -> dict:  # what a worker on this host writes while pretraining
         now = time.time()
@@ -214,6 +214,10 @@ def test_running_job_shows_stage_step_eta_and_can_be_cancelled() -> None:
 
     jobs.records().update(job_id, as_running)
     at = open_page(job=job_id)
+    # Two visitors follow it now: this page may not cancel it.
+    assert at.button(key=f"cancel-{job_id}").label == "Shared"
+    jobs.records().update(job_id, lambda r: dict(r, followers=[at.session_state["_visitor"]]))
+    at.run()  # only this page follows it: it may cancel it
     bars = at.get("progress")
     assert len(bars) == 1
     assert bars[0].proto.value == 50

@@ -96,7 +96,7 @@ def test_shared_job_cannot_be_cancelled_by_a_visitor_but_by_the_admin(monkeypatc
     assert len(jobs.status(shared)["followers"]) == 2  # opening its link made us a follower
     btn = at.button(key=f"cancel-{shared}")
     assert btn.label == "Shared" and btn.disabled
-    assert "only the person who started the app can cancel it" in btn.help
+    assert "started the app): only that person can cancel it." in btn.help
     mine = at.button(key=f"cancel-{own}")
     assert mine.label == "Cancel" and not mine.disabled
     mine.click().run()

@@ -417,7 +417,7 @@ def test_visitor_caps_followers_and_cancel_rights():
 
     # A shared job: no visitor may cancel it, the admin (visitor=None) may.
     for who in ("ann", "bob"):
-        with pytest.raises(jobs.NotAllowed, match="followed by 1 other visitor; only the person"):
+        with pytest.raises(jobs.NotAllowed, match="followed by 1 other; only the person"):
             jobs.cancel(mine[0], visitor=who)
     assert jobs.status(mine[0])["status"] == "queued"
     assert jobs.cancel(mine[1], visitor="ann")["status"] == "cancelled"  # her own, unshared
@@ -426,6 +426,10 @@ def test_visitor_caps_followers_and_cancel_rights():
     assert jobs.status(mine[2])["followers"] == ["ann", "eve"]
     with pytest.raises(jobs.NotAllowed):
         jobs.cancel(mine[2], visitor="ann")
+    cli_job = jobs.submit(fast_cfg(seed=14))  # the CLI's (or the admin's) job
+    jobs.follow(cli_job, "eve")
+    with pytest.raises(jobs.NotAllowed, match="followed by 1 other"):
+        jobs.cancel(cli_job, visitor="eve")  # its submitter counts as a follower
     assert jobs.cancel(mine[0])["status"] == "cancelled"
     with pytest.raises(jobs.JobError, match="no job"):
         jobs.follow("f" * 32, "eve")

@@ -698,8 +698,10 @@ def follow(job_id: str, visitor: str) -> dict[str, Any]:
 
 
 def others_following(rec: dict[str, Any], visitor: str | None) -> int:
-    """How many followers of the job are not ``visitor``."""
-    return sum(f != visitor for f in dict.fromkeys(rec.get("followers") or []))
+    """How many followers of the job are not ``visitor``; a job submitted without a visitor
+    (the CLI, the app's admin) counts its submitter as one."""
+    others = sum(f != visitor for f in dict.fromkeys(rec.get("followers") or []))
+    return others + (rec.get("owner") is None and visitor is not None)
 
 
 @_api
@@ -734,7 +736,7 @@ def cancel(job_id: str, visitor: str | None = None) -> dict[str, Any]:
         raise _unknown(job_id)
     if refused:
         n = refused["n"]
-        raise NotAllowed(f"job {job_id} is followed by {n} other visitor{'s' if n > 1 else ''}; "
+        raise NotAllowed(f"job {job_id} is followed by {n} other{'s' if n > 1 else ''}; "
                          "only the person who started the app can cancel it")
     return _annotate(rec, time.time())
 
