@@ -43,6 +43,12 @@ Not measured: no GPU was available when this document was generated.  `python be
 runs the `paper` preset for one digit on the GPU and projects the full paper sweep
 (10 digits x 10 repetitions) from it; it rewrites this section.
 <!-- bench/gpu.py: end -->
+
+## 8. Classroom (`bench/classroom.py`)
+
+<!-- bench/classroom.py: begin (generated; edits between these markers are overwritten) -->
+Not measured yet: `python bench/classroom.py` writes this section.
+<!-- bench/classroom.py: end -->
 """
 
 

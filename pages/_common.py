@@ -7,12 +7,16 @@ up on the next rerun without re-reading everything else.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import importlib.util
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -38,6 +42,7 @@ def run_app() -> None:
         st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
         st.Page("pages/method.py", title="Method", icon=":material/school:"),
     ])
+    claim_admin()
     sidebar()
     _ROUTER.active = True
     try:
@@ -59,6 +64,132 @@ def require_router() -> None:
         run_app()
         st.stop()
 
+
+
+# ---------------------------------------------------------------- who may do what
+#
+# Served beyond this machine (``--server.address 0.0.0.0``), anyone who reaches the port is a
+# *visitor*: they may have MAX_JOBS_PER_VISITOR jobs queued or running, the queue holds at most
+# MAX_QUEUED, and they may cancel only a job no one else follows.  The person who started the
+# app is the *admin* (``?admin=<token>`` once; the token is XDD_ADMIN_TOKEN, or one generated
+# and printed to the terminal): no limits, any cancel.  XDD_READ_ONLY=1 shows results and
+# progress but no Submit or Cancel to visitors.  The limits are enforced in xdd.jobs.submit
+# under the store's write lock, so ten tabs submitting at once cannot pass them.
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return max(0, int(raw)) if raw else default
+    except ValueError:
+        return default
+
+
+MAX_JOBS_PER_VISITOR = _env_int("XDD_MAX_JOBS_PER_VISITOR", jobs.MAX_ACTIVE_PER_VISITOR)
+MAX_QUEUED = _env_int("XDD_MAX_QUEUED", jobs.MAX_ACTIVE_TOTAL)
+
+
+def read_only_setting() -> bool:
+    return os.environ.get("XDD_READ_ONLY", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def admin_token() -> str:
+    """XDD_ADMIN_TOKEN, or a token made once per server process, printed to its terminal and
+    kept in cache/jobs/admin-token (readable by its owner only) for the person running it."""
+    return os.environ.get("XDD_ADMIN_TOKEN", "").strip() or _generated_token()
+
+
+@st.cache_resource(show_spinner=False)
+def _generated_token() -> str:
+    token = secrets.token_urlsafe(18)
+    where = ""
+    try:
+        path = jobs.jobs_dir() / "admin-token"
+        store.atomic_write_bytes(path, (token + "\n").encode())
+        os.chmod(path, 0o600)
+        where = f" (also in {path})"
+    except OSError:
+        pass
+    print(f"XDD Explorer admin token: {token}{where}\n  open the app once with "
+          f"?admin={token} to submit without limits and cancel any job", flush=True)
+    return token
+
+
+def claim_admin() -> None:
+    """``?admin=<token>`` makes this browser session the admin; the token leaves the URL."""
+    given = st.query_params.get("admin")
+    if given is None:
+        return
+    del st.query_params["admin"]
+    if hmac.compare_digest(given.encode(), admin_token().encode()):
+        st.session_state["_admin"] = True
+    else:
+        flash("error", "That admin token is not this app's; you are a visitor.")
+
+
+def is_admin() -> bool:
+    return bool(st.session_state.get("_admin"))
+
+
+def visitor_id() -> str:
+    """Who this browser is, for the limits and the cancel rule: a hash of Streamlit's XSRF
+    cookie (one per browser profile, it survives reloads and new tabs), else this session."""
+    if "_visitor" not in st.session_state:
+        vid = None
+        try:
+            cookie = st.context.cookies.get("_streamlit_xsrf")
+        except Exception:  # no browser (AppTest, bare mode)
+            cookie = None
+        if isinstance(cookie, str) and cookie:
+            vid = "v-" + hashlib.sha256(_xsrf_token(cookie)).hexdigest()[:16]
+        st.session_state["_visitor"] = vid or "s-" + uuid.uuid4().hex[:16]
+    return st.session_state["_visitor"]
+
+
+def _xsrf_token(cookie: str) -> bytes:
+    """The token inside Streamlit's XSRF cookie, which is re-issued with a fresh 4-byte mask
+    on every page load ("2|mask|masked token|timestamp", tornado's format): unmasked, it is
+    the same for every load of one browser.  Any other form is used as it is."""
+    parts = cookie.strip("\"'").split("|")
+    if len(parts) == 4 and parts[0] == "2":
+        try:
+            mask, masked = bytes.fromhex(parts[1]), bytes.fromhex(parts[2])
+            if mask:
+                return bytes(b ^ mask[i % len(mask)] for i, b in enumerate(masked))
+        except ValueError:
+            pass
+    return cookie.encode()
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def _cache_problem(root: str) -> str | None:
+    return store.check_writable()
+
+
+def cache_problem() -> str | None:
+    """Why the cache folder cannot be written (checked every 10 s at most), or None."""
+    return _cache_problem(str(store.cache_root()))
+
+
+def jobs_readable() -> bool:
+    """The job store can be used (it lives in the cache folder, which must be writable)."""
+    return cache_problem() is None
+
+
+def can_submit() -> bool:
+    """Submit and Cancel are shown: a writable cache, and not read-only (the admin may)."""
+    return cache_problem() is None and (is_admin() or not read_only_setting())
+
+
+def mode_banner() -> None:
+    """One message when this page cannot submit: why, and what it still shows."""
+    problem = cache_problem()
+    if problem:
+        st.error(f"The cache folder cannot be written ({problem}), so nothing can be "
+                 "submitted and jobs cannot be followed; cached results are still shown.")
+    elif read_only_setting() and not is_admin():
+        st.info("This app is read-only: it shows results and the progress of running jobs; "
+                "only the person running it can submit or cancel jobs.")
 
 # ---------------------------------------------------------------- labels and colours
 
@@ -293,10 +424,11 @@ def run_images(res: dict[str, Any], index: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- jobs
 
 
-def safe_call(fn: Callable[..., Any], *args: Any, what: str, default: Any = None) -> Any:
+def safe_call(fn: Callable[..., Any], *args: Any, what: str, default: Any = None,
+              **kwargs: Any) -> Any:
     """Call a jobs function; any failure becomes an st.error with the reason, not a traceback."""
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except (jobs.JobError, ConfigError, ValueError, OSError) as exc:
         st.error(f"Could not {what}: {exc}")
         return default
@@ -309,11 +441,22 @@ def submit_configs(cfgs: Sequence[RunConfig]) -> list[str]:
     the caller reaches by a rerun or a page switch.
     """
     ids: list[str] = []
-    for cfg in cfgs:
+    if not can_submit():
+        flash("error", "This app is read-only: nothing was submitted.")
+        return ids
+    admin = is_admin()
+    limits = None if admin else (MAX_JOBS_PER_VISITOR, MAX_QUEUED)
+    visitor = None if admin else visitor_id()
+    for i, cfg in enumerate(cfgs):
         name = describe_config({"ood_digit": cfg.ood_digit, "shots": cfg.shots,
                                 "seed": cfg.seed, "preset": cfg.preset})
         try:
-            ids.append(jobs.submit(cfg))
+            ids.append(jobs.submit(cfg, visitor=visitor, limits=limits))
+        except jobs.QueueFull as exc:
+            left = len(cfgs) - i
+            flash("error", f"Not submitted: {name}" + (f" and {left - 1} more" if left > 1
+                                                       else "") + f". Limit reached: {exc}")
+            break
         except (jobs.JobError, ConfigError, ValueError, OSError) as exc:
             flash("error", f"Could not submit {name}: {exc}")
     if not ids:
@@ -366,7 +509,8 @@ def first_visit_panel(key: str) -> bool:
     """
     if cached_runs():
         return False
-    listed = safe_call(jobs.list_jobs, 5, what="read the job list", default=[]) or []
+    listed = (safe_call(jobs.list_jobs, 5, what="read the job list", default=[]) or []
+              if jobs_readable() else [])
     if listed:
         return False
     with st.container(border=True):
@@ -381,9 +525,12 @@ def first_visit_panel(key: str) -> bool:
             "scores how unusual each test image is.\n\n"
             "**To start**, press the button below for a quick demo (digit "
             f"{DEMO_DIGIT} held out, quick preset, {when}), or choose your own settings on the "
-            "**Run** page. Results and embeddings appear on the other pages as soon as a run finishes.")
-        if st.button(f"▶ Quick demo: hold out digit {DEMO_DIGIT}", type="primary",
-                     key=f"demo-{key}"):
+            "**Run** page. Results and embeddings appear on the other pages as soon as a run "
+            "finishes.")
+        if not can_submit():
+            st.caption("This app is read-only here: the person running it starts the runs.")
+        elif st.button(f"▶ Quick demo: hold out digit {DEMO_DIGIT}", type="primary",
+                       key=f"demo-{key}"):
             start_demo()
     return True
 
@@ -412,32 +559,51 @@ def estimate_seconds(cfgs: Sequence[RunConfig]) -> Estimate:
 # ---------------------------------------------------------------- sidebar
 
 
+# The status sidebar refreshes itself this often while jobs are active (the Run page's job
+# cards every 2 s): each refresh of each open tab is server time that a class of tabs
+# multiplies (docs/PERFORMANCE.md, "Classroom").
+SIDEBAR_POLL_S = 5.0
+
+
 def _sidebar_body() -> None:
     dev = device_info()
-    alive = safe_call(jobs.worker_alive, what="check the worker", default=False)
-    counts = safe_call(jobs.queue_counts, what="count the jobs",
-                       default={"queued": 0, "running": 0}) or {"queued": 0, "running": 0}
     st.markdown("**XDD Explorer** · status")
     st.markdown(f"**Device** &nbsp; {dev['name']}")
     if dev["note"]:
         st.caption(dev["note"])
-    st.markdown(f"**Worker** &nbsp; {':green[●] running' if alive else ':gray[●] not running'}")
-    wdev = worker_device() if alive else None
-    if wdev:
-        st.caption(f"The worker computes on {wdev}.")
-    st.markdown(f"**Jobs** &nbsp; {counts.get('running', 0)} running · "
-                f"{counts.get('queued', 0)} queued")
-    if counts.get("queued", 0) and not alive:
-        if st.button("Start the worker", key="sidebar-start-worker"):
-            with st.spinner("Starting…"):
-                ok = safe_call(jobs.ensure_worker, what="start the worker", default=False)
-            if not ok:
-                st.error("The worker did not start; see cache/jobs/worker.log.")
+    if not jobs_readable():
+        st.markdown("**Jobs** &nbsp; unavailable: the cache folder cannot be written")
+    else:
+        # Two reads of the job store per refresh: the workers and the active jobs.
+        live = safe_call(jobs.workers, what="check the worker", default=[]) or []
+        counts = safe_call(jobs.queue_counts, what="count the jobs",
+                           default={"queued": 0, "running": 0}) or {"queued": 0, "running": 0}
+        alive = bool(live)
+        st.markdown(f"**Worker** &nbsp; "
+                    f"{':green[●] running' if alive else ':gray[●] not running'}")
+        wdev = next((str(w["device"]) for w in live if w.get("device")), None)
+        if wdev:
+            st.caption(f"The worker computes on {wdev}.")
+        st.markdown(f"**Jobs** &nbsp; {counts.get('running', 0)} running · "
+                    f"{counts.get('queued', 0)} queued")
+        waiting = counts.get("queued", 0) or counts.get("running", 0)
+        if waiting and not alive and can_submit():
+            if st.button("Start the worker", key="sidebar-start-worker"):
+                with st.spinner("Starting…"):
+                    ok = safe_call(jobs.ensure_worker, what="start the worker", default=False)
+                if not ok:
+                    st.error("The worker did not start; see cache/jobs/worker.log.")
+    if is_admin():
+        st.caption("Admin: no job limits; you may cancel any job.")
+    elif read_only_setting():
+        st.caption("Read-only: results and progress, no Submit or Cancel.")
+    elif can_submit():
+        st.caption(f"Up to {MAX_JOBS_PER_VISITOR} jobs of yours queued or running at a time.")
     n_runs = len(cached_runs())
     st.caption(f"{n_runs} run{'s' if n_runs != 1 else ''} cached")
 
 
-@st.fragment(run_every=2.0)
+@st.fragment(run_every=SIDEBAR_POLL_S)
 def _sidebar_live() -> None:
     _sidebar_body()
 
@@ -445,7 +611,8 @@ def _sidebar_live() -> None:
 def sidebar() -> None:
     """Device, worker state and queue counts; refreshes itself while jobs are active."""
     with st.sidebar:
-        counts = safe_call(jobs.queue_counts, what="count the jobs", default={}) or {}
+        counts = (safe_call(jobs.queue_counts, what="count the jobs", default={}) or {}
+                  if jobs_readable() else {})
         if counts.get("queued", 0) or counts.get("running", 0):
             _sidebar_live()
         else:

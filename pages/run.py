@@ -14,6 +14,11 @@ import streamlit as st
 
 from pages._common import (
     ACTIVE,
+    can_submit,
+    is_admin,
+    jobs_readable,
+    mode_banner,
+    visitor_id,
     METHOD_HELP,
     METHOD_ORDER,
     METHOD_SHORT,
@@ -39,7 +44,24 @@ from xdd.config import METHODS, ConfigError, preset
 
 MAX_SHOTS = 1000  # well below the smallest digit's 5421 training images
 MAX_REPS = 10
-POLL_S = 1.0
+MAX_SEED = 9999
+POLL_S = 2.0
+# The number inputs carry no min/max: Streamlit silently replaces an out-of-range value by
+# the default, so the page checks the ranges itself and says what is wrong.
+BOUNDS = {"shots": ("Shots per digit", 1, MAX_SHOTS), "reps": ("Repetitions", 1, MAX_REPS),
+          "seed0": ("First seed", 0, MAX_SEED)}
+
+
+def out_of_range(values: dict[str, Any]) -> list[str]:
+    """One sentence per number input whose value is missing or outside its range."""
+    bad = []
+    for key, (label, lo, hi) in BOUNDS.items():
+        v = values.get(key)
+        if v is None:
+            bad.append(f"**{label}** is empty; enter a whole number from {lo} to {hi:,}.")
+        elif not lo <= v <= hi:
+            bad.append(f"**{label}** {v:,} is out of range; accepted: {lo} to {hi:,}.")
+    return bad
 
 require_router()
 st.title("Run an experiment")
@@ -48,6 +70,7 @@ st.caption("Hold one digit out as out-of-distribution, pretrain a GAN on the oth
            "score the whole test set. Every run is cached: asking again is instant.")
 
 show_flash()
+mode_banner()
 first_visit_panel("run")
 
 dev = device_info()
@@ -62,16 +85,16 @@ def _settings() -> None:
                           default=[8], key="digits",
                           help="Each selected digit is one experiment: that digit is removed "
                                "from training and is the positive class at test time.")
-        shots = c2.number_input("Shots per digit", min_value=1, max_value=MAX_SHOTS,
-                                value=10, step=1, key="shots",
+        shots = c2.number_input("Shots per digit", value=10, step=1, key="shots",
                                 help="Labeled training images per in-distribution digit "
-                                     "(the paper uses 10).")
-        reps = c3.number_input("Repetitions", min_value=1, max_value=MAX_REPS, value=1, step=1,
+                                     f"(the paper uses 10); 1 to {MAX_SHOTS:,}.")
+        reps = c3.number_input("Repetitions", value=1, step=1,
                                key="reps", help="One job per seed: the seed changes the "
                                                 "labeled draw and the retraining start. Error "
-                                                "bars on the Results page come from these.")
-        seed0 = c4.number_input("First seed", min_value=0, max_value=9999, value=0, step=1,
-                                key="seed0")
+                                                "bars on the Results page come from these. "
+                                                f"1 to {MAX_REPS}.")
+        seed0 = c4.number_input("First seed", value=0, step=1, key="seed0",
+                                help=f"0 to {MAX_SEED:,}.")
         c5, c6 = st.columns([1.4, 2.8])
         name = c5.segmented_control(
             "Preset", ["quick", "paper", "tiny"], default=default_preset, key="preset",
@@ -86,6 +109,10 @@ def _settings() -> None:
             format_func=lambda m: METHOD_SHORT[m], key="baselines",
             help="\n\n".join(f"**{METHOD_SHORT[m]}**: {METHOD_HELP[m]}" for m in options))
 
+        bad = out_of_range({"shots": shots, "reps": reps, "seed0": seed0})
+        if bad:
+            st.error("These settings cannot run:\n\n" + "\n\n".join(f"- {b}" for b in bad))
+            return
         if not digits:
             st.info("Select at least one held-out digit.")
             return
@@ -124,8 +151,8 @@ def _settings() -> None:
         if c8.button(f"Submit {n} job{'s' if n > 1 else ''}", type="primary",
                      width="stretch", key="submit"):
             ids = submit_configs(cfgs)
-            if ids:
-                track_jobs(ids)
+            if ids:  # follow them too, next to the jobs this tab already follows
+                track_jobs(tracked_job_ids() + ids)
             # Rerun so that the sidebar, the first-visit panel and the job list all show the
             # new jobs; messages from the submission are shown by that rerun (show_flash).
             st.rerun()
@@ -141,12 +168,23 @@ def _job_card(job: dict[str, Any]) -> None:
         head.markdown(f"**{describe_config(c)}** &nbsp; <small>job `{job.get('id')}`</small>",
                       unsafe_allow_html=True)
         cancelling = bool(job.get("cancel_requested")) and status == "running"
-        if status in ACTIVE:
-            if btn.button("Cancelling…" if cancelling else "Cancel", key=f"cancel-{job['id']}",
-                          width="stretch", disabled=cancelling):
-                safe_call(jobs.cancel, job["id"], what=f"cancel job {job['id']}")
+        others = 0 if is_admin() else jobs.others_following(job, visitor_id())
+        if status in ACTIVE and can_submit():
+            if others and not cancelling:
+                btn.button("Shared", key=f"cancel-{job['id']}", width="stretch", disabled=True,
+                           help=f"Followed by {others} other{'s' if others > 1 else ''} (or "
+                                "submitted by the person who started the app): only that "
+                                "person can cancel it.")
+            elif btn.button("Cancelling…" if cancelling else "Cancel", key=f"cancel-{job['id']}",
+                            width="stretch", disabled=cancelling):
+                visitor = None if is_admin() else visitor_id()
+                safe_call(jobs.cancel, job["id"], visitor=visitor,
+                          what=f"cancel job {job['id']}")
                 st.rerun()
-        if status == "running":
+        if status == "running" and job.get("worker_gone"):
+            st.progress(0.0, text="Its worker stopped: the job is re-queued and finished when a "
+                                  "worker runs (the sidebar can start one)")
+        elif status == "running":
             step, total = int(prog.get("step") or 0), int(prog.get("total") or 0)
             frac = min(1.0, step / total) if total > 0 else 0.0
             eta = prog.get("eta_s")
@@ -218,28 +256,50 @@ def _ts(t: float | None) -> str:
     return datetime.fromtimestamp(t).strftime("%H:%M:%S") if t else ""
 
 
+def _register(followed: dict[str, dict[str, Any]]) -> None:
+    """This visitor follows these active jobs: recorded once per job and session (a write),
+    so that no other visitor can cancel a job that this one is watching."""
+    if not can_submit() or is_admin():
+        return
+    done = st.session_state.setdefault("_registered", set())
+    vid = visitor_id()
+    for job_id, job in followed.items():
+        if job_id in done or job.get("status") not in ACTIVE:
+            continue
+        if vid not in (job.get("followers") or []):
+            rec = safe_call(jobs.follow, job_id, vid, what=f"follow job {job_id}")
+            if rec is not None:
+                followed[job_id] = dict(job, followers=rec.get("followers"))
+        done.add(job_id)
+
+
 def _panel() -> bool:
-    """Followed jobs and the job list.  Returns whether any job is still queued or running."""
-    listed = safe_call(jobs.list_jobs, 50, what="read the job list", default=[]) or []
+    """Followed jobs and the job list, from one read of the job store.  Returns whether any
+    job is still queued or running."""
     ids = tracked_job_ids()
-    followed = []
+    listed, followed = safe_call(jobs.board, ids, 50, what="read the job list",
+                                 default=([], {})) or ([], {})
     for job_id in ids:
+        if job_id in followed:
+            continue
         try:
-            followed.append(jobs.status(job_id))
+            jobs.check_id(job_id)
+            st.warning(f"The job in the address bar is not known here: no job {job_id!r} in "
+                       "this app's queue (it may belong to another machine or a deleted "
+                       "cache).")
         except jobs.JobError as exc:
             st.warning(f"The job in the address bar is not known here: {exc}")
-        except (ValueError, OSError) as exc:
-            st.error(f"Could not read job {job_id}: {exc}")
+    _register(followed)
     if followed:
         st.subheader("Progress")
-        for job in followed:
+        for job in followed.values():
             _job_card(job)
     st.subheader("Jobs on this machine")
     if listed:
         _jobs_table(listed)
     else:
         st.caption("No jobs yet.")
-    return any(j.get("status") in ACTIVE for j in listed + followed)
+    return any(j.get("status") in ACTIVE for j in [*listed, *followed.values()])
 
 
 @st.fragment(run_every=POLL_S)
@@ -248,7 +308,10 @@ def _live_panel() -> None:
         st.rerun()  # everything finished: one full rerun refreshes the sidebar, then stop polling
 
 
-_settings()
+if can_submit():
+    _settings()
+if not jobs_readable():
+    st.stop()
 listed_now = safe_call(jobs.list_jobs, 50, what="read the job list", default=[]) or []
 if any(j.get("status") in ACTIVE for j in listed_now):
     _live_panel()

@@ -125,3 +125,29 @@ def test_tiny_inputs_project_to_finite_points(n):
     for method in ("pca", "tsne"):
         out = project(z, method, 0)
         assert out.shape == (n, 2) and np.isfinite(out).all()
+
+
+def test_classroom_section_states_its_targets_and_keeps_the_rest(tmp_path, monkeypatch):
+    sys.path.insert(0, str(REPO / "bench"))
+    spec = importlib.util.spec_from_file_location("bench_classroom", REPO / "bench" / "classroom.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    idle = {"samples": [[0.0, 1500.0]], "exited_after_s": 31.0, "rss_first_mib": 1500.0,
+            "rss_max_mib": 1510.0}
+    raw = {"command": "python bench/classroom.py", "preset": "quick", "digit": 8, "pages": 5,
+           "machine": {"cpu": "cpu", "affinity": 2, "ram_gib": 8.0}, "load_before": [1, 1, 1],
+           "load_after": [2, 2, 2], "max_idle_s": 30.0,
+           "startup": {"cold_claim_s": 4.5, "warm_claim_s": 0.1}, "ratio": 1.2,
+           "runs": {"0": {"seed": 0, "worker_wall_s": 200.0, "rss_at_end_mib": 1600.0, "idle": idle},
+                    "5": {"seed": 1, "worker_wall_s": 240.0, "rss_at_end_mib": 1650.0, "idle": idle}}}
+    text = mod.render(raw)
+    assert "| **ratio, 5 pages / none** | ≤ 1.15 | **1.200** (not met) |" in text
+    assert "| idle exit after the last job | ≤ 60 s | 31 s, 31 s" in text
+    assert "| submit → claimed, no worker alive (start-up cost) | – | 4.5 s |" in text
+    doc = tmp_path / "PERFORMANCE.md"
+    doc.write_text(f"# P\n{mod.BEGIN}\nold\n{mod.END}\n## after\n")
+    monkeypatch.setattr(mod, "DOC", doc)
+    mod.write_doc(text)
+    out = doc.read_text()
+    assert out.startswith("# P\n" + mod.BEGIN) and out.endswith(mod.END + "\n## after\n")
+    assert "old" not in out and out.count(mod.BEGIN) == 1

@@ -295,7 +295,12 @@ def test_sigkill_mid_pretraining(workers):
     w1.wait(timeout=10)
     assert not jobs.worker_alive()  # noticed at once: the heartbeat's pid is gone
 
-    rec = jobs.status(job)  # a status read settles the dead worker's job
+    rec = jobs.status(job)  # a status read only reads; recovery is the workers' business
+    assert rec["status"] == "running" and rec["worker_gone"] is True, rec
+    assert len(_tmp_runs()) == 1
+    out = _run_cli("jobs", "--recover")  # what the next worker's start does, by hand
+    assert out.returncode == 0 and f"recovered 1 job(s)\n  {job}" in out.stdout, out.stderr
+    rec = jobs.status(job)
     assert rec["status"] == "queued" and rec["attempts"] == 1, rec
     assert "died during pretrain" in rec["note"]
     assert not store.run_dir(run_key(cfg)).exists()
@@ -331,6 +336,178 @@ def test_worker_exits_when_idle():
     assert jobs.workers(alive_only=False) == []
 
 
+def _as_dead_running(job: str, attempts: int = 1) -> None:
+    """Make a queued job look claimed by a worker on this host that has since died."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+
+    def upd(r: dict) -> dict:
+        r.update(status="running", attempts=attempts, started=time.time(), heartbeat=time.time(),
+                 worker={"id": "z" * 32, "pid": dead.pid, "host": jobs.HOST,
+                         "pid_space": jobs.PID_SPACE},
+                 progress={"stage": "pretrain", "step": 3, "total": 20, "eta_s": 1.0})
+        return r
+
+    jobs.records().update(job, upd)
+
+
+def test_reads_only_read():
+    """status / list_jobs / board / queue_counts never recover, re-send or clean: a Run tab
+    polling every second must not write."""
+    dead_job = jobs.submit(fast_cfg(seed=0))
+    _as_dead_running(dead_job)
+    orphan = jobs.submit(fast_cfg(seed=1))  # queued, its message "never sent", long ago
+    jobs.records().update(orphan, lambda r: dict(r, enqueued=None, created=r["created"] - 60))
+    tmp = store.runs_dir() / f".tmp-x-{jobs.HOST}-999999999-abcd1234"  # a dead pid's folder
+    tmp.mkdir(parents=True)
+    files = [jobs.jobs_dir() / n for n in ("jobs.db", "jobs.db-wal")]
+    before_docs = {r["id"]: r for r in jobs.records().list(10)}
+    pending = jobs.get_huey().pending_count()
+
+    def stat() -> list:
+        return [(f.stat().st_size, f.stat().st_mtime_ns) if f.exists() else None for f in files]
+
+    def boom(*a, **k):
+        raise AssertionError("a read ran recover()")
+
+    stamp = stat()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(jobs, "recover", boom)
+        mp.setattr(jobs, "_send", boom)
+        for _ in range(3):
+            assert jobs.status(dead_job)["worker_gone"] is True
+            assert [r["id"] for r in jobs.list_jobs()] == [dead_job, orphan]  # newest first
+            listed, followed = jobs.board([orphan, "not-an-id", "f" * 32], limit=1)
+            assert [r["id"] for r in listed] == [dead_job] and list(followed) == [orphan]
+            assert jobs.queue_counts() == {"queued": 1, "running": 1}
+            assert jobs.workers() == [] and not jobs.worker_alive()
+    assert {r["id"]: r for r in jobs.records().list(10)} == before_docs
+    assert jobs.get_huey().pending_count() == pending and tmp.is_dir()
+    assert stat() == stamp  # not one write to the job store
+    assert sorted(jobs.recover()) == sorted([dead_job, orphan])  # the housekeeping pass
+    assert jobs.status(dead_job)["status"] == "queued" and not tmp.exists()
+
+
+def test_board_is_one_read_of_newest_and_followed():
+    ids = [jobs.submit(fast_cfg(seed=s)) for s in range(4)]
+    listed, followed = jobs.board([ids[0], ids[0], ids[3]], limit=2)
+    assert [r["id"] for r in listed] == [ids[3], ids[2]]
+    assert list(followed) == [ids[0], ids[3]]  # a followed job older than the listing too
+    assert jobs.board([], limit=0) == ([], {})
+
+
+def test_visitor_caps_followers_and_cancel_rights():
+    lim = (3, 5)
+    mine = [jobs.submit(fast_cfg(seed=s), visitor="ann", limits=lim) for s in range(3)]
+    with pytest.raises(jobs.QueueFull, match="you have 3 jobs queued or running, the limit "
+                                             "per visitor is 3"):
+        jobs.submit(fast_cfg(seed=3), visitor="ann", limits=lim)
+    assert len(jobs.list_jobs()) == 3  # nothing was queued
+    # Following a job that exists is never refused, and adds no job.
+    assert jobs.submit(fast_cfg(seed=0), visitor="bob", limits=lim) == mine[0]
+    assert jobs.submit(fast_cfg(seed=0), visitor="bob", limits=lim) == mine[0]
+    assert jobs.status(mine[0])["followers"] == ["ann", "bob"]
+    assert jobs.status(mine[0])["owner"] == "ann"
+    jobs.submit(fast_cfg(seed=10), visitor="bob", limits=lim)
+    jobs.submit(fast_cfg(seed=11), visitor="cy", limits=lim)
+    with pytest.raises(jobs.QueueFull, match="the queue is full: 5 jobs are queued or running, "
+                                             "the limit for this app is 5"):
+        jobs.submit(fast_cfg(seed=12), visitor="dee", limits=lim)
+    assert jobs.submit(fast_cfg(seed=13)) != mine[0]  # the CLI / admin: no limits
+
+    # A shared job: no visitor may cancel it, the admin (visitor=None) may.
+    for who in ("ann", "bob"):
+        with pytest.raises(jobs.NotAllowed, match="followed by 1 other; only the person"):
+            jobs.cancel(mine[0], visitor=who)
+    assert jobs.status(mine[0])["status"] == "queued"
+    assert jobs.cancel(mine[1], visitor="ann")["status"] == "cancelled"  # her own, unshared
+    jobs.follow(mine[2], "eve")  # opened through its ?job= link
+    jobs.follow(mine[2], "eve")  # twice: recorded once
+    assert jobs.status(mine[2])["followers"] == ["ann", "eve"]
+    with pytest.raises(jobs.NotAllowed):
+        jobs.cancel(mine[2], visitor="ann")
+    cli_job = jobs.submit(fast_cfg(seed=14))  # the CLI's (or the admin's) job
+    jobs.follow(cli_job, "eve")
+    with pytest.raises(jobs.NotAllowed, match="followed by 1 other"):
+        jobs.cancel(cli_job, visitor="eve")  # its submitter counts as a follower
+    assert jobs.cancel(mine[0])["status"] == "cancelled"
+    with pytest.raises(jobs.JobError, match="no job"):
+        jobs.follow("f" * 32, "eve")
+    # The cap counts active jobs only: ann has one left, so two more fit.
+    jobs.submit(fast_cfg(seed=20), visitor="ann", limits=(3, None))
+    jobs.submit(fast_cfg(seed=21), visitor="ann", limits=(3, None))
+    with pytest.raises(jobs.QueueFull):
+        jobs.submit(fast_cfg(seed=22), visitor="ann", limits=(3, None))
+
+
+def test_idle_exit_rechecks_the_queue(monkeypatch):
+    """A worker about to exit idle unregisters, then looks at the queue: a job that arrived
+    in between keeps it (its submitter saw a live worker and started none)."""
+    from xdd import worker
+
+    st = worker.WorkerState(device="cpu")
+    st.registered.set()
+    st.beat()
+    assert [w["id"] for w in jobs.workers()] == [st.id]
+
+    class Huey:
+        n = 1
+
+        def pending_count(self):
+            assert jobs.workers() == []  # already unregistered when it looks
+            return self.n
+
+    assert worker._retire(st, Huey()) is False
+    assert [w["id"] for w in jobs.workers()] == [st.id]  # registered again
+    Huey.n = 0
+    assert worker._retire(st, Huey()) is True
+    st.beat()  # a late heartbeat from its thread does not register it again
+    assert jobs.workers(alive_only=False) == []
+
+
+def test_auto_worker_idle_setting(monkeypatch):
+    assert jobs.auto_max_idle() == jobs.AUTO_WORKER_MAX_IDLE_S <= 60
+    monkeypatch.setenv("XDD_WORKER_MAX_IDLE", "5")
+    assert jobs.auto_max_idle() == 5.0
+    monkeypatch.setenv("XDD_WORKER_MAX_IDLE", "soon")
+    with pytest.raises(jobs.JobError, match="XDD_WORKER_MAX_IDLE='soon' is not a number"):
+        jobs.auto_max_idle()
+
+
+def test_next_worker_recovers_a_dead_workers_job(workers):
+    job = jobs.submit(fast_cfg(seed=30))
+    _as_dead_running(job)
+    assert jobs.status(job)["status"] == "running"  # nobody reads it back to life
+    workers()  # its start-up recovery pass re-queues the job, then it runs it
+    rec = wait_status(job, ("done", "failed", "cancelled"), timeout=90)
+    assert rec["status"] == "done" and rec["attempts"] == 2, rec
+    assert "died during pretrain" in rec["note"]
+
+
+def test_auto_started_worker_exits_when_idle_and_next_submit_restarts_it():
+    """ensure_worker()'s worker gives its memory back by exiting after max_idle seconds; the
+    next submit starts a fresh one, which finishes the next job."""
+    try:
+        a = jobs.submit(fast_cfg(seed=40))
+        assert jobs.ensure_worker(max_idle=1.0)
+        (w1,) = jobs.workers()
+        assert wait_status(a, ("done", "failed"))["status"] == "done"
+        wait_for(lambda: not jobs.pid_alive(w1["pid"]), 60, "the idle worker to exit")
+        assert jobs.workers(alive_only=False) == [] and not jobs.worker_alive()
+        b = jobs.submit(fast_cfg(seed=41))
+        assert jobs.ensure_worker(max_idle=1.0)
+        (w2,) = jobs.workers()
+        assert w2["pid"] != w1["pid"]
+        assert wait_status(b, ("done", "failed"))["status"] == "done"
+        wait_for(lambda: not jobs.pid_alive(w2["pid"]), 60, "the second worker to exit")
+    finally:
+        for p in jobs._CHILDREN:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=30)
+        jobs._CHILDREN.clear()
+
+
 def test_dead_worker_job_fails_after_max_attempts():
     """A job that kills its worker every time is not re-queued forever."""
     job = jobs.submit(fast_cfg())
@@ -344,6 +521,10 @@ def test_dead_worker_job_fails_after_max_attempts():
         return r
 
     jobs.records().update(job, as_running)
+    rec = jobs.status(job)  # a read only reads: the dead holder is flagged, nothing changes
+    assert rec["status"] == "running" and rec["worker_gone"] is True
+    assert jobs.records().get(job)["status"] == "running"
+    assert jobs.recover() == [job]  # what a worker's housekeeping does
     rec = jobs.status(job)
     assert rec["status"] == "failed" and f"died {jobs.MAX_ATTEMPTS} times" in rec["error"]
     assert rec["finished"] is not None
@@ -351,13 +532,14 @@ def test_dead_worker_job_fails_after_max_attempts():
     # A pending cancel of a job whose worker died ends as cancelled, not re-queued.
     job2 = jobs.submit(fast_cfg(seed=1))
     jobs.records().update(job2, lambda r: dict(as_running(r), attempts=1, cancel_requested=True))
-    assert jobs.status(job2)["status"] == "cancelled"
+    assert jobs.recover() == [job2] and jobs.status(job2)["status"] == "cancelled"
 
     # A worker on another machine is judged by its heartbeat alone.
     job3 = jobs.submit(fast_cfg(seed=2))
     elsewhere = {"id": "y" * 32, "pid": 1, "host": "gpu-box", "pid_space": "gpu-box/0/pid:[1]"}
     jobs.records().update(job3, lambda r: dict(as_running(r), attempts=1, worker=elsewhere))
-    assert jobs.status(job3)["status"] == "running"  # fresh heartbeat: left alone
+    assert jobs.recover() == [] and jobs.status(job3)["status"] == "running"  # fresh: left alone
+    assert jobs.status(job3)["worker_gone"] is False
     assert jobs.recover(now=time.time() + jobs.STALE_REMOTE_S + 1) == [job3]
     rec = jobs.status(job3)
     assert rec["status"] == "queued" and "pid 1 on gpu-box" in rec["note"]

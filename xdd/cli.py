@@ -352,6 +352,9 @@ def _add_job_commands(sub) -> None:
     j = sub.add_parser("jobs", help="list jobs (or show one job's record)")
     j.add_argument("id", nargs="?", help="a job id: print its record as JSON")
     j.add_argument("--limit", type=int, default=30)
+    j.add_argument("--recover", action="store_true",
+                   help="first re-queue (or fail) the jobs of dead workers and re-send lost "
+                        "messages, as a worker's housekeeping does")
     c = sub.add_parser("cancel", help="cancel a queued or running job")
     c.add_argument("id")
 
@@ -448,6 +451,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from . import jobs
 
     try:
+        if args.recover:
+            touched = jobs.recover()
+            print(f"recovered {len(touched)} job(s)" + "".join(f"\n  {t}" for t in touched))
         if args.id:
             print(json.dumps(jobs.status(args.id), indent=2, sort_keys=True))
             return 0

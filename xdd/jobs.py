@@ -13,9 +13,10 @@ A job is one :class:`~xdd.config.RunConfig` to compute with
 The record is the source of truth; the message only carries the job id.  A worker *claims*
 a job by an atomic queued -> running transition, so a duplicate message is harmless, and
 recovery may re-send messages freely.  Workers and running jobs write heartbeats; a job
-whose worker died (SIGKILL, power loss) is re-queued by the next status read or worker
-start, or marked failed after :data:`MAX_ATTEMPTS` deaths.  docs/JOBS.md tells the whole
-story.
+whose worker died (SIGKILL, power loss) is re-queued by :func:`recover`, which runs at a
+worker's start and in its housekeeping (and from ``python -m xdd jobs --recover``), or marked
+failed after :data:`MAX_ATTEMPTS` deaths.  Reads (:func:`status`, :func:`list_jobs`,
+:func:`board`, :func:`queue_counts`) only read.  docs/JOBS.md tells the whole story.
 """
 from __future__ import annotations
 
@@ -66,12 +67,27 @@ STALE_REMOTE_S = 60.0
 WORKER_STALE_S = 60.0  # worker_alive(): a worker is alive if it beat this recently
 MAX_ATTEMPTS = 3  # a job whose worker died this many times is marked failed, not re-queued
 ORPHAN_S = 5.0  # a queued job with no message this old is sent again (see recover())
-AUTO_WORKER_MAX_IDLE_S = 3600.0  # a worker started by ensure_worker() exits after an idle hour
+# A worker started by ensure_worker() exits after this long without work, so that an idle
+# app holds no trained-model memory (~1.6 GiB RSS after a quick run); the next submit starts
+# a fresh one (docs/PERFORMANCE.md, "Classroom").  XDD_WORKER_MAX_IDLE overrides it.
+AUTO_WORKER_MAX_IDLE_S = 30.0
+# Admission limits (submit(..., limits=...)): what one visitor may have queued or running, and
+# the queue as a whole.  The app applies them to visitors; the CLI and the admin are exempt.
+MAX_ACTIVE_PER_VISITOR = 3
+MAX_ACTIVE_TOTAL = 20
 QUEUE_NAME = os.environ.get("XDD_QUEUE_NAME", "xdd")
 
 
 class JobError(ValueError):
     """A bad job id or queue setting; the message says what was expected."""
+
+
+class QueueFull(JobError):
+    """A submission over the per-visitor or whole-queue limit; nothing was queued."""
+
+
+class NotAllowed(JobError):
+    """A visitor asked for something only the job's sole follower or the admin may do."""
 
 
 # ---------------------------------------------------------------- small helpers
@@ -131,11 +147,17 @@ class _Records:
     """Where job records and worker heartbeats live; every update is an atomic
     read-modify-write of one record (``update``), so concurrent writers never lose a field."""
 
-    def create_or_get(self, rk: str, make: Callable[[bool], dict], cached: Callable[[], bool]
-                      ) -> tuple[dict, bool]:
+    def create_or_get(self, rk: str, make: Callable[[bool], dict], cached: Callable[[], bool],
+                      admit: Callable[[list[dict]], None] | None = None) -> tuple[dict, bool]:
+        """The active job of run key ``rk``, or a new record from ``make``.  ``admit`` sees
+        the active records before a new queued job is written and may raise to refuse it."""
         raise NotImplementedError
 
     def get(self, job_id: str) -> dict | None:
+        raise NotImplementedError
+
+    def board(self, ids: list[str], limit: int) -> tuple[list[dict], dict[str, dict]]:
+        """The newest ``limit`` records and the records of ``ids``, in one read."""
         raise NotImplementedError
 
     def list(self, limit: int) -> list[dict]:
@@ -154,6 +176,10 @@ class _Records:
         raise NotImplementedError
 
     def workers(self) -> list[dict]:
+        raise NotImplementedError
+
+    def prune_workers(self, older_than: float) -> None:
+        """Forget workers whose last heartbeat is older than ``older_than`` (epoch s)."""
         raise NotImplementedError
 
 
@@ -230,7 +256,7 @@ class _SqliteRecords(_Records):
                      "VALUES (?, ?, ?, ?, ?)",
                      (rec["id"], rec["run_key"], rec["status"], rec["created"], json.dumps(rec)))
 
-    def create_or_get(self, rk, make, cached):
+    def create_or_get(self, rk, make, cached, admit=None):
         with self._tx() as conn:
             rows = conn.execute("SELECT doc FROM jobs WHERE run_key = ? AND status IN "
                                 "('queued', 'running') ORDER BY created DESC", (rk,)).fetchall()
@@ -246,6 +272,10 @@ class _SqliteRecords(_Records):
                                    "ORDER BY created DESC LIMIT 1", (rk,)).fetchone()
                 if row:
                     return json.loads(row[0]), False
+            if admit is not None and not is_cached:  # under the write lock: no race past a cap
+                act = conn.execute("SELECT doc FROM jobs WHERE status IN ('queued', 'running')"
+                                   ).fetchall()
+                admit([json.loads(d) for (d,) in act])
             rec = make(is_cached)
             self._put(conn, rec)
             return rec, True
@@ -254,6 +284,23 @@ class _SqliteRecords(_Records):
         with self._conn() as conn:
             row = conn.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return json.loads(row[0]) if row else None
+
+    def board(self, ids, limit):
+        # One SELECT: the newest `limit` rows plus the followed ids (a tab's whole refresh).
+        marks = ",".join("?" * len(ids))
+        sql = ("SELECT doc, id IN (SELECT id FROM jobs ORDER BY created DESC, rowid DESC "
+               "LIMIT ?) FROM jobs WHERE id IN (SELECT id FROM jobs ORDER BY created DESC, "
+               "rowid DESC LIMIT ?)" + (f" OR id IN ({marks})" if ids else "")
+               + " ORDER BY created DESC, rowid DESC")
+        with self._conn() as conn:
+            rows = conn.execute(sql, (int(limit), int(limit), *ids)).fetchall()
+        listed, byid = [], {}
+        for doc, newest in rows:
+            rec = json.loads(doc)
+            if newest:
+                listed.append(rec)
+            byid[rec["id"]] = rec
+        return listed, {i: byid[i] for i in ids if i in byid}
 
     def list(self, limit):
         with self._conn() as conn:
@@ -290,10 +337,12 @@ class _SqliteRecords(_Records):
 
     def workers(self):
         with self._conn() as conn:
-            # Rows of workers that vanished without saying goodbye: kept a day for the record.
-            conn.execute("DELETE FROM workers WHERE heartbeat < ?", (time.time() - 86400,))
             rows = conn.execute("SELECT doc FROM workers ORDER BY heartbeat DESC").fetchall()
         return [json.loads(r[0]) for r in rows]
+
+    def prune_workers(self, older_than: float) -> None:
+        with self._conn() as conn:
+            conn.execute("DELETE FROM workers WHERE heartbeat < ?", (older_than,))
 
 
 class _RedisRecords(_Records):
@@ -316,7 +365,7 @@ class _RedisRecords(_Records):
         else:
             pipe.srem(self.p + "active", rec["id"])
 
-    def create_or_get(self, rk, make, cached):
+    def create_or_get(self, rk, make, cached, admit=None):
         from redis.exceptions import WatchError
 
         # The cache is read before the transaction (it is files, not Redis); see JOBS.md for
@@ -339,6 +388,10 @@ class _RedisRecords(_Records):
                     if is_cached and cur and cur["status"] == "done":
                         pipe.unwatch()
                         return cur, False
+                    if admit is not None and not is_cached:
+                        # Read outside the WATCH: with Redis a cap can be overshot by the
+                        # submissions racing in the same moment (one per process at most).
+                        admit(self.active())
                     rec = make(is_cached)
                     pipe.multi()
                     self._stage(pipe, rec)
@@ -362,6 +415,12 @@ class _RedisRecords(_Records):
         if limit <= 0:  # ZREVRANGE 0 -1 would mean "all"
             return []
         return self._many(self.r.zrevrange(self.p + "jobs", 0, int(limit) - 1))
+
+    def board(self, ids, limit):
+        newest = self.r.zrevrange(self.p + "jobs", 0, int(limit) - 1) if limit > 0 else []
+        recs = self._many(list(dict.fromkeys([*newest, *ids])))
+        byid = {r["id"]: r for r in recs}
+        return ([byid[i] for i in newest if i in byid], {i: byid[i] for i in ids if i in byid})
 
     def active(self):
         return sorted(self._many(sorted(self.r.smembers(self.p + "active"))),
@@ -402,6 +461,9 @@ class _RedisRecords(_Records):
         keys = list(self.r.scan_iter(match=f"{self.p}worker:*", count=500))
         out = [json.loads(raw) for raw in (self.r.mget(keys) if keys else []) if raw]
         return sorted(out, key=lambda w: -w.get("heartbeat", 0))
+
+    def prune_workers(self, older_than: float) -> None:
+        pass  # worker keys expire by themselves
 
 
 _REDIS: dict[str, Any] = {}
@@ -488,7 +550,8 @@ def _api(fn: Callable) -> Callable:
     return wrapper
 
 
-def _new_record(cfg: RunConfig, rk: str, cached: bool) -> dict[str, Any]:
+def _new_record(cfg: RunConfig, rk: str, cached: bool, visitor: str | None = None
+                ) -> dict[str, Any]:
     now = time.time()
     rec = {
         "id": uuid.uuid4().hex, "status": "queued", "config": to_dict(cfg), "run_key": rk,
@@ -496,6 +559,9 @@ def _new_record(cfg: RunConfig, rk: str, cached: bool) -> dict[str, Any]:
         "progress": {"stage": "queued", "step": 0, "total": 0, "eta_s": None},
         "device": None, "error": None, "cancel_requested": False, "attempts": 0,
         "cached": False, "worker": None, "heartbeat": None, "enqueued": None, "note": None,
+        # Who asked for it and who follows it (app visitors; None = the CLI or the admin):
+        # a visitor may cancel a job only while no one else follows it.
+        "owner": visitor, "followers": [visitor] if visitor else [],
     }
     if cached:  # the result is in the cache already: a finished job, no message
         res = store.read_json(store.run_dir(rk) / "results.json") or {}
@@ -505,20 +571,45 @@ def _new_record(cfg: RunConfig, rk: str, cached: bool) -> dict[str, Any]:
     return rec
 
 
+def _admission(visitor: str | None, limits: tuple[int | None, int | None] | None
+               ) -> Callable[[list[dict]], None] | None:
+    """The check run (under the store's write lock) before a new job is queued."""
+    if not limits:
+        return None
+    per_visitor, total = limits
+
+    def admit(active: list[dict]) -> None:
+        if total is not None and len(active) >= total:
+            raise QueueFull(f"the queue is full: {len(active)} jobs are queued or running, "
+                            f"the limit for this app is {total}. Try again when some have "
+                            "finished.")
+        if visitor is not None and per_visitor is not None:
+            mine = sum(r.get("owner") == visitor for r in active)
+            if mine >= per_visitor:
+                raise QueueFull(f"you have {mine} jobs queued or running, the limit per "
+                                f"visitor is {per_visitor}. Wait until one has finished "
+                                "(or cancel one), then submit again.")
+    return admit
+
+
 @_api
-def submit(cfg: RunConfig) -> str:
+def submit(cfg: RunConfig, visitor: str | None = None,
+           limits: tuple[int | None, int | None] | None = None) -> str:
     """Queue a run and return its job id.
 
     A config whose result is cached gives a finished job at once (the same one on every
-    call); a config already queued or running gives that job's id.
+    call); a config already queued or running gives that job's id (and ``visitor``, when
+    given, becomes one of its followers).  ``limits = (per_visitor, total)`` caps the active
+    jobs a visitor owns and the active jobs in all; a new job over either raises
+    :class:`QueueFull` and queues nothing.  Following an existing job is never refused.
     """
     from .experiment import cached_results
 
     validate(cfg)
     rk = run_key(cfg)
     rec, created = records().create_or_get(
-        rk, lambda is_cached: _new_record(cfg, rk, is_cached),
-        lambda: cached_results(cfg) is not None)
+        rk, lambda is_cached: _new_record(cfg, rk, is_cached, visitor),
+        lambda: cached_results(cfg) is not None, _admission(visitor, limits))
     if created and rec["status"] == "queued":
         try:
             _send(rec["id"])
@@ -526,6 +617,8 @@ def submit(cfg: RunConfig) -> str:
             _finish_failed(rec["id"], f"could not put the job on the queue: {one_line(exc)}")
             raise JobError(f"could not put the job on the queue ({describe_queue()}): "
                            f"{one_line(exc)}") from exc
+    elif not created and visitor and visitor not in (rec.get("followers") or []):
+        rec = follow(rec["id"], visitor)
     return rec["id"]
 
 
@@ -539,40 +632,96 @@ def _finish_failed(job_id: str, error: str) -> None:
     records().update(job_id, fail)
 
 
-@_api
-def status(job_id: str) -> dict[str, Any]:
-    """The job's record; a job whose worker died is re-queued (or failed) first."""
-    check_id(job_id)
-    recover()
-    rec = records().get(job_id)
-    if rec is None:
-        raise JobError(f"no job {job_id!r} in the queue at {describe_queue()} "
-                       "(see `python -m xdd jobs`)")
+def _unknown(job_id: str) -> JobError:
+    return JobError(f"no job {job_id!r} in the queue at {describe_queue()} "
+                    "(see `python -m xdd jobs`)")
+
+
+def _annotate(rec: dict[str, Any], now: float) -> dict[str, Any]:
+    """Mark a running job whose worker is gone (read-only: :func:`recover` settles it)."""
+    if rec.get("status") == "running":
+        rec["worker_gone"] = _holder_dead(rec, now)
     return rec
 
 
 @_api
+def status(job_id: str) -> dict[str, Any]:
+    """The job's record (read only).  A running job whose worker is gone says
+    ``worker_gone: True``; the next worker's recovery pass re-queues it."""
+    check_id(job_id)
+    rec = records().get(job_id)
+    if rec is None:
+        raise _unknown(job_id)
+    return _annotate(rec, time.time())
+
+
+@_api
 def list_jobs(limit: int = 100) -> list[dict[str, Any]]:
-    """The newest ``limit`` job records, newest first."""
-    recover()
-    return records().list(max(0, int(limit)))
+    """The newest ``limit`` job records, newest first (read only)."""
+    now = time.time()
+    return [_annotate(r, now) for r in records().list(max(0, int(limit)))]
+
+
+@_api
+def board(ids: list[str], limit: int = 50) -> tuple[list[dict[str, Any]], dict[str, dict]]:
+    """What a Run tab shows on one refresh, in one read of the store: the newest ``limit``
+    records and the records of the followed ``ids`` (malformed or unknown ids are absent
+    from the second; check them with :func:`check_id` / :func:`status`)."""
+    ok = [i for i in dict.fromkeys(ids) if isinstance(i, str) and JOB_ID.fullmatch(i)]
+    listed, followed = records().board(ok, max(0, int(limit)))
+    now = time.time()
+    return [_annotate(r, now) for r in listed], {i: _annotate(r, now) for i, r in followed.items()}
 
 
 @_api
 def queue_counts() -> dict[str, int]:
-    recover()
     act = records().active()
     return {s: sum(r["status"] == s for r in act) for s in ACTIVE}
 
 
 @_api
-def cancel(job_id: str) -> dict[str, Any]:
-    """Cancel a job.  A queued job is cancelled at once; a running one keeps the status
-    "running" with ``cancel_requested`` until its worker stops it (within seconds, at its
-    next progress report), then says "cancelled".  A finished job is left as it is."""
+def follow(job_id: str, visitor: str) -> dict[str, Any]:
+    """Record that ``visitor`` follows the job (one write, once per visitor and job)."""
     check_id(job_id)
 
+    def add(r: dict) -> dict | None:
+        fol = list(r.get("followers") or [])
+        if visitor in fol:
+            return None
+        r["followers"] = fol + [visitor]
+        return r
+
+    rec, _ = records().update(job_id, add)
+    if rec is None:
+        raise _unknown(job_id)
+    return rec
+
+
+def others_following(rec: dict[str, Any], visitor: str | None) -> int:
+    """How many followers of the job are not ``visitor``; a job submitted without a visitor
+    (the CLI, the app's admin) counts its submitter as one."""
+    others = sum(f != visitor for f in dict.fromkeys(rec.get("followers") or []))
+    return others + (rec.get("owner") is None and visitor is not None)
+
+
+@_api
+def cancel(job_id: str, visitor: str | None = None) -> dict[str, Any]:
+    """Cancel a job.  A queued job is cancelled at once; a running one keeps the status
+    "running" with ``cancel_requested`` until its worker stops it (within seconds, at its
+    next progress report), then says "cancelled".  A finished job is left as it is.
+
+    ``visitor=None`` (the CLI, the app's admin) may cancel any job; a visitor only a job that
+    no one else follows (checked in the same atomic update), else :class:`NotAllowed`.
+    """
+    check_id(job_id)
+    refused: dict[str, int] = {}
+
     def req(r: dict) -> dict | None:
+        if visitor is not None and r["status"] in ACTIVE:
+            n = others_following(r, visitor)
+            if n:
+                refused["n"] = n
+                return None
         if r["status"] == "queued":
             r.update(status="cancelled", cancel_requested=True, finished=time.time(),
                      progress=dict(r["progress"], stage="cancelled", eta_s=None))
@@ -584,16 +733,20 @@ def cancel(job_id: str) -> dict[str, Any]:
 
     rec, _ = records().update(job_id, req)
     if rec is None:
-        raise JobError(f"no job {job_id!r} in the queue at {describe_queue()} "
-                       "(see `python -m xdd jobs`)")
-    if rec["status"] == "running":  # its worker may be dead: settle it now
-        recover()
-        rec = records().get(job_id) or rec
-    return rec
+        raise _unknown(job_id)
+    if refused:
+        n = refused["n"]
+        raise NotAllowed(f"job {job_id} is followed by {n} other{'s' if n > 1 else ''}; "
+                         "only the person who started the app can cancel it")
+    return _annotate(rec, time.time())
 
 
+@_api
 def recover(now: float | None = None) -> list[str]:
     """Settle jobs that no live process will finish; returns the ids it touched.
+
+    Run by workers (at start and in their idle housekeeping) and by
+    ``python -m xdd jobs --recover``; never by a read.
 
     * running, but its worker is dead (pid gone on this host, or heartbeat stale):
       re-queued and sent again, or failed after MAX_ATTEMPTS, or cancelled if a cancel
@@ -743,16 +896,34 @@ def start_worker(device: str = "auto", threads: int | None = None,
     return proc
 
 
+def auto_max_idle() -> float:
+    """Idle seconds after which a worker started by :func:`ensure_worker` exits."""
+    raw = os.environ.get("XDD_WORKER_MAX_IDLE", "").strip()
+    if not raw:
+        return AUTO_WORKER_MAX_IDLE_S
+    try:
+        val = float(raw)
+    except ValueError:
+        raise JobError(f"XDD_WORKER_MAX_IDLE={raw!r} is not a number of seconds") from None
+    if not val >= 0:
+        raise JobError(f"XDD_WORKER_MAX_IDLE={raw!r} is out of range; accepted: seconds >= 0")
+    return val
+
+
 @_api
 def ensure_worker(timeout: float = 60.0, device: str = "auto",
-                  max_idle: float | None = AUTO_WORKER_MAX_IDLE_S) -> bool:
+                  max_idle: float | None = None) -> bool:
     """Start a worker if none is alive; True if one is alive afterwards.
 
     Safe when many processes call it at once: a file lock lets one of them start the worker
     and wait for it to register, while the others wait and then find it alive.  A worker
-    started here exits after ``max_idle`` seconds without work, so closing the app does not
-    leave a process behind for good; the next submit starts a new one.
+    started here exits after ``max_idle`` seconds without work (default
+    :func:`auto_max_idle`, 30 s), so an idle app holds no model memory; the next submit
+    starts a new one.  A worker that is about to exit unregisters first and then looks at
+    the queue once more, so a job submitted in that moment is never stranded.
     """
+    if max_idle is None:
+        max_idle = auto_max_idle()
     if worker_alive():
         return True
     with _file_lock(jobs_dir() / "ensure.lock"):

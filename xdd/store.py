@@ -55,6 +55,23 @@ def pretrain_dir(key: str) -> Path:
     return cache_root() / "pretrain" / key
 
 
+def check_writable(root: Path | None = None) -> str | None:
+    """Why the cache folder cannot be written (one line), or None when it can.
+
+    Probes by creating and removing a file, which is what counts (a read-only mount refuses
+    root too); the folder is created first if it does not exist.
+    """
+    root = cache_root() if root is None else Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=".write-probe-", suffix=".tmp")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        return f"{root}: {exc.strerror or type(exc).__name__}"
+    return None
+
+
 def _check_key(key: str) -> None:
     # Keys are hex hashes; anything else (a path, "..") must never reach the file system.
     if not (isinstance(key, str) and 1 <= len(key) <= 64 and all(c in "0123456789abcdef" for c in key)):

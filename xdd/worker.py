@@ -49,6 +49,20 @@ class WorkerState:
     job: str | None = None
     in_job: bool = False
     stop: threading.Event = field(default_factory=threading.Event)
+    # Cleared while the worker is unregistered on its way out (idle exit); the heartbeat
+    # thread then writes nothing.  The lock keeps a beat from landing after the removal.
+    registered: threading.Event = field(default_factory=threading.Event)
+    beat_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def beat(self) -> None:
+        with self.beat_lock:
+            if self.registered.is_set():
+                jobs.records().beat(self.info())
+
+    def unregister(self) -> None:
+        with self.beat_lock:
+            self.registered.clear()
+            jobs.records().remove_worker(self.id)
 
     def info(self) -> dict[str, Any]:
         return {"id": self.id, "pid": os.getpid(), "host": jobs.HOST,
@@ -239,21 +253,46 @@ def _resolve_device(st: WorkerState) -> None:
 def _heartbeat_loop(st: WorkerState) -> None:
     while not st.stop.wait(jobs.HEARTBEAT_S):
         try:
-            jobs.records().beat(st.info())
+            st.beat()
         except Exception:
             log.exception("worker heartbeat failed")
+
+
+def _retire(st: WorkerState, h: Any) -> bool:
+    """Idle exit: unregister, then look at the queue once more.  True: nothing is waiting,
+    exit.  False: a message arrived in between (its submitter saw this worker alive and
+    started no other), so register again and stay."""
+    st.unregister()
+    try:
+        waiting = h.pending_count()
+    except Exception:  # cannot tell: stay, the next idle check tries again
+        log.exception("could not read the queue length")
+        waiting = 1
+    if waiting == 0:
+        return True
+    st.registered.set()
+    st.beat()
+    log.info("a job arrived while the worker was about to exit; staying")
+    return False
 
 
 def run_worker(device: str = "auto", threads: int | None = None, once: bool = False,
                max_idle: float | None = None) -> int:
     """Consume the queue until stopped (SIGINT/SIGTERM), ``once`` job, or ``max_idle`` seconds
-    without work.  Returns the number of jobs taken."""
+    without work.  Returns the number of jobs taken.
+
+    Housekeeping -- :func:`xdd.jobs.recover` (re-queue the jobs of dead workers, re-send lost
+    messages), at start and every ``HOUSEKEEPING_S`` while idle -- happens here, not in the
+    processes that read job records."""
     global _STATE
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     st = _STATE = WorkerState(device=device)
     # Register before importing torch, so ensure_worker() sees us within a second.
-    jobs.records().beat(st.info())
+    st.registered.set()
+    st.beat()
+    # Rows of workers that vanished without saying goodbye: kept a day for the record.
+    jobs.records().prune_workers(time.time() - 86400)
     beat = threading.Thread(target=_heartbeat_loop, args=(st,), daemon=True)
     beat.start()
 
@@ -276,7 +315,7 @@ def run_worker(device: str = "auto", threads: int | None = None, once: bool = Fa
 
             threading.Thread(target=warm_up, name="umap-warm-up", daemon=True).start()
         _resolve_device(st)
-        jobs.records().beat(st.info())
+        st.beat()
         log.info("worker %s (pid %d) on %s, queue %s", st.id, os.getpid(), st.device_desc,
                  jobs.describe_queue())
         jobs.clean_tmp()  # run folders half-written by a killed worker
@@ -293,7 +332,9 @@ def run_worker(device: str = "auto", threads: int | None = None, once: bool = Fa
                     jobs.recover()
                     jobs.resend_lost()
                 if max_idle is not None and now - last_work > max_idle:
-                    break
+                    if _retire(st, h):
+                        break
+                    last_work = now
                 if not redis:
                     st.stop.wait(IDLE_POLL_S)
                 continue
@@ -307,7 +348,7 @@ def run_worker(device: str = "auto", threads: int | None = None, once: bool = Fa
             signal.signal(s, handler)
         st.stop.set()
         try:
-            jobs.records().remove_worker(st.id)
+            st.unregister()
         except Exception:
             log.exception("could not unregister the worker")
         log.info("worker %s stopped after %d job(s)", st.id, taken)

@@ -1,0 +1,277 @@
+"""The app served to a class: what open Run pages cost the worker, and what an idle worker
+holds.  Rewrites the "Classroom" section of docs/PERFORMANCE.md.
+
+    python bench/classroom.py                     # quick preset, digit 8, 0 vs 5 pages (~7 min)
+    python bench/classroom.py --preset tiny       # a smoke run of the script (~1 min)
+    python bench/classroom.py --no-doc --json F   # figures only
+
+What it does, on a fresh temporary ``XDD_CACHE`` with ``streamlit run app.py`` serving it:
+
+1. **Start-up cost of the next job.**  A one-second job (raw-pixel KDE) is submitted with no
+   worker alive, as the app does it (``jobs.submit`` + ``jobs.ensure_worker``): the time from
+   submit to the job's claim is the cost of starting a worker.  A second one is submitted to the
+   now warm worker: the same time without the start.
+2. **Open pages vs the worker.**  The same run (preset, digit; seeds 0 and 1, so neither is
+   cached) twice, each on a freshly started worker: first with no page open, then with
+   ``--pages`` Run pages (Playwright, one Chromium, one context each) following the job.  The
+   figure is the worker's wall time (job ``finished - started``), and the ratio of the two.
+3. **Idle memory.**  After each run, the worker's resident memory is sampled every 0.5 s until
+   it exits (it was started by ``ensure_worker``, so it exits after ``XDD_WORKER_MAX_IDLE``,
+   30 s by default).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DOC, REPO, loadavg, log, machine, write_json  # noqa: E402
+
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+BEGIN = "<!-- bench/classroom.py: begin (generated; edits between these markers are overwritten) -->"
+END = "<!-- bench/classroom.py: end -->"
+CHROMIUM = "/usr/bin/chromium"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run"]
+MIB = 1024 * 1024
+
+
+def rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.split(")")[1].split()[0] != "Z"
+
+
+def wait_done(jobs, job_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rec = jobs.status(job_id)
+        if rec["status"] not in ("queued", "running"):
+            return rec
+        time.sleep(0.5)
+    raise RuntimeError(f"job {job_id} did not finish within {timeout} s")
+
+
+def wait_started(jobs, job_id: str, timeout: float = 300) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rec = jobs.status(job_id)
+        if rec["started"] or rec["status"] not in ("queued", "running"):
+            return rec
+        time.sleep(0.05)
+    raise RuntimeError(f"job {job_id} was not claimed within {timeout} s")
+
+
+def worker_pid(jobs) -> int:
+    (w,) = jobs.workers()
+    return int(w["pid"])
+
+
+def idle_memory(pid: int, limit_s: float = 120) -> dict[str, Any]:
+    """RSS of an idle worker every 0.5 s until it exits."""
+    t0 = time.monotonic()
+    samples = []
+    while alive(pid) and time.monotonic() - t0 < limit_s:
+        r = rss_mib(pid)
+        if r is not None:
+            samples.append((round(time.monotonic() - t0, 1), round(r, 1)))
+        time.sleep(0.5)
+    return {"samples": samples, "exited_after_s": round(time.monotonic() - t0, 1)
+            if not alive(pid) else None,
+            "rss_first_mib": samples[0][1] if samples else None,
+            "rss_max_mib": max(s[1] for s in samples) if samples else None}
+
+
+def no_worker(jobs, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while jobs.workers() and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    from test_browser import _free_port, _stop, _wait_http
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="xdd-classroom-"))
+    cache = work / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    os.environ["XDD_CACHE"] = str(cache)
+    from xdd import jobs
+    from xdd.config import preset
+    from xdd.data import load_mnist
+
+    load_mnist()  # converted once, before any clock starts
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO), XDD_ADMIN_TOKEN="bench")
+    log_path = work / "streamlit.log"
+    with open(log_path, "wb") as out:
+        app = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+             "--server.headless", "true", "--server.address", "127.0.0.1",
+             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    raw: dict[str, Any] = {"command": "python bench/classroom.py " + " ".join(args.argv),
+                           "machine": machine(), "preset": args.preset, "digit": args.digit,
+                           "pages": args.pages, "load_before": loadavg(),
+                           "max_idle_s": jobs.auto_max_idle()}
+    try:
+        _wait_http(f"{url}/_stcore/health", app, log_path)
+        # 1. start-up cost
+        fast = dict(shots=2, methods=("pixels",), **{"projection.n_samples": 0})
+        t = time.time()
+        a = jobs.submit(preset("tiny", ood_digit=args.digit, seed=900, **fast))
+        jobs.ensure_worker()
+        cold = wait_started(jobs, a)["started"] - t
+        wait_done(jobs, a, 300)
+        t = time.time()
+        b = jobs.submit(preset("tiny", ood_digit=args.digit, seed=901, **fast))
+        warm = wait_started(jobs, b)["started"] - t
+        wait_done(jobs, b, 300)
+        raw["startup"] = {"cold_claim_s": round(cold, 2), "warm_claim_s": round(warm, 2)}
+        log(f"claim after submit: cold worker {cold:.2f} s, warm {warm:.2f} s")
+        no_worker(jobs)
+
+        # 2. the same run with 0 and with N pages following it
+        runs = {}
+        for n_pages, seed in ((0, 0), (args.pages, 1)):
+            cfg = preset(args.preset, ood_digit=args.digit, seed=seed)
+            job = jobs.submit(cfg)
+            jobs.ensure_worker()
+            pid = worker_pid(jobs)
+            browser = pw = None
+            if n_pages:
+                from playwright.sync_api import sync_playwright
+
+                pw = sync_playwright().start()
+                browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=LAUNCH_ARGS)
+                for _ in range(n_pages):
+                    pg = browser.new_context().new_page()
+                    pg.goto(f"{url}/?job={job}")
+                for ctx in browser.contexts:
+                    ctx.pages[0].get_by_text(job).first.wait_for(timeout=120_000)
+            log(f"run seed {seed}: {n_pages} pages following job {job}")
+            rec = wait_done(jobs, job, args.timeout)
+            rss_at_end = rss_mib(pid)
+            if browser is not None:
+                browser.close()
+                pw.stop()
+            wall = rec["finished"] - rec["started"]
+            mem = idle_memory(pid)
+            runs[n_pages] = {"seed": seed, "status": rec["status"], "worker_wall_s": round(wall, 1),
+                             "rss_at_end_mib": rss_at_end, "idle": mem}
+            log(f"  {rec['status']} in {wall:.1f} s; idle RSS {mem['rss_first_mib']} MiB, "
+                f"exited after {mem['exited_after_s']} s")
+            no_worker(jobs)
+        raw["runs"] = {str(k): v for k, v in runs.items()}
+        raw["ratio"] = round(runs[args.pages]["worker_wall_s"] / runs[0]["worker_wall_s"], 3)
+        raw["load_after"] = loadavg()
+        log(f"ratio {args.pages} pages / 0 pages: {raw['ratio']:.3f}")
+    finally:
+        _stop({app.pid}, group=True)
+    return raw
+
+
+def render(raw: dict[str, Any]) -> str:
+    r0, rn = raw["runs"]["0"], raw["runs"][str(raw["pages"])]
+    n = raw["pages"]
+    ok = raw["ratio"] <= 1.15
+    idle = [r["idle"] for r in (r0, rn)]
+    rss_idle = max(i["rss_max_mib"] or 0 for i in idle)
+    exits = [i["exited_after_s"] for i in idle]
+    m = raw["machine"]
+    return f"""{BEGIN}
+Generated by `{raw['command'].strip()}` on {m['cpu']} ({m['affinity']} usable cores,
+{m['ram_gib']} GiB), load average {raw['load_before'][0]:.1f} before the runs and
+{raw['load_after'][0]:.1f} after (other work on the machine lands in these figures).
+Preset `{raw['preset']}`, held-out digit {raw['digit']}; the worker was started by the app's
+`ensure_worker()` with its default threads; browsers ran on the same machine as the app.
+
+| | target | measured |
+|---|---|---|
+| worker wall time, no page open (seed {r0['seed']}) | – | {r0['worker_wall_s']:.1f} s |
+| same run with {n} Run pages following it (seed {rn['seed']}) | – | {rn['worker_wall_s']:.1f} s |
+| **ratio, {n} pages / none** | ≤ 1.15 | **{raw['ratio']:.3f}** {'(met)' if ok else '(not met)'} |
+| worker RSS when its job ends | – | {r0['rss_at_end_mib']:.0f} / {rn['rss_at_end_mib']:.0f} MiB |
+| idle worker RSS until it exits | < 400 MiB within 60 s | {rss_idle:.0f} MiB for {max(e or 0 for e in exits):.0f} s, then 0 (it exits) |
+| idle exit after the last job | ≤ 60 s | {', '.join(f'{e:.0f} s' if e is not None else 'did not exit' for e in exits)} (`XDD_WORKER_MAX_IDLE` = {raw['max_idle_s']:.0f} s) |
+| submit → claimed, no worker alive (start-up cost) | – | {raw['startup']['cold_claim_s']:.1f} s |
+| submit → claimed, idle worker alive | – | {raw['startup']['warm_claim_s']:.1f} s |
+
+- **Memory.** A worker holds what its last run loaded (MNIST, the networks, the allocator's
+  arenas; about {max(r0['rss_at_end_mib'], rn['rss_at_end_mib']) / 1024:.1f} GiB after this run)
+  for as long as it lives. The worker the app starts now exits after
+  {raw['max_idle_s']:.0f} s without work, so an idle app gives that memory back within a minute;
+  it unregisters before a last look at the queue, so a job submitted in that moment either
+  keeps it or starts a new one. The price is the next job's start:
+  {raw['startup']['cold_claim_s'] - raw['startup']['warm_claim_s']:.1f} s more from submit to
+  claim (a fresh interpreter imports torch), plus the UMAP compilation that a fresh worker
+  runs in a background thread (about 25 s of CPU, section 2-3), which overlaps the job.
+  A worker started by hand (`python -m xdd worker`, e.g. on a GPU box) keeps running unless
+  given `--max-idle`.
+- **Polling.** A Run page following a job reads the job store once per refresh (every 2 s;
+  `jobs.board`: the newest 50 records and the followed ones in one SELECT) and never writes:
+  job reads no longer run a recovery pass, which is now the worker's housekeeping. The status
+  sidebar refreshes every 5 s. What remains per refresh is Streamlit's own rerun cost
+  (~50 ms of server CPU; our code is ~3 ms of it) and the browser's repaint; on a 2-core
+  machine the browsers share the CPU with the worker, in a classroom they do not.
+{END}
+"""
+
+
+def write_doc(section: str) -> None:
+    text = DOC.read_text()
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        DOC.write_text(head + section.rstrip("\n") + tail)
+    else:
+        DOC.write_text(text.rstrip("\n") + "\n\n## 8. Classroom (`bench/classroom.py`)\n\n"
+                       + section)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="quick")
+    ap.add_argument("--digit", type=int, default=8)
+    ap.add_argument("--pages", type=int, default=5)
+    ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--from-json", default=None, help="re-render the section from saved figures")
+    ap.add_argument("--no-doc", action="store_true")
+    args, _ = ap.parse_known_args()
+    args.argv = sys.argv[1:]
+    raw = json.loads(Path(args.from_json).read_text()) if args.from_json else measure(args)
+    write_json(args.json, raw) if args.json else None
+    section = render(raw)
+    if args.no_doc:
+        print(section)
+    else:
+        write_doc(section)
+        log(f"wrote the Classroom section of {DOC.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
