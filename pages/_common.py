@@ -20,7 +20,9 @@ import numpy as np
 import streamlit as st
 
 from xdd import jobs, store
-from xdd.config import METHODS, ConfigError, RunConfig, preset, pretrain_key, run_key, variant
+from xdd import methods as _methods
+from xdd import report as _report
+from xdd.config import ConfigError, RunConfig, preset, pretrain_key, run_key, variant
 
 # ---------------------------------------------------------------- routing
 
@@ -61,33 +63,15 @@ def require_router() -> None:
 
 # ---------------------------------------------------------------- labels and colours
 
-METHOD_LABELS: dict[str, str] = {
-    "before": "Before (pretrained GAN + KDE)",
-    "xdd": "After XDD retraining",
-    "pixels": "KDE on raw pixels",
-    "mcdd": "MCDD term only",
-    "pairwise": "Pairwise term only",
-    "svdd": "Deep SVDD",
-    "softmax": "Max-softmax classifier",
-}
-METHOD_SHORT: dict[str, str] = {
-    "before": "before", "xdd": "XDD", "pixels": "pixels", "mcdd": "MCDD only",
-    "pairwise": "pairwise only", "svdd": "Deep SVDD", "softmax": "max-softmax",
-}
-METHOD_HELP: dict[str, str] = {
-    "pixels": "KDE on the first 30 principal components of the raw pixels; no network at all.",
-    "mcdd": "Retrain with the MCDD term alone (no pairwise term): the closest earlier method.",
-    "pairwise": "Retrain with the pairwise term alone (beta = 0): an ablation.",
-    "svdd": "One-class Deep SVDD: pull every labeled embedding toward one center.",
-    "softmax": "A softmax classifier on the embedding; score = 1 - max probability.",
-}
-# "before" first and "xdd" second in every chart; baselines after them, in METHODS order.
-METHOD_ORDER: tuple[str, ...] = ("before", "xdd") + tuple(
-    m for m in METHODS if m not in ("before", "xdd"))
-METHOD_COLORS: dict[str, str] = {
-    "before": "#9aa5b1", "xdd": "#d62728", "pixels": "#c7b299", "mcdd": "#1f77b4",
-    "pairwise": "#9467bd", "svdd": "#2ca02c", "softmax": "#ff7f0e",
-}
+# Every method's labels, colour and help come from the method table (xdd.methods), as do the
+# display order ("before" and "xdd" first, then the baselines) and the references.
+METHOD_LABELS: dict[str, str] = {m.name: m.label for m in _methods.TABLE}
+METHOD_SHORT: dict[str, str] = {m.name: m.short for m in _methods.TABLE}
+METHOD_HELP: dict[str, str] = {m.name: m.help for m in _methods.TABLE}
+METHOD_ORDER: tuple[str, ...] = _methods.DISPLAY_ORDER
+METHOD_COLORS: dict[str, str] = {m.name: m.color for m in _methods.TABLE}
+REFERENCES = _methods.REFERENCES
+REFERENCE_LABELS = _methods.REFERENCE_LABELS
 # Ten distinguishable digit colours (Tableau 10); the OOD digit is redrawn on top in black-edged
 # red-orange so that it stands out whatever its number.
 DIGIT_COLORS = ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2",
@@ -99,12 +83,12 @@ PRESET_HELP = {
     "quick": "quick: one digit on a laptop CPU; the default",
     "paper": "paper: the paper's network widths and training length",
 }
-AUPRC_NOTE = "AUPRC = average precision (sklearn `average_precision_score`), OOD digit = positive."
+AUPRC_NOTE = _report.AUPRC_NOTE + "."
 ACTIVE = ("queued", "running")
 
 
 def method_sort_key(m: str) -> int:
-    return METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER)
+    return _methods.display_key(m)
 
 
 def stage_label(stage: str | None) -> str:
@@ -440,12 +424,15 @@ def estimate_seconds(cfgs: Sequence[RunConfig]) -> Estimate:
             total += cfg.pretrain.steps * rate
         seen.add(pk)
         n_lab = 9 * cfg.shots
-        n_retrain = sum(m in ("xdd", "mcdd", "pairwise", "svdd", "softmax") for m in cfg.methods)
+        n_retrain = sum(m in _methods.RETRAINED for m in cfg.methods)
         scale = rate / CPU_PRETRAIN_S_PER_STEP.get(cfg.preset, rate) if measured else 1.0
         total += n_retrain * cfg.retrain.steps * n_lab * CPU_RETRAIN_S_PER_IMAGE_STEP * scale
         n_t = cfg.data.n_test or n_test
-        n_embed = sum(m != "pixels" for m in cfg.methods)
-        total += n_embed * (n_t + n_lab) * CPU_EMBED_S_PER_IMAGE * scale
+        n_embed = sum(m not in ("pixels", "pyod") for m in cfg.methods)
+        # The unlabeled reference embeds the GAN's pretraining images once per embedding.
+        n_ref = ((cfg.score.n_reference or cfg.data.n_pretrain or 54000)
+                 if "unlabeled" in cfg.score.references else 0)
+        total += n_embed * (n_t + n_lab + n_ref) * CPU_EMBED_S_PER_IMAGE * scale
         n_proj = min(cfg.projection.n_samples, n_t) + n_lab
         for p in cfg.projection.methods:
             total += 2 * n_proj * CPU_PROJECT_S_PER_POINT.get(p, 0.01)

@@ -112,11 +112,12 @@ def aggregate(df, by: list[str]):
     return out
 
 
-def over_digits(df):
-    """Per (reference, method): the mean over digits of the per-digit means (and s.d.s)."""
-    per_digit = aggregate(df, ["reference", "method", "ood_digit"])
+def over_digits(df, digit: str = "ood_digit"):
+    """Per (reference, method): the mean over digits of the per-digit means (and s.d.s).
+    ``digit``: the name of the digit column."""
+    per_digit = aggregate(df, ["reference", "method", digit])
     g = per_digit.groupby(["reference", "method"], sort=True)
-    return g.agg(digits=("ood_digit", "nunique"), runs=("runs", "sum"), gans=("gans", "sum"),
+    return g.agg(digits=(digit, "nunique"), runs=("runs", "sum"), gans=("gans", "sum"),
                  auprc=("auprc", "mean"), auprc_sd=("auprc_sd", "mean"),
                  auroc=("auroc", "mean"), fpr95=("fpr95", "mean"),
                  base_rate=("base_rate", "mean")).reset_index()
