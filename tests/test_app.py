@@ -477,7 +477,9 @@ def test_method_page_formulas_and_live_toy(monkeypatch: pytest.MonkeyPatch) -> N
                   r"P=\{(i,j): y_i\neq y_j\}", r"\hat z = \frac{z}{\lVert z\rVert}",
                   r"\mathcal{L}_{\text{XDD}}"):
         assert piece in joined, piece
-    assert not at.get("plotly_chart")  # nothing trains until the button is pressed
+    # nothing trains until the button is pressed: the only chart is the references sketch
+    assert len(at.get("plotly_chart")) == 1
+    assert "Two scoring references" in [h.value for h in at.subheader][5]
 
     calls: dict[str, Any] = {"n": 0, "modes": set(), "weights": set()}
     real = xdd.losses.xdd_loss
@@ -498,7 +500,7 @@ def test_method_page_formulas_and_live_toy(monkeypatch: pytest.MonkeyPatch) -> N
     assert not at.exception
     assert calls["n"] == 2 * 101  # the real loss, every step of both runs
     assert calls["modes"] == {"ratio"} and calls["weights"] == {0.0, 1.0}  # MCDD only vs XDD
-    toy, stats = figures(at)
+    _, toy, stats = figures(at)  # the references sketch, then the toy
     assert len(toy["data"]) == 2 + 18 and len(toy["frames"]) == 11
     assert all(len(_arr(t["x"])) == 10 for t in toy["data"][2:])
     assert [t["name"] for t in stats["data"]][:1] == ["MCDD only (λ = 0)"]
