@@ -69,11 +69,16 @@ def main() -> None:
     z_test = embed_all(D, x_test).numpy()  # shared with the labeled reference: not counted
 
     stages: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
 
     def timed(name, fn):
-        t = time.perf_counter()
+        # Wall time, and the CPU time of this (single-threaded) process: on a shared machine
+        # the wall time includes waiting for the core; the CPU time is what one idle thread
+        # would take.
+        t, c = time.perf_counter(), time.process_time()
         out = fn()
         stages.setdefault(name, []).append(time.perf_counter() - t)
+        cpu.setdefault(name, []).append(time.process_time() - c)
         return out
 
     for _ in range(args.reps):
@@ -86,13 +91,18 @@ def main() -> None:
         for backend in ("sklearn", "faiss"):
             timed(f"k-NN fit + search ({backend})",
                   lambda: KNNScorer(sc.knn_k, backend).fit(feats).score(q))
+    def per_method(med):
+        common = med["PCA fit (embed + fit)"] + med["embed + project the reference"] + \
+            med["project the test embeddings"]
+        return {b: common + med[f"k-NN fit + search ({b})"] for b in ("sklearn", "faiss")}
+
     med = {k: float(np.median(v)) for k, v in stages.items()}
-    common = med["PCA fit (embed + fit)"] + med["embed + project the reference"] + \
-        med["project the test embeddings"]
+    med_cpu = {k: float(np.median(v)) for k, v in cpu.items()}
     out = {"digit": args.digit, "gan_seed": args.gan_seed, "n_reference": int(len(ref)),
-           "n_test": int(len(z_test)), "threads": 1, "reps": args.reps, "stages_s": med,
-           "per_method_s": {b: common + med[f"k-NN fit + search ({b})"]
-                            for b in ("sklearn", "faiss")},
+           "n_test": int(len(z_test)), "threads": 1, "reps": args.reps,
+           "load_average": os.getloadavg()[0], "cpus": os.cpu_count(),
+           "stages_wall_s": med, "stages_cpu_s": med_cpu,
+           "per_method_wall_s": per_method(med), "per_method_cpu_s": per_method(med_cpu),
            "pretrain_key": pretrain_key(cfg)}
     if args.peak:
         tmp = Path(tempfile.mkdtemp(prefix="xdd-peak-"))
