@@ -227,12 +227,23 @@ def _gan_lines(results: list[dict[str, Any]], df) -> list[str]:
 
 
 def _reference_lines(results: list[dict[str, Any]]) -> list[str]:
-    infos = {}
+    """What each reference scored against; the reference's size (which depends on the held-out
+    digit) is given as a range."""
+    import re
+
+    infos: dict[str, set] = {}
+    sizes: dict[str, list[int]] = {}
     for r in results:
         for ref, text in (r.get("reference_info") or {}).items():
-            infos.setdefault(ref, set()).add(text)
-    return [f"- **{ref}** reference: " + "; ".join(sorted(infos[ref])) for ref in REFERENCES
-            if ref in infos]
+            sizes.setdefault(ref, []).extend(int(n) for n in re.findall(r"to (\d+) ", text))
+            infos.setdefault(ref, set()).add(re.sub(r"to \d+ ", "to {n} ", text))
+    out = []
+    for ref in [r for r in REFERENCES if r in infos]:
+        n = sizes.get(ref) or []
+        span = (f"{min(n):,}" if min(n) == max(n) else f"{min(n):,}–{max(n):,}") if n else ""
+        out.append(f"- **{ref}** reference: "
+                   + "; ".join(sorted(t.replace("{n}", span) for t in infos[ref])))
+    return out
 
 
 def report_markdown(df, results: list[dict[str, Any]], elapsed: float | None = None,
