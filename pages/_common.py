@@ -24,7 +24,9 @@ import numpy as np
 import streamlit as st
 
 from xdd import jobs, store
-from xdd.config import METHODS, ConfigError, RunConfig, preset, pretrain_key, run_key, run_variant
+from xdd import methods as _methods
+from xdd import report as _report
+from xdd.config import ConfigError, RunConfig, preset, pretrain_key, run_key, run_variant
 from xdd.estimate import Estimate, ensure_calibration, estimate
 
 # ---------------------------------------------------------------- routing
@@ -193,33 +195,15 @@ def mode_banner() -> None:
 
 # ---------------------------------------------------------------- labels and colours
 
-METHOD_LABELS: dict[str, str] = {
-    "before": "Before (pretrained GAN + KDE)",
-    "xdd": "After XDD retraining",
-    "pixels": "KDE on raw pixels",
-    "mcdd": "MCDD term only",
-    "pairwise": "Pairwise term only",
-    "svdd": "Deep SVDD",
-    "softmax": "Max-softmax classifier",
-}
-METHOD_SHORT: dict[str, str] = {
-    "before": "before", "xdd": "XDD", "pixels": "pixels", "mcdd": "MCDD only",
-    "pairwise": "pairwise only", "svdd": "Deep SVDD", "softmax": "max-softmax",
-}
-METHOD_HELP: dict[str, str] = {
-    "pixels": "KDE on the first 30 principal components of the raw pixels; no network at all.",
-    "mcdd": "Retrain with the MCDD term alone (no pairwise term): the closest earlier method.",
-    "pairwise": "Retrain with the pairwise term alone (beta = 0): an ablation.",
-    "svdd": "One-class Deep SVDD: pull every labeled embedding toward one center.",
-    "softmax": "A softmax classifier on the embedding; score = 1 - max probability.",
-}
-# "before" first and "xdd" second in every chart; baselines after them, in METHODS order.
-METHOD_ORDER: tuple[str, ...] = ("before", "xdd") + tuple(
-    m for m in METHODS if m not in ("before", "xdd"))
-METHOD_COLORS: dict[str, str] = {
-    "before": "#9aa5b1", "xdd": "#d62728", "pixels": "#c7b299", "mcdd": "#1f77b4",
-    "pairwise": "#9467bd", "svdd": "#2ca02c", "softmax": "#ff7f0e",
-}
+# Every method's labels, colour and help come from the method table (xdd.methods), as do the
+# display order ("before" and "xdd" first, then the baselines) and the references.
+METHOD_LABELS: dict[str, str] = {m.name: m.label for m in _methods.TABLE}
+METHOD_SHORT: dict[str, str] = {m.name: m.short for m in _methods.TABLE}
+METHOD_HELP: dict[str, str] = {m.name: m.help for m in _methods.TABLE}
+METHOD_ORDER: tuple[str, ...] = _methods.DISPLAY_ORDER
+METHOD_COLORS: dict[str, str] = {m.name: m.color for m in _methods.TABLE}
+REFERENCES = _methods.REFERENCES
+REFERENCE_LABELS = _methods.REFERENCE_LABELS
 # Ten distinguishable digit colours (Tableau 10); the OOD digit is redrawn on top in black-edged
 # red-orange so that it stands out whatever its number.
 DIGIT_COLORS = ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2",
@@ -231,12 +215,12 @@ PRESET_HELP = {
     "quick": "quick: one digit on a laptop CPU; the default",
     "paper": "paper: the paper's network widths and training length",
 }
-AUPRC_NOTE = "AUPRC = average precision (sklearn `average_precision_score`), OOD digit = positive."
+AUPRC_NOTE = _report.AUPRC_NOTE + "."
 ACTIVE = ("queued", "running")
 
 
 def method_sort_key(m: str) -> int:
-    return METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER)
+    return _methods.display_key(m)
 
 
 def stage_label(stage: str | None) -> str:

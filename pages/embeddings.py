@@ -26,6 +26,8 @@ from pages._common import (
     run_images,
 )
 from xdd import store
+from xdd.methods import REFERENCES
+from xdd.report import run_metrics, run_scores
 
 MAX_IMAGES = 120
 SIDES = (("before", "Before: pretrained GAN discriminator"), ("xdd", "After: XDD retraining"))
@@ -72,10 +74,15 @@ if not sides or not available:
 c1, c2, c3, c4 = st.columns([1.4, 1.4, 1.2, 1.2], vertical_alignment="bottom")
 method = c1.segmented_control("Projection", available, default=available[0], required=True,
                               format_func=lambda p: PROJ_LABELS[p], key="emb-proj")
-color_by = c2.segmented_control("Colour by", ["digit", "score"], default="digit",
-                                required=True, key="emb-color",
-                                format_func=lambda c: {"digit": "digit",
-                                                       "score": "anomaly score"}[c])
+score_refs = [r for r in REFERENCES if any(run_scores(scores, r, e) is not None
+                                           for e, _ in SIDES)]
+color_opts = ["digit"] + [f"score:{r}" for r in score_refs]
+color_by = c2.segmented_control(
+    "Colour by", color_opts, default="digit", required=True, key="emb-color",
+    format_func=lambda c: "digit" if c == "digit" else f"score, {c.split(':')[1]} ref.",
+    help="Anomaly score under the labeled reference (the paper: KDE over the labeled "
+         "embeddings) or the unlabeled reference (k-NN distance to the unlabeled "
+         "in-distribution training images).")
 size = c3.slider("Point size", 2, 12, 5, key="emb-size")
 show_lab = c4.toggle("Labeled examples", value=True, key="emb-lab",
                      help="The labeled training images used for retraining and for the KDE, "
@@ -86,9 +93,10 @@ test_digit = proj["label"].astype(int)
 lab_digit = proj["labeled_label"].astype(int)
 
 
-def subsample_scores(name: str) -> np.ndarray:
-    """score_<name> for the projected test subsample (NaN when the run lacks that score)."""
-    s = scores.get(f"score_{name}")
+def subsample_scores(name: str, reference: str) -> np.ndarray:
+    """The method's scores under a reference for the projected test subsample (NaN when the
+    run lacks them)."""
+    s = run_scores(scores, reference, name)
     if s is None:
         return np.full(M, np.nan)
     ti = scores["test_index"]
@@ -106,11 +114,13 @@ def rank_pct(s: np.ndarray) -> np.ndarray:
 def build_figure(emb: str, title: str) -> tuple[go.Figure, list[np.ndarray]]:
     """The map of one embedding; also, per trace, the projection rows it draws (for selection)."""
     xy = proj[f"{emb}_{method}"]
-    sc = subsample_scores(emb)
+    by_ref = {r: subsample_scores(emb, r) for r in REFERENCES}
+    sc = by_ref[color_by.split(":")[1]] if color_by != "digit" else by_ref["labeled"]
     is_ood = test_digit == ood_digit
     kind = np.where(is_ood, f"OOD (digit {ood_digit})", "in-distribution")
-    custom = np.c_[test_digit, kind, np.round(sc, 3)]
-    hover = ("digit %{customdata[0]}<br>%{customdata[1]}<br>anomaly score %{customdata[2]}"
+    custom = np.c_[test_digit, kind, np.round(by_ref["labeled"], 3), np.round(by_ref["unlabeled"], 3)]
+    hover = ("digit %{customdata[0]}<br>%{customdata[1]}<br>anomaly score, labeled ref. "
+             "%{customdata[2]}<br>anomaly score, unlabeled ref. %{customdata[3]}"
              "<extra></extra>")
     fig = go.Figure()
     rows: list[np.ndarray] = []
@@ -153,8 +163,10 @@ def build_figure(emb: str, title: str) -> tuple[go.Figure, list[np.ndarray]]:
             hovertemplate="digit %{customdata[0]}<br>%{customdata[1]}<extra></extra>",
             marker=dict(size=size + 2, color="black", symbol="x")))
         rows.append(lab)
-    auprc = (res.get("methods") or {}).get(emb, {}).get("auprc")
-    sub = f"  ·  AUPRC {auprc:.3f}" if auprc is not None else ""
+    by_metrics = run_metrics(res)
+    parts = [f"AUPRC {by_metrics[r][emb]['auprc']:.3f} ({r} ref.)" for r in REFERENCES
+             if emb in by_metrics.get(r, {})]
+    sub = ("  ·  " + ", ".join(parts)) if parts else ""
     fig.update_layout(
         title=dict(text=f"{title}<span style='font-size:13px;color:#555'>{sub}</span>",
                    x=0.0, font=dict(size=16)),
@@ -189,7 +201,7 @@ for col, (emb, title) in zip(cols, sides):
 st.caption(f"{M} test images (a fixed random subsample, the same on both maps) and "
            f"{len(lab_digit)} labeled examples. {PROJ_LABELS[method]} coordinates have no units. "
            + ("Colour: rank of the anomaly score within the map (yellow = most unusual)."
-              if color_by == "score" else ""))
+              if color_by != "digit" else ""))
 
 # ---------------------------------------------------------------- selected images
 

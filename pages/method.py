@@ -14,6 +14,38 @@ from pages._common import DIGIT_COLORS, require_router
 from xdd.toy import N_CLASSES, TOY_STEPS, toy_claims
 from xdd.config import preset
 
+
+
+def reference_picture() -> go.Figure:
+    """A fixed 2-D sketch: an unlabeled cloud, a few labeled points, one ordinary test point
+    and its distance to each reference (no training, no data)."""
+    rng = np.random.default_rng(0)
+    centers = np.array([[0.0, 0.0], [3.0, 0.5], [1.4, 2.6]])
+    unl = np.concatenate([c + rng.normal(scale=0.75, size=(220, 2)) for c in centers])
+    lab = np.concatenate([c + rng.normal(scale=0.75, size=(3, 2)) for c in centers])
+    test = np.array([1.0, 1.0])
+    nu = unl[np.argmin(((unl - test) ** 2).sum(1))]
+    nl = lab[np.argmin(((lab - test) ** 2).sum(1))]
+    fig = go.Figure([
+        go.Scatter(x=unl[:, 0], y=unl[:, 1], mode="markers", name="unlabeled reference",
+                   marker=dict(size=4, color="#bbbbbb")),
+        go.Scatter(x=lab[:, 0], y=lab[:, 1], mode="markers", name="labeled reference",
+                   marker=dict(size=10, color="black", symbol="x")),
+        go.Scatter(x=[test[0], nl[0]], y=[test[1], nl[1]], mode="lines",
+                   name=f"distance to the labeled set: {np.hypot(*(test - nl)):.2f}",
+                   line=dict(color="black", dash="dot")),
+        go.Scatter(x=[test[0], nu[0]], y=[test[1], nu[1]], mode="lines",
+                   name=f"distance to the unlabeled set: {np.hypot(*(test - nu)):.2f}",
+                   line=dict(color="#d62728", width=3)),
+        go.Scatter(x=[test[0]], y=[test[1]], mode="markers", name="an ordinary test image",
+                   marker=dict(size=14, color="#d62728", symbol="star")),
+    ])
+    fig.update_layout(height=360, margin=dict(l=5, r=5, t=10, b=5), plot_bgcolor="white",
+                      xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x"),
+                      legend=dict(x=1.0, xanchor="left"))
+    return fig
+
+
 require_router()
 st.title("Method: the XDD loss")
 st.caption("S. Ando, *Deep Representation Learning with an Information-theoretic Loss*. "
@@ -94,6 +126,17 @@ with tab_loss:
                 "leave-one-out likelihood on the labeled set, never by looking at test labels.")
     st.latex(r"s(x) \;=\; -\log \frac{1}{L}\sum_{l=1}^{L} "
              r"\mathcal{N}\big(\hat f(x);\,\hat f(x_l),\,h^2 I\big)")
+
+    st.subheader("6 · Two scoring references")
+    st.markdown("The paper measures how far a test image is from the **labeled** images only "
+                "(90 of them, black crosses below), so a perfectly ordinary image that happens "
+                "to lie between them scores as unusual. The **unlabeled** reference scores it "
+                "by the distance to its nearest neighbour among the ~54,000 in-distribution "
+                "training images the GAN was pretrained on (grey; no label needed, never a "
+                "test image): every run reports both, each number named by its reference.")
+    st.latex(r"s_{\text{unlabeled}}(x) \;=\; \big\lVert \hat f(x) - "
+             r"\hat f(x_{(k)})\big\rVert,\quad x_{(k)} = k\text{-th nearest unlabeled image}")
+    st.plotly_chart(reference_picture(), key="ref-fig", config={"displaylogo": False})
 
 # ---------------------------------------------------------------- live toy
 

@@ -21,12 +21,16 @@ from pages._common import (
     first_visit_panel,
     md_table,
     method_sort_key,
+    REFERENCE_LABELS,
+    REFERENCES,
     require_router,
     run_arrays,
     run_mtime,
     verified_results,
 )
+from xdd.methods import REFERENCE_SHORT
 from xdd.metrics import pr_curve
+from xdd.report import SD_DDOF, SD_NOTE, aggregate, over_digits, results_table, run_scores
 
 require_router()
 st.title("Results")
@@ -46,20 +50,13 @@ if not runs:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def runs_frame(signature: tuple) -> pd.DataFrame:
-    """One row per (run, method) with the metrics; keyed by the cache signature."""
-    rows = []
-    for r in cached_runs():
-        for m, met in (r.get("methods") or {}).items():
-            rows.append({
-                "run_key": r["run_key"], "preset": config_group(r),
-                "digit": int(r.get("ood_digit", -1)), "shots": int(r.get("shots", 0)),
-                "seed": int(r.get("seed", 0)), "method": m,
-                "auprc": met.get("auprc"), "auroc": met.get("auroc"),
-                "fpr95": met.get("fpr95"), "aupr_in": met.get("aupr_in"),
-                "base_rate": r.get("base_rate"), "n_test": r.get("n_test"),
-                "device": r.get("device"), "wall_time_s": r.get("wall_time_s"),
-            })
-    return pd.DataFrame(rows)
+    """One row per (run, reference, method): xdd.report's table, with the preset column naming
+    a run's variant (custom settings are never averaged with the preset's own runs)."""
+    runs = cached_runs()
+    df = results_table(runs)
+    groups = {r["run_key"]: config_group(r) for r in runs}
+    df["preset"] = df["run_key"].map(groups)
+    return df.rename(columns={"ood_digit": "digit"})
 
 
 df_all = runs_frame(cache_signature())
@@ -71,7 +68,7 @@ if df_all.empty:
 
 presets = sorted(df_all["preset"].dropna().unique(),
                  key=lambda p: (-df_all[df_all["preset"] == p]["run_key"].nunique(), p))
-f1, f2, f3 = st.columns([1, 1, 3])
+f1, f2, f4, f3 = st.columns([1, 1, 1.6, 3])
 pick_preset = f1.selectbox("Preset", presets, key="res-preset",
                            help="Runs of different presets are never mixed in one chart; runs "
                                 "whose settings differ from their preset are listed apart.")
@@ -80,6 +77,15 @@ shot_counts = sorted(df_p["shots"].unique())
 default_shots = 10 if 10 in shot_counts else int(df_p["shots"].mode().iloc[0])
 pick_shots = f2.selectbox("Labeled shots per digit", shot_counts,
                           index=shot_counts.index(default_shots), key="res-shots")
+refs_here = [r for r in REFERENCES if r in set(df_p["reference"])]
+pick_ref = f4.segmented_control(
+    "Scoring reference", refs_here, default=refs_here[0], required=True, key="res-ref",
+    format_func=lambda r: REFERENCE_SHORT[r],
+    help="labeled: the paper's protocol, a KDE over the labeled images' embeddings. "
+         "unlabeled: k-NN distance to the in-distribution training images the GAN was "
+         "pretrained on, without their labels.")
+df_both = df_p[df_p["shots"] == pick_shots]
+df_p = df_p[df_p["reference"] == pick_ref]
 present = sorted(df_p["method"].unique(), key=method_sort_key)
 pick_methods = f3.pills("Methods", present, selection_mode="multi", default=present,
                         key="res-methods", format_func=lambda m: METHOD_SHORT.get(m, m))
@@ -87,19 +93,11 @@ if not pick_methods:
     st.info("Select at least one method.")
     st.stop()
 df = df_p[(df_p["shots"] == pick_shots) & (df_p["method"].isin(pick_methods))]
+df_both = df_both[df_both["method"].isin(pick_methods)]
+ref_note = f"{pick_ref} reference"
 
-
-def aggregate(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Mean and sample s.d. over seeds (s.d. is 0 for a single seed)."""
-    g = frame.groupby(by, sort=True)
-    out = g.agg(n=("seed", "nunique"), auprc=("auprc", "mean"), auprc_sd=("auprc", "std"),
-                auroc=("auroc", "mean"), fpr95=("fpr95", "mean"),
-                base_rate=("base_rate", "mean")).reset_index()
-    out["auprc_sd"] = out["auprc_sd"].fillna(0.0)
-    return out
-
-
-agg = aggregate(df, ["digit", "method"])
+# The same aggregation as docs/RESULTS.md and the CLI (xdd.report): mean and sample s.d.
+agg = aggregate(df, ["digit", "method"]).rename(columns={"runs": "n"})
 n_seeds = int(agg["n"].max()) if len(agg) else 0
 
 # ---------------------------------------------------------------- headline numbers
@@ -108,8 +106,8 @@ by_method = agg.groupby("method")["auprc"].mean()
 cols = st.columns(4)
 if "before" in by_method and "xdd" in by_method:
     both = agg.pivot(index="digit", columns="method", values="auprc")[["before", "xdd"]].dropna()
-    cols[0].metric("Mean AUPRC before", f"{both['before'].mean():.3f}")
-    cols[1].metric("Mean AUPRC after XDD", f"{both['xdd'].mean():.3f}",
+    cols[0].metric(f"Mean AUPRC before ({ref_note})", f"{both['before'].mean():.3f}")
+    cols[1].metric(f"Mean AUPRC after XDD ({ref_note})", f"{both['xdd'].mean():.3f}",
                    delta=f"{both['xdd'].mean() - both['before'].mean():+.3f}")
     cols[2].metric("Digits where XDD helps", f"{int((both['xdd'] > both['before']).sum())} "
                    f"of {len(both)}")
@@ -118,7 +116,7 @@ cols[3].metric("Runs in this view", f"{df['run_key'].nunique()}",
 
 # ---------------------------------------------------------------- Fig. 1
 
-st.subheader("AUPRC per held-out digit")
+st.subheader(f"AUPRC per held-out digit ({ref_note})")
 fig = go.Figure()
 for m in sorted(agg["method"].unique(), key=method_sort_key):
     a = agg[agg["method"] == m]
@@ -129,7 +127,8 @@ for m in sorted(agg["method"].unique(), key=method_sort_key):
                      thickness=1.2, width=3),
         customdata=np.c_[a["n"], a["auprc_sd"]],
         hovertemplate=(f"<b>{METHOD_SHORT.get(m, m)}</b><br>digit %{{x}}<br>"
-                       "AUPRC %{y:.3f} ± %{customdata[1]:.3f}<br>%{customdata[0]} seed(s)"
+                       f"AUPRC ({ref_note}) %{{y:.3f}} ± %{{customdata[1]:.3f}}<br>"
+                       "%{customdata[0]} run(s)"
                        "<extra></extra>")))
 chance = agg.groupby("digit")["base_rate"].mean()
 fig.add_trace(go.Scatter(
@@ -141,41 +140,57 @@ fig.update_layout(
     # All ten digits always on the axis: a digit not computed yet is a visible gap.
     xaxis=dict(title="held-out (OOD) digit", tickmode="linear", dtick=1,
                range=[-0.5, 9.5], showgrid=False),
-    yaxis_title="AUPRC (average precision)",
+    yaxis_title=f"AUPRC (average precision), {ref_note}",
     yaxis_range=[0, 1.02], legend=dict(orientation="h", y=1.1, x=0),
     plot_bgcolor="white", yaxis_gridcolor="#eee")
 st.plotly_chart(fig, key="fig1", config={"displaylogo": False})
 seeds_note = ("seeds" if n_seeds > 1 else
               "seeds (only one seed so far: add repetitions on the Run page)")
-st.caption(f"Bars: mean over seeds; error bars: sample standard deviation over {seeds_note}. "
+st.caption(f"Bars: mean over runs ({ref_note}); error bars: {SD_NOTE} — over {seeds_note}. "
+           f"Each run has its own labeled draw and, in sweeps, its own GAN. "
            f"Preset {pick_preset}, {pick_shots} labeled shots per digit.")
 
 # ---------------------------------------------------------------- table + CSV
 
-st.subheader("Table")
-summary = (agg.groupby("method")
-           .agg(digits=("digit", "nunique"), auprc=("auprc", "mean"), auroc=("auroc", "mean"),
-                fpr95=("fpr95", "mean"), chance=("base_rate", "mean")).reset_index())
-summary["runs"] = summary["method"].map(df.groupby("method")["run_key"].nunique())
-summary = summary.sort_values("method", key=lambda c: c.map(method_sort_key))
-summary["method"] = summary["method"].map(lambda m: METHOD_LABELS.get(m, m))
-st.markdown(md_table(summary.to_dict("records"), [
-    ("method", "method", ""), ("digits", "digits", "d"), ("runs", "runs", "d"),
-    ("auprc", "AUPRC (avg. precision)", ".3f"), ("auroc", "AUROC", ".3f"),
-    ("fpr95", "FPR@95%TPR", ".3f"), ("chance", "chance AUPRC", ".3f")]))
-st.caption("Means over the held-out digits shown above (each digit first averaged over its "
-           "seeds). " + AUPRC_NOTE + " AUROC: area under the ROC curve. FPR@95%TPR: share of "
-           "in-distribution images flagged when 95 % of the held-out digit is caught (lower is "
-           "better).")
-table = agg.rename(columns={"auprc": "AUPRC", "auprc_sd": "AUPRC_sd", "auroc": "AUROC",
-                            "fpr95": "FPR95", "base_rate": "chance", "n": "seeds"})
+st.subheader("Table: both references side by side")
+both_avg = over_digits(df_both, digit="digit")
+summary_rows = []
+for m in sorted(both_avg["method"].unique(), key=method_sort_key):
+    row: dict[str, Any] = {"method": METHOD_LABELS.get(m, m)}
+    for ref in REFERENCES:
+        hit = both_avg[(both_avg["method"] == m) & (both_avg["reference"] == ref)]
+        if len(hit):
+            h = hit.iloc[0]
+            row.update({f"auprc_{ref}": h["auprc"], f"sd_{ref}": h["auprc_sd"],
+                        f"auroc_{ref}": h["auroc"], f"fpr95_{ref}": h["fpr95"],
+                        "digits": int(h["digits"]), "chance": h["base_rate"]})
+    row["runs"] = int(df_both[df_both["method"] == m]["run_key"].nunique())
+    summary_rows.append(row)
+cols_spec = [("method", "method", ""), ("digits", "digits", "d"), ("runs", "runs", "d")]
+for ref in REFERENCES:
+    cols_spec += [(f"auprc_{ref}", f"AUPRC (avg. precision), {ref} ref.", ".3f"),
+                  (f"sd_{ref}", f"± s.d., {ref} ref.", ".3f"),
+                  (f"auroc_{ref}", f"AUROC, {ref} ref.", ".3f"),
+                  (f"fpr95_{ref}", f"FPR@95%TPR, {ref} ref.", ".3f")]
+cols_spec.append(("chance", "chance AUPRC", ".3f"))
+st.markdown(md_table(summary_rows, cols_spec))
+st.caption("Means over the held-out digits (each digit first averaged over its runs); ± is the "
+           "mean per-digit s.d. " + AUPRC_NOTE + " AUROC: area under the ROC curve. "
+           "FPR@95%TPR: share of in-distribution images flagged when 95 % of the held-out digit "
+           "is caught (lower is better). labeled ref.: " + REFERENCE_LABELS["labeled"]
+           + "; unlabeled ref.: " + REFERENCE_LABELS["unlabeled"] + ".")
+per_digit_all = aggregate(df_both, ["digit", "method", "reference"])
+table = per_digit_all.rename(columns={"auprc": "AUPRC", "auprc_sd": "AUPRC_sd",
+                                      "auroc": "AUROC", "fpr95": "FPR95",
+                                      "base_rate": "chance"})
 table.insert(0, "preset", pick_preset)
 table.insert(1, "shots", pick_shots)
 with st.expander("Per held-out digit"):
     per_digit = table.assign(method=table["method"].map(lambda m: METHOD_SHORT.get(m, m)))
     st.markdown(md_table(per_digit.to_dict("records"), [
-        ("digit", "digit", "d"), ("method", "method", ""), ("seeds", "seeds", "d"),
-        ("AUPRC", "AUPRC", ".3f"), ("AUPRC_sd", "± s.d.", ".3f"), ("AUROC", "AUROC", ".3f"),
+        ("digit", "digit", "d"), ("method", "method", ""), ("reference", "reference", ""),
+        ("runs", "runs", "d"), ("gans", "GANs", "d"), ("AUPRC", "AUPRC", ".3f"),
+        ("AUPRC_sd", "± s.d.", ".3f"), ("AUROC", "AUROC", ".3f"),
         ("FPR95", "FPR@95%TPR", ".3f"), ("chance", "chance", ".3f")]))
 safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", pick_preset)
 d1, d2, _ = st.columns([1, 1, 1.5])
@@ -190,14 +205,16 @@ d2.download_button("Every run (CSV)", df_all.to_csv(index=False).encode(),
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def pr_curves(root: str, key: str, methods: tuple[str, ...], mtime: int) -> dict[str, Any]:
-    """Precision/recall per method of one run, thinned to at most ~800 points per curve."""
+def pr_curves(root: str, key: str, methods: tuple[str, ...], reference: str,
+              mtime: int) -> dict[str, Any]:
+    """Precision/recall per method of one run under a reference, thinned to at most ~800
+    points per curve."""
     arr = run_arrays(key, "scores.npz")
     if arr is None:
         return {}
     out = {}
     for m in methods:
-        s = arr.get(f"score_{m}")
+        s = run_scores(arr, reference, m)
         if s is None:
             continue
         p, r, _ = pr_curve(arr["is_ood"], s)
@@ -207,14 +224,15 @@ def pr_curves(root: str, key: str, methods: tuple[str, ...], mtime: int) -> dict
     return out
 
 
-st.subheader("Precision–recall curves of one run")
-runs_here = (df[["run_key", "digit", "seed"]].drop_duplicates()
+st.subheader(f"Precision–recall curves of one run ({ref_note})")
+runs_here = (df[["run_key", "digit", "seed", "gan_seed"]].drop_duplicates()
              .sort_values(["digit", "seed"]).to_dict("records"))
 pick_run = st.selectbox(
     "Run", [r["run_key"] for r in runs_here], key="res-run",
-    format_func=lambda k: next(f"digit {r['digit']} held out · seed {r['seed']} · run {k}"
+    format_func=lambda k: next(f"digit {r['digit']} held out · seed {r['seed']} · GAN seed "
+                               f"{r['gan_seed']} · run {k}"
                                for r in runs_here if r["run_key"] == k))
-curves = pr_curves(cache_signature()[0], pick_run, tuple(pick_methods),
+curves = pr_curves(cache_signature()[0], pick_run, tuple(pick_methods), pick_ref,
                    run_mtime(pick_run))
 if not curves:
     st.warning("This run's score file is missing or failed its integrity check; it has been "
@@ -229,7 +247,7 @@ else:
         fig_pr.add_trace(go.Scatter(
             legendrank=method_sort_key(m),
             x=r, y=p, mode="lines",
-            name=f"{METHOD_SHORT.get(m, m)} (AUPRC {aps.get(m, np.nan):.3f})",
+            name=f"{METHOD_SHORT.get(m, m)} (AUPRC {aps.get(m, np.nan):.3f}, {ref_note})",
             line=dict(color=METHOD_COLORS.get(m), width=3 if m in ("before", "xdd") else 1.6),
             hovertemplate="recall %{x:.2f}<br>precision %{y:.2f}<extra></extra>"))
     fig_pr.add_hline(y=curves["_base_rate"], line_dash="dot", line_color="black",
@@ -276,7 +294,7 @@ with st.expander("What the GAN of this run learned to draw"):
 
 # ---------------------------------------------------------------- AUPRC vs shots
 
-st.subheader("AUPRC against the number of labeled shots")
+st.subheader(f"AUPRC against the number of labeled shots ({ref_note})")
 if len(shot_counts) < 2:
     st.caption("Only one shot count is cached for this preset. Submit the same digits with "
                "other shot counts (e.g. 1, 3, 10, 30) on the Run page to see this curve.")
@@ -295,7 +313,9 @@ else:
         st.caption("No digit is cached at every shot count yet; pick a single digit.")
     else:
         per_seed = dd.groupby(["method", "shots", "seed"])["auprc"].mean().reset_index()
-        line = per_seed.groupby(["method", "shots"])["auprc"].agg(["mean", "std", "count"])
+        line = per_seed.groupby(["method", "shots"])["auprc"].agg(
+            ["mean", lambda v: v.std(ddof=SD_DDOF), "count"])
+        line.columns = ["mean", "std", "count"]
         line = line.reset_index().fillna({"std": 0.0})
         fig_s = go.Figure()
         for m in sorted(line["method"].unique(), key=method_sort_key):

@@ -83,8 +83,9 @@ def clone_run(key: str, new_key: str, **changes: Any) -> None:
     shutil.copytree(src, dst)
     res = json.loads((dst / "results.json").read_text())
     methods = changes.pop("methods", {})
-    for m, metrics in methods.items():
+    for m, metrics in methods.items():  # the labeled reference (the paper's protocol)
         res["methods"][m].update(metrics)
+        res["references"]["labeled"][m].update(metrics)
     res.update(run_key=new_key, **changes)
     res["config"].update({k: v for k, v in changes.items() if k in ("shots", "seed")})
     store.atomic_write_json(dst / "results.json", res)
@@ -293,13 +294,15 @@ def test_results_seeded_fig1_table_and_pr_curves(tiny_run) -> None:
     assert at.selectbox(key="res-shots").value == 10
     assert at.pills(key="res-methods").value == ["before", "xdd", "pixels", "mcdd"]
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Mean AUPRC before"] == f"{res['methods']['before']['auprc']:.3f}"
-    assert metrics["Mean AUPRC after XDD"] == f"{res['methods']['xdd']['auprc']:.3f}"
+    assert metrics["Mean AUPRC before (labeled reference)"] == \
+        f"{res['methods']['before']['auprc']:.3f}"
+    assert metrics["Mean AUPRC after XDD (labeled reference)"] == \
+        f"{res['methods']['xdd']['auprc']:.3f}"
 
     fig1, pr = figures(at)[:2]
     bars = {t["name"]: t for t in fig1["data"] if t["type"] == "bar"}
-    assert list(bars) == ["Before (pretrained GAN + KDE)", "After XDD retraining",
-                          "KDE on raw pixels", "MCDD term only"]
+    assert list(bars) == ["Before (pretrained GAN discriminator)", "After XDD retraining",
+                          "Raw pixels (no network)", "MCDD term only"]
     for name, m in zip(bars, ("before", "xdd", "pixels", "mcdd")):
         assert list(_arr(bars[name]["x"])) == [8]
         assert _arr(bars[name]["y"])[0] == pytest.approx(res["methods"][m]["auprc"], abs=1e-12)
@@ -316,6 +319,23 @@ def test_results_seeded_fig1_table_and_pr_curves(tiny_run) -> None:
     table = next(m.value for m in at.markdown if "AUPRC (avg. precision)" in m.value)
     assert f"{res['methods']['xdd']['auroc']:.3f}" in table
     assert f"{res['methods']['xdd']['fpr95']:.3f}" in table
+    # both references side by side, each named in its column
+    assert "AUPRC (avg. precision), labeled ref." in table
+    assert "AUPRC (avg. precision), unlabeled ref." in table
+    unl = res["references"]["unlabeled"]
+    xdd_row = next(line for line in table.splitlines() if line.startswith("| After XDD"))
+    assert f"| {res['methods']['xdd']['auprc']:.3f} |" in xdd_row
+    assert f"| {unl['xdd']['auprc']:.3f} |" in xdd_row
+
+    # The unlabeled reference: the figure and the PR curves switch to its scores.
+    at.segmented_control(key="res-ref").set_value("unlabeled").run()
+    assert not at.exception
+    fig1, pr = figures(at)[:2]
+    bars = {t["name"]: t for t in fig1["data"] if t["type"] == "bar"}
+    xdd_bar = bars["After XDD retraining"]
+    assert _arr(xdd_bar["y"])[0] == pytest.approx(unl["xdd"]["auprc"], abs=1e-12)
+    assert all("unlabeled reference" in t["name"] for t in pr["data"])
+    at.segmented_control(key="res-ref").set_value("labeled").run()
     body = texts(at)
     assert "AUPRC = average precision" in body and "OOD digit = positive" in body
     assert "Only one shot count is cached" in body
@@ -356,6 +376,32 @@ def test_results_error_bars_over_seeds_and_auprc_vs_shots(tiny_run) -> None:
     assert _arr(xdd["y"])[0] == pytest.approx(0.05)
 
 
+def test_results_page_numbers_equal_the_report(tiny_run) -> None:
+    """Three runs of one digit: the page's per-digit mean and s.d. are docs/RESULTS.md's."""
+    from xdd.report import cache_report
+
+    key = tiny_run.key
+    x = tiny_run.results["methods"]["xdd"]["auprc"]
+    clone_run(key, "a" * 16, seed=1, methods={"xdd": {"auprc": x + 0.2}})
+    clone_run(key, "c" * 16, seed=2, methods={"xdd": {"auprc": x + 0.05}})
+    md = cache_report("tiny")
+    row = next(line for line in md.splitlines() if line.startswith("| 8 | 3 |"))
+    header = next(line for line in md.splitlines() if line.startswith("| OOD digit |"))
+    col = [c.strip() for c in header.split("|")].index("XDD [labeled]")
+    cell = [c.strip() for c in row.split("|")][col]  # "mean ± sd (auroc)"
+    mean, sd = cell.split(" (")[0].split(" ± ")
+    at = open_page("results")
+    per_digit = next(m.value for m in at.markdown if "| digit | method | reference |" in m.value)
+    page_row = next(line for line in per_digit.splitlines()
+                    if line.startswith("| 8 | XDD | labeled |"))
+    cells = [c.strip() for c in page_row.split("|")]
+    assert cells[4] == "3"  # runs
+    assert (cells[6], cells[7]) == (mean, sd)
+    assert float(sd) == pytest.approx(np.std([x, x + 0.2, x + 0.05], ddof=1), abs=1e-3)
+    xdd = next(t for t in figures(at)[0]["data"] if t["name"] == "After XDD retraining")
+    assert f"{_arr(xdd['error_y']['array'])[0]:.3f}" == sd
+
+
 def test_results_with_only_a_failed_job(tmp_path: Path) -> None:
     failed_job(tmp_path)
     at = open_page("results")
@@ -390,7 +436,8 @@ def test_embeddings_seeded_maps(tiny_run) -> None:
         assert {str(r[1]) for r in cd} == {"OOD (digit 8)"}
         first = int(np.flatnonzero(proj["label"] == 8)[0])
         pos = int(np.flatnonzero(scores["test_index"] == proj["index"][first])[0])
-        assert float(cd[0][2]) == pytest.approx(scores[f"score_{emb}"][pos], abs=1e-3)
+        assert float(cd[0][2]) == pytest.approx(scores[f"score_labeled_{emb}"][pos], abs=1e-3)
+        assert float(cd[0][3]) == pytest.approx(scores[f"score_unlabeled_{emb}"][pos], abs=1e-3)
         xy = np.concatenate([np.c_[_arr(t["x"]), _arr(t["y"])] for t in traces])
         assert np.allclose(np.sort(xy[:, 0]), np.sort(proj[f"{emb}_tsne"][:, 0]), atol=1e-5)
     body = texts(at)
@@ -403,12 +450,22 @@ def test_embeddings_seeded_maps(tiny_run) -> None:
     for fig, emb in zip(figures(at), ("before", "xdd")):
         xy = np.concatenate([np.c_[_arr(t["x"]), _arr(t["y"])] for t in fig["data"]])
         assert np.allclose(np.sort(xy[:, 1]), np.sort(proj[f"{emb}_pca"][:, 1]), atol=1e-5)
-    at.segmented_control(key="emb-color").set_value("score").run()
-    assert not at.exception
-    for fig in figures(at):
-        names = [t["name"] for t in fig["data"]]
-        assert names == ["in-distribution", "8 (OOD)", "labeled"]
-        assert fig["layout"]["coloraxis"]["colorscale"]
+    assert list(at.segmented_control(key="emb-color").options) == [
+        "digit", "score, labeled ref.", "score, unlabeled ref."]
+    for ref in ("labeled", "unlabeled"):
+        at.segmented_control(key="emb-color").set_value(f"score:{ref}").run()
+        assert not at.exception
+        for fig, emb in zip(figures(at), ("before", "xdd")):
+            names = [t["name"] for t in fig["data"]]
+            assert names == ["in-distribution", "8 (OOD)", "labeled"]
+            assert fig["layout"]["coloraxis"]["colorscale"]
+            # the colour is the rank of this reference's score
+            s_ref = scores[f"score_{ref}_{emb}"]
+            pos = np.searchsorted(scores["test_index"], proj["index"])
+            ranks = np.argsort(np.argsort(s_ref[pos], kind="stable"), kind="stable")
+            pct = 100.0 * ranks / (len(pos) - 1)
+            ood_rows = np.flatnonzero(proj["label"] == 8)
+            assert np.allclose(_arr(fig["data"][1]["marker"]["color"]), pct[ood_rows])
     at.toggle(key="emb-lab").set_value(False).run()
     assert all("labeled" not in [t["name"] for t in f["data"]] for f in figures(at))
 
@@ -442,7 +499,9 @@ def test_method_page_formulas_and_live_toy(monkeypatch: pytest.MonkeyPatch) -> N
                   r"P=\{(i,j): y_i\neq y_j\}", r"\hat z = \frac{z}{\lVert z\rVert}",
                   r"\mathcal{L}_{\text{XDD}}"):
         assert piece in joined, piece
-    assert not at.get("plotly_chart")  # nothing trains until the button is pressed
+    # nothing trains until the button is pressed: the only chart is the references sketch
+    assert len(at.get("plotly_chart")) == 1
+    assert "Two scoring references" in [h.value for h in at.subheader][5]
 
     calls: dict[str, Any] = {"n": 0, "modes": set(), "weights": set()}
     real = xdd.losses.xdd_loss
@@ -463,7 +522,7 @@ def test_method_page_formulas_and_live_toy(monkeypatch: pytest.MonkeyPatch) -> N
     assert not at.exception
     assert calls["n"] == 2 * 101  # the real loss, every step of both runs
     assert calls["modes"] == {"ratio"} and calls["weights"] == {0.0, 1.0}  # MCDD only vs XDD
-    toy, stats = figures(at)
+    _, toy, stats = figures(at)  # the references sketch, then the toy
     assert len(toy["data"]) == 2 + 18 and len(toy["frames"]) == 11
     assert all(len(_arr(t["x"])) == 10 for t in toy["data"][2:])
     assert [t["name"] for t in stats["data"]][:1] == ["MCDD only (λ = 0)"]

@@ -142,13 +142,15 @@ def test_sweep_checks_every_config_before_running_any(tmp_path, xdd_cache):
 # ---------------------------------------------------------------- working commands
 
 
-def _table(stdout: str) -> dict[str, list[float]]:
-    """method -> [AUPRC, AUROC, FPR@95, AUPR-In] from the printed results table."""
+def _table(stdout: str, reference: str = "labeled") -> dict[str, list[float]]:
+    """method -> [AUPRC, AUROC, FPR@95, AUPR-In] from the printed results table of a
+    reference (each row names its reference)."""
     rows = {}
     for line in stdout.splitlines():
-        m = re.match(r"^(\w+)\s+([01]\.\d{4})\s+([01]\.\d{4})\s+([01]\.\d{4})\s+([01]\.\d{4})\s*$", line)
-        if m:
-            rows[m.group(1)] = [float(v) for v in m.groups()[1:]]
+        m = re.match(r"^(\w+)\s+(\w+)\s+([01]\.\d{4})\s+([01]\.\d{4})\s+([01]\.\d{4})\s+"
+                     r"([01]\.\d{4})\s*$", line)
+        if m and m.group(2) == reference:
+            rows[m.group(1)] = [float(v) for v in m.groups()[2:]]
     return rows
 
 
@@ -166,6 +168,14 @@ def test_run_prints_auprc_before_and_after(tiny_run):
     for m in ("before", "xdd"):
         assert rows[m][0] == round(res["methods"][m]["auprc"], 4)
         assert rows[m][1] == round(res["methods"][m]["auroc"], 4)
+    # both protocols, each under a line naming its reference
+    unl = _table(out, "unlabeled")
+    assert set(unl) == set(res["references"]["unlabeled"]) >= {"before", "xdd", "pixels"}
+    for m, v in unl.items():
+        assert v[0] == round(res["references"]["unlabeled"][m]["auprc"], 4)
+    assert "labeled reference: KDE over the 45 labeled embeddings" in out
+    assert "unlabeled reference: 1-NN distance to 512 unlabeled" in out
+    assert "GAN seed=0" in out
     assert "reused" in out  # the pretrained GAN
     assert len(list((tiny_run.cache / "pretrain").iterdir())) == 1
 
@@ -205,14 +215,16 @@ def test_sweep_writes_csv_and_markdown(tiny_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     df = pd.read_csv(out.with_suffix(".csv"))
     methods = list(preset("tiny").methods)
-    assert len(df) == 2 * len(methods)
+    assert len(df) == 2 * 2 * len(methods)  # 2 digits x 2 references x methods
     assert sorted(df.ood_digit.unique()) == [3, 8] and set(df.method) == set(methods)
-    assert set(df.seed) == {0} and set(df.shots) == {10}
+    assert set(df.reference) == {"labeled", "unlabeled"}
+    assert set(df.seed) == {0} and set(df.shots) == {10} and set(df.gan_seed) == {0}
     for key, sub in df.groupby("run_key"):
         res = store.load_results(key)
         assert res is not None
         for _, row in sub.iterrows():
-            assert row.auprc == pytest.approx(res["methods"][row.method]["auprc"], abs=1e-12)
+            assert row.auprc == pytest.approx(res["references"][row.reference][row.method]["auprc"],
+                                              abs=1e-12)
     # Digit 8 reused the shared run's pretrained GAN; digit 3 pretrained its own.
     reused = {int(sub.ood_digit.iloc[0]): store.load_results(k)["pretrain_reused"]
               for k, sub in df.groupby("run_key")}

@@ -36,7 +36,7 @@ def test_the_estimate_is_built_from_the_calibration_figures():
     assert cold.seconds - warm.seconds == pytest.approx(cfg.pretrain.steps * 0.1)
     n_proj = cfg.projection.n_samples + 90
     expected = (2 * cfg.retrain.steps * 0.02  # mcdd, xdd
-                + 3 * 10000 * 1e-4  # before, mcdd, xdd embedded and scored
+                + 3 * (10000 + 54000) * 1e-4  # before, mcdd, xdd: test + unlabeled reference
                 + 0.5  # data
                 + 2 * n_proj * (1e-5 + 1e-2 + 5e-3)  # before and xdd projected
                 + 7.0)  # UMAP's compilation in a fresh worker

@@ -152,7 +152,18 @@ def test_sweep_configs_is_the_full_product():
     assert len(cfgs) == 12
     assert {(c.ood_digit, c.seed, c.shots) for c in cfgs} == {
         (d, s, k) for d in (1, 4) for s in (0, 1, 2) for k in (5, 10)}
-    assert all(dataclasses.replace(c, ood_digit=0, seed=0, shots=10) == base for c in cfgs)
+    # a repetition redraws the GAN: its pretraining seed is the repetition seed ...
+    assert all(c.pretrain.seed == c.seed for c in cfgs)
+    assert all(dataclasses.replace(c, ood_digit=0, seed=0, shots=10, pretrain=base.pretrain)
+               == base for c in cfgs)
+    # ... and runs of one GAN seed share one pretrained GAN across shot counts
+    from xdd.config import pretrain_key
+    assert len({pretrain_key(c) for c in cfgs}) == 2 * 3
+    # or one GAN for every repetition, when asked
+    fixed = sweep_configs(base, digits=[1], seeds=[0, 1], shots_list=[5], gan_seeds=[7, 7])
+    assert [c.pretrain.seed for c in fixed] == [7, 7] and [c.seed for c in fixed] == [0, 1]
+    with pytest.raises(ValueError):
+        sweep_configs(base, digits=[1], seeds=[0, 1], shots_list=[5], gan_seeds=[7])
 
 
 # ---------------------------------------------------------------- the retraining loop

@@ -136,3 +136,83 @@ def test_pixel_kde_caps_components_and_separates_digits(mnist):
     assert np.isfinite(s_in).all() and np.isfinite(s_ood).all()
     assert np.median(s_ood) > np.median(s_in)
     assert math.isfinite(pk.kde_.bandwidth_) and pk.kde_.bandwidth_ > 0
+
+
+# ---------------------------------------------------------------- k-NN on a reference set
+
+
+def _brute_knn(ref: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
+    """Distance from each row of x to its k-th nearest row of ref, by a plain double loop."""
+    out = np.empty(len(x))
+    for i in range(len(x)):
+        d = [math.sqrt(sum((float(a) - float(b)) ** 2 for a, b in zip(x[i], r))) for r in ref]
+        out[i] = sorted(d)[k - 1]
+    return out
+
+
+@pytest.mark.parametrize("backend", ["sklearn", "faiss"])
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_knn_scorer_equals_brute_force_loop(backend, k):
+    from xdd.scoring import KNNScorer
+
+    rng = np.random.default_rng(k)
+    ref = rng.normal(size=(60, 6)).astype(np.float32)
+    x = rng.normal(scale=1.3, size=(25, 6)).astype(np.float32)
+    got = KNNScorer(k=k, backend=backend).fit(ref).score(x)
+    assert got.shape == (25,) and got.dtype == np.float64
+    assert np.allclose(got, _brute_knn(ref, x, k), rtol=0, atol=1e-4)
+    # a reference point scores 0 at k = 1 (it is its own nearest neighbour)
+    assert np.allclose(KNNScorer(1, backend).fit(ref).score(ref[:5]), 0.0, atol=1e-3)
+
+
+def test_knn_scorer_k_larger_than_reference_and_unfitted():
+    from xdd.scoring import KNNScorer
+
+    ref = np.eye(3, dtype=np.float32)
+    s = KNNScorer(k=10).fit(ref)
+    assert s.k_ == 3
+    assert np.allclose(s.score(np.zeros((1, 3))), 1.0)  # all three at distance 1
+    with pytest.raises(NotFittedError):
+        KNNScorer().score(ref)
+    with pytest.raises(ValueError):
+        KNNScorer(backend="annoy").fit(ref)
+    assert KNNScorer().fit(ref).score(ref[:0]).shape == (0,)
+
+
+def test_feature_reducer_normalises_and_keeps_distances():
+    from xdd.scoring import FeatureReducer, l2_normalize
+
+    rng = np.random.default_rng(5)
+    basis = rng.normal(size=(4, 40))
+    z = rng.normal(size=(200, 4)) @ basis * rng.uniform(1, 5, size=(200, 1))  # rank 4, scaled
+    red = FeatureReducer(n_components=8, normalize=True).fit(z[:100])
+    r = red.transform(z)
+    assert r.shape == (200, 8) and r.dtype == np.float32
+    # the normalised data lie (up to the centring) in a 4-dim subspace: PCA keeps distances
+    zn = l2_normalize(z)
+    assert np.allclose(np.linalg.norm(r[:1] - r[1:50], axis=1),
+                       np.linalg.norm(zn[:1] - zn[1:50], axis=1), atol=1e-4)
+    raw = FeatureReducer(n_components=0, normalize=False).fit(z)
+    assert np.allclose(raw.transform(z), z.astype(np.float32))
+    with pytest.raises(NotFittedError):
+        FeatureReducer().transform(z)
+
+
+def test_kde_bandwidth_on_a_subsample_is_that_subsample_s_loo_choice():
+    train, test = _points(6, n=300)
+    full = KDEScorer().fit(train)
+    sub = KDEScorer(loo_sample=80, seed=3).fit(train)
+    pick = np.sort(np.random.default_rng(3).choice(300, 80, replace=False))
+    assert sub.bandwidth_ == KDEScorer().fit(train[pick]).bandwidth_
+    assert sub.train_.shape == (300, 5)  # the density uses every point
+    assert np.isfinite(sub.score(test)).all() and full.bandwidth_ > 0
+
+
+def test_pyod_knn_is_the_fifth_neighbour_distance():
+    from xdd.scoring import KNNScorer, PyodKNN
+
+    rng = np.random.default_rng(9)
+    ref, x = rng.normal(size=(80, 4)), rng.normal(size=(20, 4))
+    assert np.allclose(PyodKNN().fit(ref).score(x), KNNScorer(5).fit(ref).score(x), atol=1e-5)
+    with pytest.raises(NotFittedError):
+        PyodKNN().score(x)

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reps", type=int, default=3, help="repetitions (seeds first-seed..)")
     s.add_argument("--first-seed", type=int, default=0)
     s.add_argument("--shots", type=_int_list, default=[10])
+    s.add_argument("--gan-seed", type=int, default=None, metavar="N",
+                   help="one GAN (pretraining seed N) for every repetition; default: each "
+                        "repetition pretrains its own GAN with the repetition's seed")
     s.add_argument("--out", default=None, help="output stem (default cache/sweeps/<preset>)")
     s.add_argument("--title", default="Sweep", help="heading of the markdown report")
     _add_common(s)
@@ -71,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--shots", type=int, default=10, help="shot count of the main table")
     rp.add_argument("--out", default="docs/RESULTS.md")
     rp.add_argument("--csv", default="docs/results.csv",
-                    help="every run x method of the preset, one row each")
+                    help="every run x reference x method of the preset, one row each")
     pt = sub.add_parser("pretrain", help="pretrain (or reuse) the GANs of digits x GAN seeds; "
                         "--bundle also writes them into the bundle shipped with the code")
     pt.add_argument("--digits", type=_int_list, default=list(range(10)))
@@ -164,18 +167,28 @@ class TqdmProgress:
 
 
 def format_results(res: dict[str, Any]) -> str:
+    """A run's metrics under each scoring reference, the reference named beside every number."""
+    from .methods import REFERENCES, display_key
+    from .report import gan_seed, run_metrics
     from .bundle import gan_source
 
     lines = [f"run {res['run_key']}  preset={res['preset']}  OOD digit={res['ood_digit']}  "
-             f"shots={res['shots']}  seed={res['seed']}  device={res['device']}",
+             f"shots={res['shots']}  seed={res['seed']}  GAN seed={gan_seed(res)}  "
+             f"device={res['device']}",
              f"test: {res['n_test']} images, {res['n_ood']} OOD (base rate {res['base_rate']:.3f});"
              f" wall {res['wall_time_s']:.1f} s; pretrained GAN "
              f"{gan_source(res)}",
-             "AUPRC = average precision, OOD digit = positive",
-             f"{'method':<10} {'AUPRC':>7} {'AUROC':>7} {'FPR@95':>7} {'AUPR-In':>8}"]
-    for m, v in res["methods"].items():
-        lines.append(f"{m:<10} {v['auprc']:>7.4f} {v['auroc']:>7.4f} {v['fpr95']:>7.4f} "
-                     f"{v['aupr_in']:>8.4f}")
+             "AUPRC = average precision, OOD digit = positive"]
+    by_ref = run_metrics(res)
+    info = res.get("reference_info") or {}
+    for ref in [r for r in REFERENCES if r in by_ref]:
+        lines += ["", f"{ref} reference: {info.get(ref, '')}".rstrip(),
+                  f"{'method':<10} {'reference':<10} {'AUPRC':>7} {'AUROC':>7} {'FPR@95':>7} "
+                  f"{'AUPR-In':>8}"]
+        for m in sorted(by_ref[ref], key=display_key):
+            v = by_ref[ref][m]
+            lines.append(f"{m:<10} {ref:<10} {v['auprc']:>7.4f} {v['auroc']:>7.4f} "
+                         f"{v['fpr95']:>7.4f} {v['aupr_in']:>8.4f}")
     return "\n".join(lines)
 
 
@@ -208,12 +221,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise ConfigError(f"repetitions {args.reps} is out of range; accepted: an integer >= 1")
     base = config_from_args(args)
     seeds = list(range(args.first_seed, args.first_seed + args.reps))
-    configs = sweep_configs(base, args.digits, seeds, args.shots)  # each validated as built
+    if args.gan_seed is not None and args.gan_seed < 0:
+        raise ConfigError(f"--gan-seed {args.gan_seed} is out of range; accepted: an integer >= 0")
+    gan_seeds = None if args.gan_seed is None else [args.gan_seed] * len(seeds)
+    configs = sweep_configs(base, args.digits, seeds, args.shots, gan_seeds)  # validated as built
     _check_device(args.device)
     _check_data(*configs)
     import shlex
 
     run_sweep(configs, device=args.device, out=args.out, title=args.title,
+              progress=lambda c: TqdmProgress(prefix=f"  d{c.ood_digit} k{c.shots} s{c.seed} "),
               command="python -m xdd " + shlex.join(sys.argv[1:]))
     return 0
 
@@ -222,7 +239,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     import shlex
 
     from . import store
-    from .sweep import cache_report, results_table, variant_of
+    from .report import cache_csv, cache_report
 
     if args.preset not in PRESETS:
         raise ConfigError(f"unknown preset {args.preset!r}; accepted: {', '.join(PRESETS)}")
@@ -232,11 +249,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc))
     store.atomic_write_bytes(Path(args.out), (md + "\n").encode())
-    runs = [r for r in store.list_runs() if r.get("preset") == args.preset
-            and r.get("eval_split", "test") == "test"]
-    table = results_table(runs)
-    table.insert(1, "variant", [variant_of(r) for r in runs for _ in r["methods"]])
-    store.atomic_write_bytes(Path(args.csv), table.to_csv(index=False).encode())
+    store.atomic_write_bytes(Path(args.csv), cache_csv(args.preset).encode())
     print(f"wrote {args.out} and {args.csv}")
     return 0
 

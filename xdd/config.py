@@ -13,14 +13,17 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import methods as _methods
+
 # Bump when a change to the code changes what a cached run would contain.
 CODE_VERSION = "1"
 
 N_CLASSES = 10
 PRESETS = ("tiny", "quick", "paper")
 DEVICES = ("auto", "cpu", "cuda")
-# Named scoring methods; "before" and "xdd" are the paper's before/after pair.
-METHODS = ("pixels", "before", "mcdd", "pairwise", "svdd", "softmax", "xdd")
+# Named scoring methods (declared in xdd.methods); "before" and "xdd" are the paper's pair.
+METHODS = _methods.NAMES
+REFERENCES = _methods.REFERENCES
 PROJECTIONS = ("pca", "tsne", "umap")
 EVAL_SPLITS = ("test", "val")
 PAIR_MODES = ("sphere", "ratio", "raw")  # how the pairwise term is made well posed
@@ -87,6 +90,12 @@ class RetrainConfig:
     l2sp: float = 0.0  # pull toward the pretrained weights (L2-SP), per retrained parameter
     augment_shift: int = 0  # random translations of the labeled images, in pixels
     freeze_bn: bool = True  # keep BatchNorm running stats of the pretrained D
+    # Unlabeled images in the retraining (0 = off, the paper): each step adds
+    # anchor_weight * mean ||f(x_u) - f_0(x_u)||^2 over a batch of unlabeled_batch unlabeled
+    # in-distribution images (L2-normalised embeddings, f_0 = the pretrained D), which keeps
+    # the unlabeled embedding from drifting (docs/METHOD.md section 6).
+    anchor_weight: float = 0.0
+    unlabeled_batch: int = 256
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,23 @@ class ScoreConfig:
     # Embeddings are L2-normalised before the KDE when True (both before and after).
     normalize: bool = True
     pixel_pca: int = 30  # components of the raw-pixel baseline
+    # Scoring references computed by every run (DESIGN.md section 2): "labeled" (the paper's
+    # KDE over the labeled embeddings) and "unlabeled" (the in-distribution training images
+    # the GAN was pretrained on, without their labels).
+    references: tuple[str, ...] = ("labeled", "unlabeled")
+    # The unlabeled reference: "knn" (distance to the k-th nearest reference embedding, Deep
+    # kNN, Sun et al. 2022) or "kde" (Gaussian KDE, bandwidth by leave-one-out on a subsample).
+    unlabeled_scorer: str = "knn"
+    knn_k: int = 1
+    # Embeddings are L2-normalised (score.normalize), then projected on knn_pca principal
+    # components fitted on knn_pca_fit reference images (0 = no PCA): exact neighbours in
+    # 3136 dimensions cost ~10x more and the PCA keeps the distances (docs/PERFORMANCE.md).
+    knn_pca: int = 64
+    knn_pca_fit: int = 8192
+    knn_backend: str = "sklearn"  # "sklearn" (NearestNeighbors) or "faiss" (IndexFlatL2)
+    pixel_knn_pca: int = 50  # components of the raw-pixel k-NN baseline
+    # Reference images used (seeded subsample); None = all of them.
+    n_reference: int | None = None
 
 
 @dataclass(frozen=True)
@@ -159,8 +185,11 @@ def preset(name: str, **overrides: Any) -> RunConfig:
 
 
 def canonical(cfg: RunConfig) -> RunConfig:
-    """Methods in METHODS order without repeats, so equal configs get equal run keys."""
-    return dataclasses.replace(cfg, methods=tuple(m for m in METHODS if m in cfg.methods))
+    """Methods (and references) in their declared order without repeats, so equal configs get
+    equal run keys."""
+    refs = tuple(r for r in REFERENCES if r in cfg.score.references)
+    return dataclasses.replace(cfg, methods=tuple(m for m in METHODS if m in cfg.methods),
+                               score=dataclasses.replace(cfg.score, references=refs))
 
 
 # Numeric fields: (type, lowest accepted, may be None).  Integers are accepted for floats.
@@ -174,8 +203,11 @@ _NUMERIC = {
     "retrain.weight_decay": (float, 0.0, False), "retrain.beta": (float, 0.0, False),
     "retrain.pair_weight": (float, 0.0, False), "retrain.pull_weight": (float, 0.0, False),
     "retrain.l2sp": (float, 0.0, False), "retrain.augment_shift": (int, 0, False),
-    "retrain.train_blocks": (int, 1, False),
-    "score.pixel_pca": (int, 1, False), "projection.n_samples": (int, 0, False),
+    "retrain.train_blocks": (int, 1, False), "retrain.anchor_weight": (float, 0.0, False),
+    "retrain.unlabeled_batch": (int, 1, False),
+    "score.pixel_pca": (int, 1, False), "score.knn_k": (int, 1, False),
+    "score.knn_pca": (int, 0, False), "score.knn_pca_fit": (int, 2, False),
+    "score.pixel_knn_pca": (int, 1, False), "score.n_reference": (int, 1, True), "projection.n_samples": (int, 0, False),
     "projection.seed": (int, 0, False),
 }
 
@@ -211,6 +243,14 @@ def validate(cfg: RunConfig) -> RunConfig:
     for m in cfg.methods:
         if m not in METHODS:
             raise ConfigError(f"unknown method {m!r}; accepted: {', '.join(METHODS)}")
+    sc = cfg.score
+    if not sc.references or any(r not in REFERENCES for r in sc.references):
+        raise ConfigError(f"score.references {sc.references!r}; accepted: a non-empty subset of "
+                          f"{', '.join(REFERENCES)}")
+    if sc.unlabeled_scorer not in ("knn", "kde"):
+        raise ConfigError(f"score.unlabeled_scorer {sc.unlabeled_scorer!r}; accepted: knn, kde")
+    if sc.knn_backend not in ("sklearn", "faiss"):
+        raise ConfigError(f"score.knn_backend {sc.knn_backend!r}; accepted: sklearn, faiss")
     for p in cfg.projection.methods:
         if p not in PROJECTIONS:
             raise ConfigError(f"unknown projection {p!r}; accepted: {', '.join(PROJECTIONS)}")
@@ -322,13 +362,14 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-# What a sweep varies, and projections (they change no metric): not part of a run's variant.
-_NOT_VARIANT = ("ood_digit", "seed", "shots", "methods")
+# What a sweep varies (a repetition redraws the GAN: pretrain.seed), and projections (they
+# change no metric): not part of a run's variant.
+_NOT_VARIANT = ("ood_digit", "seed", "shots", "methods", "pretrain.seed")
 
 
 def variant(cfg: dict[str, Any]) -> list[str]:
     """The settings (as "field=value") in which a saved config departs from its preset, other
-    than digit, seed, shots, methods and projections: [] for a plain preset run.  Fields the
+    than digit, seed, GAN seed, shots, methods and projections: [] for a plain preset run.  Fields the
     preset does not know (older configs) are ignored."""
     try:
         ref = flatten(to_dict(preset(str(cfg.get("preset")))))

@@ -61,7 +61,7 @@ def _median(xs: Iterable[float]) -> float | None:
 def rates_from_runs(runs: Sequence[dict[str, Any]], preset_name: str, kind: str
                     ) -> dict[str, Any]:
     """Per-stage costs of this machine's cached runs of one preset on one device kind."""
-    pre, ret, score, proj, data = [], [], [], {}, []
+    pre, ret, score, proj, data, pixels = [], [], [], {}, [], []
     for r in runs:
         if r.get("preset") != preset_name:
             continue
@@ -75,11 +75,14 @@ def rates_from_runs(runs: Sequence[dict[str, Any]], preset_name: str, kind: str
             pre.append(t["pretrain"] / steps)
         rsteps = (cfg.get("retrain") or {}).get("steps") or 0
         n_test = r.get("n_test") or 0
+        n_ref = r.get("n_reference") or 0  # unlabeled reference images embedded per method
         for k, v in t.items():
             if k.startswith("retrain:") and rsteps:
                 ret.append(v / rsteps)
-            elif k.startswith("score:") and k != "score:pixels" and n_test:
-                score.append(v / n_test)
+            elif k == "score:pixels":
+                pixels.append(v)
+            elif k.startswith("score:") and k != "score:pyod" and n_test:
+                score.append(v / (n_test + n_ref))
             elif k.startswith("project:"):
                 parts = k.split(":")  # project:<embedding>:<method>
                 n = min((cfg.get("projection") or {}).get("n_samples", 0), n_test) \
@@ -90,6 +93,7 @@ def rates_from_runs(runs: Sequence[dict[str, Any]], preset_name: str, kind: str
             data.append(t["data"])
     return {"pretrain_step_s": _median(pre), "retrain_step_s": _median(ret),
             "score_image_s": _median(score), "data_s": _median(data),
+            "pixels_s": _median(pixels),
             "project_point_s": {k: _median(v) for k, v in proj.items()}}
 
 
@@ -139,12 +143,20 @@ def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: st
             total += n_ret * cfg.retrain.steps * rate * (9 * cfg.shots) / (9 * 10)
             used.add(src)
         n_test = cfg.data.n_test or 10000
-        n_scored = sum(m != "pixels" for m in cfg.methods)
+        # Each embedding scores the test set and, under the unlabeled reference, embeds the
+        # GAN's pretraining images as well.
+        n_ref = 0
+        if "unlabeled" in cfg.score.references:
+            n_ref = cfg.score.n_reference or cfg.data.n_pretrain or (
+                54000 if cfg.data.eval_split == "test" else 45000)
+        n_scored = sum(m not in ("pixels", "pyod") for m in cfg.methods)
         rate, src = _pick(measured, pcal, "score_image_s")
         if rate is None:
             return Estimate(None, "not measured on this machine yet", n_cached)
-        total += n_scored * n_test * rate
+        total += n_scored * (n_test + n_ref) * rate
         used.add(src)
+        if "pixels" in cfg.methods:
+            total += measured.get("pixels_s") or 0.0
         data_s, _ = _pick(measured, cal, "data_s")  # measured once per machine
         total += data_s or 0.0
         n_embs = sum(m in ("before", "xdd") for m in cfg.methods)

@@ -9,16 +9,43 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from . import store
 from .config import CODE_VERSION, RunConfig, pretrain_key, run_key, to_dict, variant
 from .data import eval_arrays, load_mnist, make_splits, to_tensor
+from .methods import BY_NAME
 
 Progress = Callable[[str, int, int, dict], None]
-EMBEDDING_METHODS = ("xdd", "mcdd", "pairwise", "svdd")  # retrained, scored by KDE
+
+
+def score_key(reference: str, method: str) -> str:
+    """The scores.npz key of a method's per-sample scores under a reference."""
+    return f"score_{reference}_{method}"
+
+
+def reference_indices(cfg: RunConfig, splits) -> np.ndarray:
+    """Training-set indices of the unlabeled reference: the GAN's pretraining images (all, or
+    a seeded subsample of ``score.n_reference``).  They exclude the OOD digit and, with
+    ``eval_split="val"``, the validation images, by construction of ``splits.pretrain``."""
+    idx = np.asarray(splits.pretrain)
+    n = cfg.score.n_reference
+    if n is not None and n < len(idx):
+        idx = np.sort(np.random.default_rng([cfg.seed, 4003]).choice(idx, size=n, replace=False))
+    return idx
+
+
+def reference_info(cfg: RunConfig, n_labeled: int, n_reference: int) -> dict[str, str]:
+    """One sentence per reference saying what the scores were computed against."""
+    sc = cfg.score
+    how = (f"{sc.knn_k}-NN distance" if sc.unlabeled_scorer == "knn" else "Gaussian KDE")
+    pca = f", PCA-{sc.knn_pca}" if sc.knn_pca else ""
+    norm = "L2-normalised" if sc.normalize else "raw"
+    return {"labeled": f"KDE over the {n_labeled} labeled embeddings (the paper)",
+            "unlabeled": f"{how} to {n_reference} unlabeled in-distribution training images "
+                         f"({norm} embeddings{pca}; pixels: PCA-{sc.pixel_knn_pca})"}
 
 
 SCORE_BATCH = 2048  # test images embedded and scored at a time (bounds the peak memory)
@@ -104,7 +131,7 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
     from .metrics import all_metrics
     from .projection import project, subsample
     from .retrain import embed_all, max_softmax_score, retrain
-    from .scoring import KDEScorer, PixelKDE, l2_normalize
+    from .scoring import FeatureReducer, KDEScorer, KNNScorer, PixelKDE, PyodKNN, l2_normalize
 
     progress = progress or _noop
     key = run_key(cfg)
@@ -148,36 +175,82 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
             # the features of a noise detector, and the Results page says so.
             writer.npz("gan_samples.npz", images=samples)
 
-        scores: dict[str, np.ndarray] = {}
-        metrics: dict[str, dict[str, float]] = {}
+        refs = cfg.score.references
+        sc = cfg.score
+        # scores[ref][method] / metrics[ref][method]; "labeled" is the paper's protocol.
+        scores: dict[str, dict[str, np.ndarray]] = {r: {} for r in refs}
+        metrics: dict[str, dict[str, dict[str, float]]] = {r: {} for r in refs}
         # "before"/"xdd" -> (projected test subsample, labeled), normalised as scored
         embeddings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
         sub = (subsample(len(y_test), cfg.projection.n_samples, cfg.projection.seed)
                if cfg.projection.methods else np.arange(0))
+        # The unlabeled reference: the GAN's own pretraining images (training set, label !=
+        # OOD digit; in "val" mode from the first 50k only), never a test image.
+        ref_index = reference_indices(cfg, splits)
+        fit_rows = np.sort(np.random.default_rng([cfg.seed, 4001]).choice(
+            len(ref_index), size=min(sc.knn_pca_fit, len(ref_index)), replace=False))
+        ref_memo: dict[str, tuple] = {}  # "before" -> (reducer, reference features), shared
 
         def prep(z: torch.Tensor) -> np.ndarray:
             z = z.numpy().astype(np.float64)  # (N, d); the float32 copy is freed on return
             return l2_normalize(z, inplace=True) if cfg.score.normalize else z
 
-        def kde_scores(name: str, model) -> None:
+        def record(ref: str, name: str, s: np.ndarray, **extra) -> None:
+            scores[ref][name] = s
+            metrics[ref][name] = dict(all_metrics(is_ood, s), **extra)
+
+        def reference_features(name: str, model) -> tuple:
+            """(reducer, (n_ref, k) float32 features of the unlabeled reference)."""
+            if name in ref_memo:
+                return ref_memo[name]
+            t = time.perf_counter()
+            x_fit = to_tensor(data.x_train[ref_index[fit_rows]])
+            red = FeatureReducer(sc.knn_pca, sc.normalize, seed=cfg.seed).fit(
+                embed_all(model, x_fit).numpy())
+            del x_fit
+            feats = np.concatenate([red.transform(embed_all(model, to_tensor(
+                data.x_train[ref_index[i:i + SCORE_BATCH]])).numpy())
+                for i in range(0, len(ref_index), SCORE_BATCH)])  # (n_ref, k)
+            timings[f"reference:{name}"] = time.perf_counter() - t
+            ref_memo[name] = (red, feats)
+            return red, feats
+
+        def unlabeled_scorer(feats: np.ndarray):
+            if sc.unlabeled_scorer == "kde":
+                return KDEScorer(sc.bandwidth, loo_sample=2048, seed=cfg.seed).fit(feats)
+            return KNNScorer(sc.knn_k, sc.knn_backend).fit(feats)
+
+        def embedding_scores(name: str, model) -> None:
             t = time.perf_counter()
             progress("score", 0, 1, {"method": name})
             z_lab = prep(embed_all(model, x_lab))
-            kde = KDEScorer(cfg.score.bandwidth).fit(z_lab)
+            kde = KDEScorer(cfg.score.bandwidth).fit(z_lab) if "labeled" in refs else None
+            uns = None
+            if "unlabeled" in refs:
+                red, feats = reference_features(name, model)
+                uns = unlabeled_scorer(feats)
             # The test set is embedded and scored a batch at a time, so the 10,000 x d float64
             # embedding never exists whole; only the rows that are projected are kept.
-            keep = name in ("before", "xdd") and len(sub) > 0
+            keep = BY_NAME[name].projected and len(sub) > 0
             z_sub = np.empty((len(sub), z_lab.shape[1])) if keep else None  # (M, d)
-            parts = []
+            lab_parts, unl_parts = [], []
             for i in range(0, len(x_test), SCORE_BATCH):
-                z = prep(embed_all(model, x_test[i:i + SCORE_BATCH]))  # (<= SCORE_BATCH, d)
-                parts.append(kde.score(z))
+                z_raw = embed_all(model, x_test[i:i + SCORE_BATCH])  # (<= SCORE_BATCH, d)
+                if uns is not None:
+                    unl_parts.append(uns.score(red.transform(z_raw.numpy())))
+                z = prep(z_raw)
+                del z_raw
+                if kde is not None:
+                    lab_parts.append(kde.score(z))
                 if keep:
                     here = (sub >= i) & (sub < i + len(z))
                     z_sub[here] = z[sub[here] - i]
-            scores[name] = np.concatenate(parts)
-            metrics[name] = dict(all_metrics(is_ood, scores[name]), bandwidth=kde.bandwidth_)
+            if kde is not None:
+                record("labeled", name, np.concatenate(lab_parts), bandwidth=kde.bandwidth_)
+            if uns is not None:
+                record("unlabeled", name, np.concatenate(unl_parts),
+                       **({"bandwidth": uns.bandwidth_} if sc.unlabeled_scorer == "kde" else {}))
             if keep:
                 embeddings[name] = (z_sub, z_lab)
             timings[f"score:{name}"] = time.perf_counter() - t
@@ -185,31 +258,59 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
         for method in cfg.methods:
             if method == "pixels":
                 t = time.perf_counter()
-                pk = PixelKDE(cfg.score.pixel_pca, cfg.score.bandwidth).fit(x_lab_u8 / 255.0)
-                scores["pixels"] = pk.score(x_test_u8 / 255.0)
-                metrics["pixels"] = dict(all_metrics(is_ood, scores["pixels"]),
-                                         bandwidth=pk.kde_.bandwidth_)
+                if "labeled" in refs:
+                    pk = PixelKDE(cfg.score.pixel_pca, cfg.score.bandwidth).fit(x_lab_u8 / 255.0)
+                    record("labeled", "pixels", pk.score(x_test_u8 / 255.0),
+                           bandwidth=pk.kde_.bandwidth_)
+                if "unlabeled" in refs:
+                    # Raw pixels in [0, 1], not normalised: distances between images as such.
+                    red = FeatureReducer(sc.pixel_knn_pca, normalize=False, seed=cfg.seed).fit(
+                        data.x_train[ref_index[fit_rows]] / 255.0)
+                    feats = np.concatenate([red.transform(data.x_train[
+                        ref_index[i:i + SCORE_BATCH]] / 255.0)
+                        for i in range(0, len(ref_index), SCORE_BATCH)])
+                    uns = unlabeled_scorer(feats)
+                    record("unlabeled", "pixels", np.concatenate([
+                        uns.score(red.transform(x_test_u8[i:i + SCORE_BATCH] / 255.0))
+                        for i in range(0, len(x_test_u8), SCORE_BATCH)]))
                 timings["score:pixels"] = time.perf_counter() - t
             elif method == "before":
-                kde_scores("before", D)
+                embedding_scores("before", D)
+            elif method == "pyod":
+                t = time.perf_counter()
+                if "unlabeled" in refs:
+                    red, feats = reference_features("before", D)
+                    det = PyodKNN().fit(feats)
+                    record("unlabeled", "pyod", np.concatenate([
+                        det.score(red.transform(embed_all(D, x_test[i:i + SCORE_BATCH]).numpy()))
+                        for i in range(0, len(x_test), SCORE_BATCH)]))
+                timings["score:pyod"] = time.perf_counter() - t
             else:
                 t = time.perf_counter()
                 torch.manual_seed(cfg.seed)
-                out = retrain(D, cfg.retrain, x_lab, y_lab_idx, method, cfg.seed, progress)
+                x_unl = (to_tensor(data.x_train[ref_index[fit_rows]]).to(dev)
+                         if cfg.retrain.anchor_weight > 0 else None)
+                out = retrain(D, cfg.retrain, x_lab, y_lab_idx, method, cfg.seed, progress,
+                              x_unlabeled=x_unl)
+                del x_unl
                 timings[f"retrain:{method}"] = time.perf_counter() - t
                 if method == "softmax":
-                    scores["softmax"] = max_softmax_score(out.D, out.head, x_test).double().numpy()
-                    metrics["softmax"] = all_metrics(is_ood, scores["softmax"])
+                    if "labeled" in refs:
+                        record("labeled", "softmax",
+                               max_softmax_score(out.D, out.head, x_test).double().numpy())
                 else:
-                    kde_scores(method, out.D)
+                    embedding_scores(method, out.D)
                 if method == "xdd":
                     store.save_checkpoint(writer.path("checkpoint.pt"), {
                         "D": out.D.state_dict(), "step": cfg.retrain.steps,
                         "code_version": CODE_VERSION})
+                del out
+        ref_memo.clear()
 
         writer.npz("scores.npz", test_index=splits.test, label=y_test, is_ood=is_ood,
                    labeled_index=splits.labeled, labeled_label=y_lab,
-                   **{f"score_{m}": s for m, s in scores.items()})
+                   reference_index=ref_index.astype(np.int32),
+                   **{score_key(r, m): s for r in refs for m, s in scores[r].items()})
 
         # Projections: the same seeded subsample of test points for every embedding, with the
         # labeled examples appended (rows M.. of each array).
@@ -239,12 +340,26 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
             "timings": timings, "eval_split": cfg.data.eval_split,
             "n_test": int(len(y_test)), "n_ood": int(is_ood.sum()),
             "base_rate": float(is_ood.mean()), "n_labeled": int(len(y_lab)),
+            "n_reference": int(len(ref_index)) if "unlabeled" in refs else 0,
             "auprc_variant": "average precision (sklearn average_precision_score), OOD = positive",
-            "methods": metrics,
+            # The paper's protocol under "methods" (what every older reader expects), and
+            # every reference, each scored from the same retrained networks.
+            "methods": metrics.get("labeled", {}),
+            "references": metrics,
+            "reference_info": reference_info(cfg, len(splits.labeled), len(ref_index)),
         }
         return writer.commit(results)
 
 
-def sweep_configs(base: RunConfig, digits, seeds, shots_list) -> list[RunConfig]:
-    return [dataclasses.replace(base, ood_digit=d, seed=s, shots=k)
-            for d in digits for k in shots_list for s in seeds]
+def sweep_configs(base: RunConfig, digits, seeds, shots_list,
+                  gan_seeds: Sequence[int] | None = None) -> list[RunConfig]:
+    """digits x shots x seeds.  A repetition redraws the GAN too: its pretraining seed is the
+    repetition seed, unless ``gan_seeds`` (one per seed) says otherwise.  Runs of the same GAN
+    seed share one pretrained GAN across shot counts and methods."""
+    seeds = list(seeds)
+    gan = list(seeds) if gan_seeds is None else list(gan_seeds)
+    if len(gan) != len(seeds):
+        raise ValueError(f"{len(gan)} GAN seeds for {len(seeds)} repetitions")
+    return [dataclasses.replace(base, ood_digit=d, seed=s, shots=k,
+                                pretrain=dataclasses.replace(base.pretrain, seed=g))
+            for d in digits for k in shots_list for s, g in zip(seeds, gan)]

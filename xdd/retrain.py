@@ -58,14 +58,17 @@ def _loss_weights(method: str, cfg: RetrainConfig) -> tuple[float, float]:
 
 def retrain(D0: Discriminator, cfg: RetrainConfig, x: torch.Tensor, y: torch.Tensor,
             method: str, seed: int, progress: Progress | None = None,
-            report_every: int = 5) -> Retrained:
+            report_every: int = 5, x_unlabeled: torch.Tensor | None = None) -> Retrained:
     """Retrain a copy of D0's last ``cfg.train_blocks`` conv blocks on x: (N,1,28,28), y: (N,)
-    with classes re-indexed 0..K-1."""
+    with classes re-indexed 0..K-1.  ``x_unlabeled`` (U,1,28,28): unlabeled in-distribution
+    images for the anchor term (used only when ``cfg.anchor_weight > 0``)."""
     if method not in RETRAIN_METHODS:
         raise ValueError(f"unknown retraining method {method!r}; accepted: {RETRAIN_METHODS}")
     device = x.device
     gen = torch.Generator().manual_seed(seed)
     D = copy.deepcopy(D0).to(device)
+    if cfg.anchor_weight > 0:
+        D0.eval()  # the anchor's reference embedding uses the pretrained running statistics
     for p in D.parameters():
         p.requires_grad_(False)
     trainable = [p for blk in D.blocks[4 - cfg.train_blocks:] for p in blk.parameters()]
@@ -149,6 +152,18 @@ def retrain(D0: Discriminator, cfg: RetrainConfig, x: torch.Tensor, y: torch.Ten
         else:
             loss = F.cross_entropy(head(z), y)
             parts = {"loss": float(loss.detach())}
+        if cfg.anchor_weight > 0 and x_unlabeled is not None and len(x_unlabeled):
+            # Keep the unlabeled embedding where the pretrained D put it: the labels then only
+            # move what they need to (docs/METHOD.md section 6).
+            pick = torch.randint(0, len(x_unlabeled), (min(cfg.unlabeled_batch,
+                                                          len(x_unlabeled)),), generator=gen)
+            xu = x_unlabeled[pick].to(device)
+            with torch.no_grad():
+                zu0 = F.normalize(D0.embed(xu), dim=1)  # (B, d), the pretrained embedding
+            zu = F.normalize(D.embed(xu), dim=1)
+            anchor = ((zu - zu0) ** 2).sum(1).mean()
+            loss = loss + cfg.anchor_weight * anchor
+            parts = dict(parts, anchor=float(anchor.detach()))
         if cfg.l2sp > 0:
             reg = sum(((p - a) ** 2).sum() for p, a in zip(trainable, anchors))
             loss = loss + cfg.l2sp * reg

@@ -52,9 +52,14 @@ class KDEScorer:
     Only the fitted (labeled) points are looked at, never test labels.
     """
 
-    def __init__(self, bandwidth: str | float = "loo", grid: int = 41):
+    def __init__(self, bandwidth: str | float = "loo", grid: int = 41,
+                 loo_sample: int | None = None, seed: int = 0):
         self.bandwidth = bandwidth
         self.grid = grid
+        # With many fitted points (the unlabeled reference), the leave-one-out search runs on
+        # a seeded subsample of this many of them (it is O(n^2)); the KDE uses them all.
+        self.loo_sample = loo_sample
+        self.seed = seed
 
     def fit(self, z: np.ndarray) -> "KDEScorer":
         z = np.asarray(z, dtype=np.float64)
@@ -66,18 +71,25 @@ class KDEScorer:
         elif len(z) < 2:
             self.bandwidth_ = 1.0  # nothing to leave out: a unit bandwidth, stated
         else:
-            sq = _sq_dists(z, z)
-            med = float(np.sqrt(np.median(sq[np.triu_indices(len(z), 1)])))
+            zs = z
+            if self.loo_sample is not None and len(z) > self.loo_sample:
+                pick = np.random.default_rng(self.seed).choice(len(z), self.loo_sample,
+                                                               replace=False)
+                zs = z[np.sort(pick)]
+            sq = _sq_dists(zs, zs)
+            med = float(np.sqrt(np.median(sq[np.triu_indices(len(zs), 1)])))
             med = med if med > 0 else 1.0
             hs = med * np.logspace(-3, 1, self.grid, base=2.0)
-            lls = [loo_log_likelihood(z, h) for h in hs]
+            lls = [loo_log_likelihood(zs, h) for h in hs]
             self.bandwidth_ = float(hs[int(np.argmax(lls))])
         return self
 
-    def log_density(self, z: np.ndarray, batch: int = 4096) -> np.ndarray:
+    def log_density(self, z: np.ndarray, batch: int | None = None) -> np.ndarray:
         if not hasattr(self, "train_"):
             raise NotFittedError("KDEScorer is not fitted: call fit() first")
         z = np.asarray(z, dtype=np.float64)
+        if batch is None:  # at most ~2^22 float64 distances (32 MiB) at a time
+            batch = max(1, min(4096, (1 << 22) // max(1, len(self.train_))))
         return np.concatenate([gaussian_kde_logpdf(z[i:i + batch], self.train_, self.bandwidth_)
                                for i in range(0, len(z), batch)]) if len(z) else np.empty(0)
 
@@ -107,3 +119,98 @@ class PixelKDE:
             raise NotFittedError("PixelKDE is not fitted: call fit() first")
         x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
         return self.kde_.score(self.pca_.transform(x))
+
+
+class FeatureReducer:
+    """L2-normalise (optional), then project on the first ``n_components`` principal components
+    fitted on the rows given to ``fit`` (a seeded subsample of the reference).  0 components or
+    at least the input dimension: no projection.  Output float32, (N, k)."""
+
+    def __init__(self, n_components: int = 64, normalize: bool = True, seed: int = 0):
+        self.n_components = n_components
+        self.normalize = normalize
+        self.seed = seed
+
+    def _prep(self, z: np.ndarray) -> np.ndarray:
+        z = np.asarray(z, dtype=np.float32).reshape(len(z), -1)
+        return l2_normalize(z) if self.normalize else z
+
+    def fit(self, z: np.ndarray) -> "FeatureReducer":
+        from sklearn.decomposition import PCA
+
+        z = self._prep(z)
+        k = min(self.n_components, z.shape[1], len(z))
+        self.dim_in_ = z.shape[1]
+        self.pca_ = (PCA(n_components=k, svd_solver="randomized" if k < min(z.shape) // 2
+                         else "full", random_state=self.seed).fit(z)
+                     if 0 < self.n_components < z.shape[1] else None)
+        return self
+
+    def transform(self, z: np.ndarray) -> np.ndarray:
+        if not hasattr(self, "dim_in_"):
+            raise NotFittedError("FeatureReducer is not fitted: call fit() first")
+        z = self._prep(z)
+        return z if self.pca_ is None else self.pca_.transform(z).astype(np.float32)
+
+
+class KNNScorer:
+    """Deep kNN (Sun et al., ICML 2022): the anomaly score of x is its Euclidean distance to
+    its k-th nearest neighbour in the reference set.  ``backend``: "sklearn"
+    (``NearestNeighbors``, exact) or "faiss" (``IndexFlatL2``, exact, float32)."""
+
+    def __init__(self, k: int = 1, backend: str = "sklearn"):
+        self.k = k
+        self.backend = backend
+
+    def fit(self, ref: np.ndarray) -> "KNNScorer":
+        ref = np.ascontiguousarray(ref, dtype=np.float32)
+        if ref.ndim != 2 or len(ref) < 1:
+            raise ValueError(f"k-NN needs a (n, d) reference with n >= 1, got shape {ref.shape}")
+        self.k_ = min(self.k, len(ref))
+        if self.backend == "faiss":
+            import faiss
+
+            self.index_ = faiss.IndexFlatL2(ref.shape[1])
+            self.index_.add(ref)
+        elif self.backend == "sklearn":
+            from sklearn.neighbors import NearestNeighbors
+
+            self.index_ = NearestNeighbors(n_neighbors=self.k_, algorithm="brute").fit(ref)
+        else:
+            raise ValueError(f"unknown k-NN backend {self.backend!r}; accepted: sklearn, faiss")
+        self.n_reference_ = len(ref)
+        return self
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Distance to the k-th nearest reference point.  (M,) float64"""
+        if not hasattr(self, "index_"):
+            raise NotFittedError("KNNScorer is not fitted: call fit() first")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not len(x):
+            return np.empty(0)
+        if self.backend == "faiss":
+            d2, _ = self.index_.search(x, self.k_)  # squared distances, ascending
+            return np.sqrt(np.maximum(d2[:, -1].astype(np.float64), 0.0))
+        d, _ = self.index_.kneighbors(x, n_neighbors=self.k_)
+        return d[:, -1].astype(np.float64)
+
+
+class PyodKNN:
+    """pyod's KNN detector with its defaults (n_neighbors=5, method="largest"), fitted on the
+    reference.  Score = pyod's ``decision_function`` (higher = more OOD)."""
+
+    def __init__(self, n_neighbors: int = 5):
+        self.n_neighbors = n_neighbors
+
+    def fit(self, ref: np.ndarray) -> "PyodKNN":
+        from pyod.models.knn import KNN
+
+        ref = np.asarray(ref, dtype=np.float64)
+        self.detector_ = KNN(n_neighbors=min(self.n_neighbors, len(ref) - 1)).fit(ref)
+        return self
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        if not hasattr(self, "detector_"):
+            raise NotFittedError("PyodKNN is not fitted: call fit() first")
+        return np.asarray(self.detector_.decision_function(np.asarray(x, dtype=np.float64)),
+                          dtype=np.float64)

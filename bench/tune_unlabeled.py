@@ -1,0 +1,116 @@
+"""The search of docs/METHOD.md section 7: XDD variants that bring the unlabeled images in,
+scored under the unlabeled reference, on the validation split only (GAN seeds >= 100).
+
+For every (digit, GAN seed) whose validation GAN is cached: the pretrained D's k-NN score and,
+per variant, a retraining and its k-NN score (k = 1 and k = 10), exactly as run_experiment
+computes the unlabeled reference (L2-normalised, PCA-64 fitted on 8,192 reference images,
+exact neighbours), plus the raw-pixel 1-NN.  AUPRC on the validation images (the last 10k
+training images; the reference and the labeled draw come from the first 50k).  Refuses test
+data and seeds below 100.
+
+    python bench/tune_unlabeled.py --cache /work/cache --digits 0-9 --seeds 100,101 --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+VARIANTS = {  # name -> RetrainConfig overrides (fixed before any run)
+    "xdd": {},
+    "xdd-600": {"steps": 600},
+    "xdd-anchor": {"anchor_weight": 10.0},
+    "xdd-anchor-600": {"anchor_weight": 10.0, "steps": 600},
+}
+KS = (1, 10)
+
+
+def main() -> None:
+    from xdd.cli import _digit_list
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cache", required=True)
+    ap.add_argument("--digits", default="0-9")
+    ap.add_argument("--seeds", default="100,101")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    os.environ["XDD_CACHE"] = args.cache
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    seeds = _digit_list(args.seeds)
+    if min(seeds) < 100:
+        raise SystemExit("tuning uses seeds >= 100 only (DESIGN.md section 2)")
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    from xdd.config import preset
+    from xdd.data import eval_arrays, load_mnist, make_splits, to_tensor
+    from xdd.experiment import SCORE_BATCH, load_pretrained, reference_indices
+    from xdd.metrics import all_metrics
+    from xdd.retrain import embed_all, retrain
+    from xdd.scoring import FeatureReducer, KNNScorer
+
+    data = load_mnist()
+    x_eval_all, y_eval_all = eval_arrays(data, "val")
+    rows = []
+    for seed in seeds:
+        for digit in _digit_list(args.digits):
+            cfg = preset("quick", ood_digit=digit, seed=seed,
+                         **{"pretrain.seed": seed, "data.eval_split": "val"})
+            assert cfg.data.eval_split == "val"
+            got = load_pretrained(cfg, "cpu")
+            if got is None:
+                print(f"digit {digit} seed {seed}: no validation GAN cached, skipped", flush=True)
+                continue
+            D0 = got[1]
+            sp = make_splits(cfg, data)
+            ref = reference_indices(cfg, sp)
+            assert ref.max() < len(data.y_train) - 10000  # never a validation image
+            x_val = to_tensor(x_eval_all[sp.test])
+            is_ood = (y_eval_all[sp.test] == digit).astype(np.int8)
+            fit_rows = np.sort(np.random.default_rng([cfg.seed, 4001]).choice(
+                len(ref), size=min(cfg.score.knn_pca_fit, len(ref)), replace=False))
+            x_unl = to_tensor(data.x_train[ref[fit_rows]])
+            in_classes = [k for k in range(10) if k != digit]
+            remap = {d: i for i, d in enumerate(in_classes)}
+            x_lab = to_tensor(data.x_train[sp.labeled])
+            y_lab = torch.tensor([remap[int(v)] for v in data.y_train[sp.labeled]])
+
+            def knn_auprcs(model) -> dict[str, float]:
+                red = FeatureReducer(64, True, seed=cfg.seed).fit(embed_all(model, x_unl).numpy())
+                feats = np.concatenate([red.transform(embed_all(model, to_tensor(
+                    data.x_train[ref[i:i + SCORE_BATCH]])).numpy())
+                    for i in range(0, len(ref), SCORE_BATCH)])
+                q = red.transform(embed_all(model, x_val).numpy())
+                return {f"k{k}": all_metrics(is_ood, KNNScorer(k).fit(feats).score(q))["auprc"]
+                        for k in KS}
+
+            t = time.perf_counter()
+            row = {"digit": digit, "seed": seed, "before": knn_auprcs(D0)}
+            pix = FeatureReducer(50, False, seed=cfg.seed).fit(data.x_train[ref[fit_rows]] / 255.0)
+            pf = np.concatenate([pix.transform(data.x_train[ref[i:i + SCORE_BATCH]] / 255.0)
+                                 for i in range(0, len(ref), SCORE_BATCH)])
+            row["pixels"] = {"k1": all_metrics(is_ood, KNNScorer(1).fit(pf).score(
+                pix.transform(x_eval_all[sp.test] / 255.0)))["auprc"]}
+            for name in args.variants.split(","):
+                rcfg = dataclasses.replace(cfg.retrain, **VARIANTS[name])
+                torch.manual_seed(cfg.seed)
+                out = retrain(D0, rcfg, x_lab, y_lab, "xdd", cfg.seed, x_unlabeled=x_unl)
+                row[name] = knn_auprcs(out.D)
+            row["seconds"] = time.perf_counter() - t
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if args.json:
+                Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""The two scoring references of a run: what the unlabeled reference holds, that both are
+stored and reloaded, and that every stored AUPRC is recomputed from scores.npz."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score
+
+from xdd import store
+from xdd.config import ConfigError, preset, run_key
+from xdd.data import N_VAL, eval_arrays, load_mnist, make_splits
+from xdd.experiment import reference_indices, run_experiment, score_key
+from xdd.report import run_scores
+
+
+def test_unlabeled_reference_holds_no_test_image_and_no_ood_digit(mnist):
+    for split in ("test", "val"):
+        for digit in (0, 7):
+            cfg = preset("quick", ood_digit=digit, **{"data.eval_split": split})
+            splits = make_splits(cfg, mnist)
+            ref = reference_indices(cfg, splits)
+            assert len(ref) == len(np.unique(ref)) > 40000
+            # indices into the training set, never of the OOD digit, never a labeled image's
+            # label used: just the pretraining pool
+            assert ref.min() >= 0 and ref.max() < len(mnist.y_train)
+            assert not np.any(mnist.y_train[ref] == digit)
+            assert set(ref) == set(splits.pretrain)
+            if split == "val":  # the evaluation images are the last 10k training images
+                assert ref.max() < len(mnist.y_train) - N_VAL
+            # never a test image: the evaluation set is another array (test) or disjoint (val)
+            x_eval, _ = eval_arrays(mnist, split)
+            assert x_eval is mnist.x_test or not set(ref) & set(
+                range(len(mnist.y_train) - N_VAL, len(mnist.y_train)))
+    sub = preset("quick", ood_digit=3, **{"score.n_reference": 1000})
+    ref = reference_indices(sub, make_splits(sub, mnist))
+    assert len(ref) == 1000 and not np.any(mnist.y_train[ref] == 3)
+
+
+def test_both_references_stored_reloaded_and_recomputed(tiny_run):
+    res = store.load_results(tiny_run.key)
+    assert res is not None and set(res["references"]) == {"labeled", "unlabeled"}
+    assert res["methods"] == res["references"]["labeled"]  # the paper's protocol, as before
+    arr = store.load_npz(tiny_run.key, "scores.npz")
+    cfg = tiny_run.cfg
+    data = load_mnist()
+    ref = arr["reference_index"]
+    assert len(ref) == cfg.data.n_pretrain and not np.any(data.y_train[ref] == cfg.ood_digit)
+    assert np.array_equal(np.sort(ref), np.sort(make_splits(cfg, data).pretrain))
+    for reference, methods in res["references"].items():
+        for m, met in methods.items():
+            s = arr[score_key(reference, m)]
+            assert s.shape == arr["is_ood"].shape and np.isfinite(s).all()
+            assert run_scores(arr, reference, m) is s or np.array_equal(run_scores(arr, reference, m), s)
+            assert average_precision_score(arr["is_ood"], s) == met["auprc"]
+    # the two references score the same network differently
+    assert not np.allclose(arr[score_key("labeled", "xdd")], arr[score_key("unlabeled", "xdd")])
+    assert "1-NN distance to 512 unlabeled" in res["reference_info"]["unlabeled"]
+
+
+def test_references_are_part_of_the_config(tiny_run):
+    only = preset("tiny", ood_digit=8, methods=("before",), **{"score.references": "labeled"})
+    assert only.score.references == ("labeled",) and run_key(only) != run_key(
+        dataclasses.replace(only, score=dataclasses.replace(only.score,
+                                                            references=("labeled", "unlabeled"))))
+    res = run_experiment(only, device="cpu")
+    assert set(res["references"]) == {"labeled"}
+    assert res["methods"]["before"] == tiny_run.results["methods"]["before"]
+    for bad in ({"score.references": "nope"}, {"score.unlabeled_scorer": "lof"},
+                {"score.knn_backend": "annoy"}, {"score.knn_k": 0}):
+        with pytest.raises(ConfigError):
+            preset("tiny", **bad)
+
+
+def test_unlabeled_kde_and_pyod_and_faiss(tiny_run):
+    base = dict(ood_digit=8, methods=("before", "pyod"), **{"projection.methods": ()})
+    knn = run_experiment(preset("tiny", **base), device="cpu")
+    fa = run_experiment(preset("tiny", **base, **{"score.knn_backend": "faiss"}), device="cpu")
+    kde = run_experiment(preset("tiny", **base, **{"score.unlabeled_scorer": "kde"}),
+                         device="cpu")
+    u = {n: r["references"]["unlabeled"] for n, r in (("knn", knn), ("faiss", fa), ("kde", kde))}
+    # the same pretrained D as the shared tiny run: "before" k-NN equals its unlabeled score
+    assert u["knn"]["before"]["auprc"] == tiny_run.results["references"]["unlabeled"]["before"]["auprc"]
+    assert u["faiss"]["before"]["auprc"] == pytest.approx(u["knn"]["before"]["auprc"], abs=1e-3)
+    assert u["kde"]["before"]["bandwidth"] > 0 and 0 < u["kde"]["before"]["auprc"] <= 1
+    assert "pyod" in u["knn"] and "pyod" not in knn["references"]["labeled"]
