@@ -35,7 +35,8 @@ def replace_dotted(obj: Any, path: str, value: Any) -> Any:
 # Another accepted value for the fields whose choices are closed (a RunConfig validates itself,
 # so the alternative must be valid too).
 ALTERNATIVES = {"preset": "quick", "data.eval_split": "val", "retrain.pair_mode": "raw",
-                "retrain.sigma_init": "unit", "score.bandwidth": 0.5, "retrain.train_blocks": 2}
+                "retrain.sigma_init": "unit", "score.bandwidth": 0.5, "retrain.train_blocks": 2,
+                "score.unlabeled_scorer": "kde", "score.knn_backend": "faiss"}
 
 
 def other_value(v: Any, path: str = "") -> Any:
