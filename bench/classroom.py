@@ -1,7 +1,8 @@
 """The app served to a class: what open Run pages cost the worker, and what an idle worker
 holds.  Rewrites the "Classroom" section of docs/PERFORMANCE.md.
 
-    python bench/classroom.py                     # quick preset, digit 8, 0 vs 5 pages (~7 min)
+    python bench/classroom.py                     # quick preset, digit 8, 0/5/0/5 pages (~12 min)
+    python bench/classroom.py --steps 300         # the same with shorter pretraining (~7 min)
     python bench/classroom.py --preset tiny       # a smoke run of the script (~1 min)
     python bench/classroom.py --no-doc --json F   # figures only
 
@@ -11,13 +12,15 @@ What it does, on a fresh temporary ``XDD_CACHE`` with ``streamlit run app.py`` s
    worker alive, as the app does it (``jobs.submit`` + ``jobs.ensure_worker``): the time from
    submit to the job's claim is the cost of starting a worker.  A second one is submitted to the
    now warm worker: the same time without the start.
-2. **Open pages vs the worker.**  The same run (preset, digit; seeds 0 and 1, so neither is
-   cached) twice, each on a freshly started worker: first with no page open, then with
-   ``--pages`` Run pages (Playwright, one Chromium, one context each) following the job.  The
-   figure is the worker's wall time (job ``finished - started``), and the ratio of the two.
-3. **Idle memory.**  After each run, the worker's resident memory is sampled every 0.5 s until
-   it exits (it was started by ``ensure_worker``, so it exits after ``XDD_WORKER_MAX_IDLE``,
-   30 s by default).
+2. **Open pages vs the worker.**  The same run (preset, digit; a new seed each time, so none is
+   cached) ``2 * --pairs`` times, each on a freshly started worker, alternately with no page
+   open and with ``--pages`` Run pages (Playwright, one Chromium, one context each) following
+   the job; the pages are open before the worker starts.  The figure is the worker's wall time
+   (job ``finished - started``), and the ratio of the sums (alternating spreads the machine's
+   other load over both).
+3. **Idle memory.**  After the first run, the worker's resident memory is sampled every 0.5 s
+   until it exits (it was started by ``ensure_worker``, so it exits after
+   ``XDD_WORKER_MAX_IDLE``, 30 s by default); later workers are stopped with SIGTERM.
 """
 from __future__ import annotations
 
@@ -152,13 +155,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         log(f"claim after submit: cold worker {cold:.2f} s, warm {warm:.2f} s")
         no_worker(jobs)
 
-        # 2. the same run with 0 and with N pages following it
-        runs = {}
-        for n_pages, seed in ((0, 0), (args.pages, 1)):
-            cfg = preset(args.preset, ood_digit=args.digit, seed=seed)
+        # 2. the same run with 0 and with N pages following it, alternately, each on a
+        # fresh worker; the pages are open (and drawn) before the worker starts, so their
+        # own start-up is not in the figure.
+        over = {"pretrain.steps": args.steps} if args.steps else {}
+        runs = []
+        for k in range(2 * args.pairs):
+            n_pages, seed = (0 if k % 2 == 0 else args.pages), k
+            cfg = preset(args.preset, ood_digit=args.digit, seed=seed, **over)
             job = jobs.submit(cfg)
-            jobs.ensure_worker()
-            pid = worker_pid(jobs)
             browser = pw = None
             if n_pages:
                 from playwright.sync_api import sync_playwright
@@ -167,10 +172,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                              args=LAUNCH_ARGS)
                 for _ in range(n_pages):
-                    pg = browser.new_context().new_page()
-                    pg.goto(f"{url}/?job={job}")
+                    browser.new_context().new_page().goto(f"{url}/?job={job}")
                 for ctx in browser.contexts:
                     ctx.pages[0].get_by_text(job).first.wait_for(timeout=120_000)
+                time.sleep(3)
+            jobs.ensure_worker()
+            pid = worker_pid(jobs)
             log(f"run seed {seed}: {n_pages} pages following job {job}")
             rec = wait_done(jobs, job, args.timeout)
             rss_at_end = rss_mib(pid)
@@ -178,64 +185,78 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 browser.close()
                 pw.stop()
             wall = rec["finished"] - rec["started"]
-            mem = idle_memory(pid)
-            runs[n_pages] = {"seed": seed, "status": rec["status"], "worker_wall_s": round(wall, 1),
-                             "rss_at_end_mib": rss_at_end, "idle": mem}
-            log(f"  {rec['status']} in {wall:.1f} s; idle RSS {mem['rss_first_mib']} MiB, "
-                f"exited after {mem['exited_after_s']} s")
+            run = {"seed": seed, "pages": n_pages, "status": rec["status"],
+                   "worker_wall_s": round(wall, 1), "rss_at_end_mib": rss_at_end,
+                   "load": loadavg()[0]}
+            if k == 0:  # an idle worker left to itself: sampled until it exits
+                run["idle"] = idle_memory(pid)
+                log(f"  idle RSS {run['idle']['rss_first_mib']} MiB, exited after "
+                    f"{run['idle']['exited_after_s']} s")
+            else:  # the next run starts on a fresh worker too
+                os.kill(pid, 15)
             no_worker(jobs)
-        raw["runs"] = {str(k): v for k, v in runs.items()}
-        raw["ratio"] = round(runs[args.pages]["worker_wall_s"] / runs[0]["worker_wall_s"], 3)
+            runs.append(run)
+            log(f"  {rec['status']} in {wall:.1f} s (load {run['load']:.1f})")
+        raw["runs"] = runs
+        w0 = sum(r["worker_wall_s"] for r in runs if r["pages"] == 0)
+        wn = sum(r["worker_wall_s"] for r in runs if r["pages"])
+        raw["ratio"] = round(wn / w0, 3)
+        raw["pair_ratios"] = [round(runs[2 * i + 1]["worker_wall_s"] / runs[2 * i]["worker_wall_s"], 3)
+                              for i in range(args.pairs)]
+        raw["steps"] = args.steps
         raw["load_after"] = loadavg()
-        log(f"ratio {args.pages} pages / 0 pages: {raw['ratio']:.3f}")
+        log(f"ratio {args.pages} pages / 0 pages: {raw['ratio']:.3f} (pairs {raw['pair_ratios']})")
     finally:
         _stop({app.pid}, group=True)
     return raw
 
 
 def render(raw: dict[str, Any]) -> str:
-    r0, rn = raw["runs"]["0"], raw["runs"][str(raw["pages"])]
-    n = raw["pages"]
+    runs, n = raw["runs"], raw["pages"]
     ok = raw["ratio"] <= 1.15
-    idle = [r["idle"] for r in (r0, rn)]
-    rss_idle = max(i["rss_max_mib"] or 0 for i in idle)
-    exits = [i["exited_after_s"] for i in idle]
+    idle = runs[0]["idle"]
     m = raw["machine"]
+    cfg = f"preset `{raw['preset']}`" + (f" with {raw['steps']} pretraining steps"
+                                          if raw.get("steps") else "")
+    rows = "\n".join(f"| {i + 1} | {r['pages']} | seed {r['seed']} | {r['worker_wall_s']:.1f} s | "
+                     f"{r['load']:.1f} |" for i, r in enumerate(runs))
+    rss_end = max(r["rss_at_end_mib"] or 0 for r in runs)
     return f"""{BEGIN}
 Generated by `{raw['command'].strip()}` on {m['cpu']} ({m['affinity']} usable cores,
-{m['ram_gib']} GiB), load average {raw['load_before'][0]:.1f} before the runs and
-{raw['load_after'][0]:.1f} after (other work on the machine lands in these figures).
-Preset `{raw['preset']}`, held-out digit {raw['digit']}; the worker was started by the app's
-`ensure_worker()` with its default threads; browsers ran on the same machine as the app.
+{m['ram_gib']} GiB). {cfg.capitalize()}, held-out digit {raw['digit']}; each run on a fresh
+worker started by the app's `ensure_worker()` (default threads), runs without and with {n}
+Run pages alternating; the pages (one Chromium, a context each, on this machine) were open
+and drawn before the worker started. The load average is the machine's, other work included.
+
+| run | pages following | config | worker wall time | load avg |
+|---|---|---|---|---|
+{rows}
 
 | | target | measured |
 |---|---|---|
-| worker wall time, no page open (seed {r0['seed']}) | – | {r0['worker_wall_s']:.1f} s |
-| same run with {n} Run pages following it (seed {rn['seed']}) | – | {rn['worker_wall_s']:.1f} s |
-| **ratio, {n} pages / none** | ≤ 1.15 | **{raw['ratio']:.3f}** {'(met)' if ok else '(not met)'} |
-| worker RSS when its job ends | – | {r0['rss_at_end_mib']:.0f} / {rn['rss_at_end_mib']:.0f} MiB |
-| idle worker RSS until it exits | < 400 MiB within 60 s | {rss_idle:.0f} MiB for {max(e or 0 for e in exits):.0f} s, then 0 (it exits) |
-| idle exit after the last job | ≤ 60 s | {', '.join(f'{e:.0f} s' if e is not None else 'did not exit' for e in exits)} (`XDD_WORKER_MAX_IDLE` = {raw['max_idle_s']:.0f} s) |
-| submit → claimed, no worker alive (start-up cost) | – | {raw['startup']['cold_claim_s']:.1f} s |
-| submit → claimed, idle worker alive | – | {raw['startup']['warm_claim_s']:.1f} s |
+| **worker wall time, {n} pages / none** (sum over the runs) | ≤ 1.15 | **{raw['ratio']:.3f}** {'(met)' if ok else '(not met)'} |
+| the same, pair by pair | – | {', '.join(f'{x:.3f}' for x in raw['pair_ratios'])} |
+| worker RSS when its job ends | – | up to {rss_end:.0f} MiB |
+| idle worker RSS | < 400 MiB within 60 s | {idle['rss_max_mib']:.0f} MiB for {idle['exited_after_s']:.0f} s, then 0: it exits (`XDD_WORKER_MAX_IDLE` = {raw['max_idle_s']:.0f} s) |
+| submit → claimed, no worker alive (the next job's start-up) | – | {raw['startup']['cold_claim_s']:.1f} s |
+| submit → claimed, an idle worker alive | – | {raw['startup']['warm_claim_s']:.1f} s |
 
 - **Memory.** A worker holds what its last run loaded (MNIST, the networks, the allocator's
-  arenas; about {max(r0['rss_at_end_mib'], rn['rss_at_end_mib']) / 1024:.1f} GiB after this run)
-  for as long as it lives. The worker the app starts now exits after
-  {raw['max_idle_s']:.0f} s without work, so an idle app gives that memory back within a minute;
-  it unregisters before a last look at the queue, so a job submitted in that moment either
-  keeps it or starts a new one. The price is the next job's start:
+  arenas: {rss_end / 1024:.1f} GiB here) for as long as it lives. The worker the app starts
+  exits after {raw['max_idle_s']:.0f} s without work, so an idle app gives it all back within
+  a minute; it unregisters before a last look at the queue, so a job submitted in that moment
+  either keeps it or starts a new worker. The price is the next job's start:
   {raw['startup']['cold_claim_s'] - raw['startup']['warm_claim_s']:.1f} s more from submit to
   claim (a fresh interpreter imports torch), plus the UMAP compilation that a fresh worker
-  runs in a background thread (about 25 s of CPU, section 2-3), which overlaps the job.
-  A worker started by hand (`python -m xdd worker`, e.g. on a GPU box) keeps running unless
+  runs in a background thread (about 25 s of CPU, section 2-3), which overlaps the job. A
+  worker started by hand (`python -m xdd worker`, e.g. on a GPU box) keeps running unless
   given `--max-idle`.
 - **Polling.** A Run page following a job reads the job store once per refresh (every 2 s;
   `jobs.board`: the newest 50 records and the followed ones in one SELECT) and never writes:
   job reads no longer run a recovery pass, which is now the worker's housekeeping. The status
   sidebar refreshes every 5 s. What remains per refresh is Streamlit's own rerun cost
-  (~50 ms of server CPU; our code is ~3 ms of it) and the browser's repaint; on a 2-core
-  machine the browsers share the CPU with the worker, in a classroom they do not.
+  (~50 ms of server CPU, of which the page's code is ~3 ms) and the browser's repaint; here
+  the browsers share the 2 cores with the worker, in a classroom they run elsewhere.
 {END}
 """
 
@@ -247,7 +268,7 @@ def write_doc(section: str) -> None:
         tail = rest.split(END, 1)[1]
         DOC.write_text(head + section.rstrip("\n") + tail)
     else:
-        DOC.write_text(text.rstrip("\n") + "\n\n## 8. Classroom (`bench/classroom.py`)\n\n"
+        DOC.write_text(text.rstrip("\n") + "\n\n## 9. Classroom (`bench/classroom.py`)\n\n"
                        + section)
 
 
@@ -256,6 +277,9 @@ def main() -> None:
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--digit", type=int, default=8)
     ap.add_argument("--pages", type=int, default=5)
+    ap.add_argument("--pairs", type=int, default=2, help="runs without / with pages, alternating")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="pretraining steps (default: the preset's) -- a shorter run")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--json", default=None)

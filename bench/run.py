@@ -44,7 +44,7 @@ runs the `paper` preset for one digit on the GPU and projects the full paper swe
 (10 digits x 10 repetitions) from it; it rewrites this section.
 <!-- bench/gpu.py: end -->
 
-## 8. Classroom (`bench/classroom.py`)
+## 9. Classroom (`bench/classroom.py`)
 
 <!-- bench/classroom.py: begin (generated; edits between these markers are overwritten) -->
 Not measured yet: `python bench/classroom.py` writes this section.

@@ -273,12 +273,7 @@ def _register(followed: dict[str, dict[str, Any]]) -> None:
         done.add(job_id)
 
 
-def _panel() -> bool:
-    """Followed jobs and the job list, from one read of the job store.  Returns whether any
-    job is still queued or running."""
-    ids = tracked_job_ids()
-    listed, followed = safe_call(jobs.board, ids, 50, what="read the job list",
-                                 default=([], {})) or ([], {})
+def _unknown_ids(ids: list[str], followed: dict[str, dict[str, Any]]) -> None:
     for job_id in ids:
         if job_id in followed:
             continue
@@ -289,34 +284,72 @@ def _panel() -> bool:
                        "cache).")
         except jobs.JobError as exc:
             st.warning(f"The job in the address bar is not known here: {exc}")
-    _register(followed)
+
+
+def _cards(followed: dict[str, dict[str, Any]]) -> None:
     if followed:
         st.subheader("Progress")
         for job in followed.values():
             _job_card(job)
+
+
+def _table(listed: list[dict[str, Any]], note: str | None = None) -> None:
     st.subheader("Jobs on this machine")
     if listed:
         _jobs_table(listed)
+        if note:
+            st.caption(note)
     else:
         st.caption("No jobs yet.")
-    return any(j.get("status") in ACTIVE for j in [*listed, *followed.values()])
+
+
+def _active(recs) -> bool:
+    return any(j.get("status") in ACTIVE for j in recs)
+
+
+# While this tab follows a job, only its cards refresh (one read of the followed records every
+# POLL_S); the job table is drawn once per full rerun -- a 50-row table redrawn every 2 s in
+# every open tab is most of what following a job costs the browser.  With nothing followed,
+# the table refreshes itself while jobs are active.
 
 
 @st.fragment(run_every=POLL_S)
-def _live_panel() -> None:
-    if not _panel():
-        st.rerun()  # everything finished: one full rerun refreshes the sidebar, then stop polling
+def _live_cards(ids: list[str]) -> None:
+    _, followed = safe_call(jobs.board, ids, 0, what="read your jobs",
+                            default=([], {})) or ([], {})
+    _cards(followed)
+    if not _active(followed.values()):
+        st.rerun()  # they finished: one full rerun refreshes the table and the sidebar
+
+
+@st.fragment(run_every=POLL_S)
+def _live_table() -> None:
+    listed, _ = safe_call(jobs.board, [], 50, what="read the job list",
+                          default=([], {})) or ([], {})
+    _table(listed)
+    if not _active(listed):
+        st.rerun()
 
 
 if can_submit():
     _settings()
 if not jobs_readable():
     st.stop()
-listed_now = safe_call(jobs.list_jobs, 50, what="read the job list", default=[]) or []
-if any(j.get("status") in ACTIVE for j in listed_now):
-    _live_panel()
+ids = tracked_job_ids()
+listed_now, followed_now = safe_call(jobs.board, ids, 50, what="read the job list",
+                                     default=([], {})) or ([], {})
+_unknown_ids(ids, followed_now)
+_register(followed_now)
+if _active(followed_now.values()):
+    _live_cards(list(followed_now))
+    _table(listed_now, note="This table is as of the page's last update; it refreshes when "
+                            "your jobs finish.")
 else:
-    _panel()
+    _cards(followed_now)
+    if _active(listed_now):
+        _live_table()
+    else:
+        _table(listed_now)
 
 others = [j for j in listed_now if j.get("id") not in tracked_job_ids()]
 if others:
