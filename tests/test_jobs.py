@@ -373,7 +373,7 @@ def test_reads_only_read():
     stamp = stat()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(jobs, "recover", boom)
-        mp.setattr(jobs, "_send", boom)
+        mp.setattr(jobs, "send", boom)
         for _ in range(3):
             assert jobs.status(dead_job)["worker_gone"] is True
             assert [r["id"] for r in jobs.list_jobs()] == [dead_job, orphan]  # newest first

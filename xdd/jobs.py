@@ -486,6 +486,20 @@ def records() -> _Records:
 # ---------------------------------------------------------------- the huey queue
 
 _HUEY: dict[str, tuple[Any, Any]] = {}
+# What the "run_job" task runs: set by xdd.worker when it is imported (a worker process), so
+# that this module, which only sends messages, never imports the worker.
+_HANDLER: list[Callable[[str], Any]] = []
+
+
+def set_job_handler(fn: Callable[[str], Any]) -> None:
+    """The function a consumed "run_job" message calls with its job id (xdd.worker.run_job)."""
+    _HANDLER[:] = [fn]
+
+
+def _run_job_task(job_id: str) -> Any:
+    if not _HANDLER:
+        raise JobError("this process is not a worker: no job handler is registered")
+    return _HANDLER[0](job_id)
 
 
 def _huey_and_task() -> tuple[Any, Any]:
@@ -496,8 +510,6 @@ def _huey_and_task() -> tuple[Any, Any]:
     """
     from huey import RedisHuey, SqliteHuey
 
-    from .worker import run_job
-
     url = queue_url()
     where = url or str(jobs_dir() / "queue.db")
     if where not in _HUEY:
@@ -507,7 +519,7 @@ def _huey_and_task() -> tuple[Any, Any]:
             jobs_dir().mkdir(parents=True, exist_ok=True)
             h = SqliteHuey(QUEUE_NAME, filename=where, results=False, journal_mode="wal",
                            timeout=30, fsync=True)
-        _HUEY[where] = (h, h.task(name="run_job")(run_job))
+        _HUEY[where] = (h, h.task(name="run_job")(_run_job_task))
     return _HUEY[where]
 
 
@@ -515,7 +527,7 @@ def get_huey():
     return _huey_and_task()[0]
 
 
-def _send(job_id: str) -> None:
+def send(job_id: str) -> None:
     """Put a message for the job on the queue and note when; a duplicate is harmless."""
     _huey_and_task()[1](job_id)
 
@@ -612,7 +624,7 @@ def submit(cfg: RunConfig, visitor: str | None = None,
         lambda: cached_results(cfg) is not None, _admission(visitor, limits))
     if created and rec["status"] == "queued":
         try:
-            _send(rec["id"])
+            send(rec["id"])
         except Exception as exc:
             _finish_failed(rec["id"], f"could not put the job on the queue: {one_line(exc)}")
             raise JobError(f"could not put the job on the queue ({describe_queue()}): "
@@ -787,10 +799,10 @@ def recover(now: float | None = None) -> list[str]:
             if changed:
                 touched.append(rec["id"])
                 if new and new["status"] == "queued":
-                    _send(rec["id"])
+                    send(rec["id"])
         elif (rec["status"] == "queued" and rec.get("enqueued") is None
               and now - rec["created"] > ORPHAN_S):
-            _send(rec["id"])
+            send(rec["id"])
             touched.append(rec["id"])
     if touched:
         clean_tmp()  # the dead worker's half-assembled run folder
@@ -816,7 +828,7 @@ def resend_lost(now: float | None = None) -> list[str]:
     for rec in records().active():
         if (rec["status"] == "queued" and rec.get("enqueued") is not None
                 and now - rec["enqueued"] > ORPHAN_S):
-            _send(rec["id"])
+            send(rec["id"])
             out.append(rec["id"])
     return out
 

@@ -184,7 +184,7 @@ def _requeue(job_id: str, st: WorkerState) -> None:
 
     _, changed = jobs.records().update(job_id, back)
     if changed:
-        jobs._send(job_id)
+        jobs.send(job_id)
 
 
 def run_job(job_id: str) -> None:
@@ -242,6 +242,9 @@ def run_job(job_id: str) -> None:
         st.job = None
         done.set()
         hb.join(timeout=5)
+
+
+jobs.set_job_handler(run_job)  # what this process runs for a consumed "run_job" message
 
 
 def _resolve_device(st: WorkerState) -> None:
