@@ -376,7 +376,8 @@ def run_mtime(key: str) -> int:
 
 
 def verified_results(key: str) -> dict[str, Any] | None:
-    """A run's results after checking every file's hash (a corrupt run is removed)."""
+    """A run's results after checking every file's hash (None for a corrupt run, which is
+    left in place: pages only read; see bad_run_panel)."""
     return _verified(str(store.cache_root().resolve()), key, run_mtime(key))
 
 
@@ -416,6 +417,27 @@ def safe_call(fn: Callable[..., Any], *args: Any, what: str, default: Any = None
     except (jobs.JobError, ConfigError, ValueError, OSError) as exc:
         st.error(f"Could not {what}: {exc}")
         return default
+
+
+def bad_run_panel(res: dict[str, Any]) -> None:
+    """A run whose files fail their integrity check: say so, and offer to recompute it (the
+    new run replaces the folder whole).  Nothing is deleted by a page."""
+    st.error("This run's files are missing or failed their integrity check, so its numbers "
+             "are not shown. Recomputing it replaces the damaged folder.")
+    if not can_submit():
+        return
+    if st.button("Recompute this run", key=f"recompute-{res.get('run_key')}"):
+        from xdd.config import from_dict
+
+        try:
+            cfg = from_dict(res.get("config") or {})
+        except ConfigError as exc:
+            st.error(f"Its config cannot run with this version of the code: {exc}")
+            return
+        ids = submit_configs([cfg])
+        if ids:
+            track_jobs(ids)
+            st.switch_page("pages/run.py", query_params={"job": ids})
 
 
 def submit_configs(cfgs: Sequence[RunConfig]) -> list[str]:

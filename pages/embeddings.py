@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pages._common import (
+    bad_run_panel,
     DIGIT_COLORS,
     OOD_COLOR,
     PROJ_LABELS,
@@ -61,8 +62,7 @@ ood_digit = int(res.get("ood_digit", -1))
 proj = run_arrays(pick, "projections.npz")
 scores = run_arrays(pick, "scores.npz")
 if proj is None or scores is None:
-    st.error("This run's files are missing or failed their integrity check, so it was removed "
-             "from the cache. Submit it again from the Run page.")
+    bad_run_panel(res)
     st.stop()
 
 sides = [(e, t) for e, t in SIDES if any(k.startswith(e + "_") for k in proj)]

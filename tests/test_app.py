@@ -477,12 +477,19 @@ def test_embeddings_with_only_a_failed_job(tmp_path: Path) -> None:
     assert not at.get("plotly_chart")
 
 
-def test_embeddings_corrupt_run_is_reported_not_raised(tiny_run) -> None:
+def test_embeddings_corrupt_run_is_reported_not_raised(tiny_run, no_worker) -> None:
     npz = store.run_dir(tiny_run.key) / "projections.npz"
     npz.write_bytes(npz.read_bytes()[:100])  # truncated
+    before = sorted(p.name for p in store.run_dir(tiny_run.key).iterdir())
     at = open_page("embeddings")
     assert any("failed their integrity check" in e.value for e in at.error)
-    assert not store.run_dir(tiny_run.key).exists()  # removed, to be recomputed
+    # a page read deletes nothing; it offers to recompute the run instead
+    assert sorted(p.name for p in store.run_dir(tiny_run.key).iterdir()) == before
+    assert at.button(key=f"recompute-{tiny_run.key}").label == "Recompute this run"
+    at.button(key=f"recompute-{tiny_run.key}").click().run()
+    assert not at.exception
+    listed = jobs.list_jobs()
+    assert [j["config"] for j in listed] == [config.to_dict(tiny_run.cfg)]
 
 
 # ---------------------------------------------------------------- Method

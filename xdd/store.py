@@ -198,9 +198,10 @@ def results_digest(results: dict[str, Any]) -> str:
 
 
 def load_results(key: str) -> dict[str, Any] | None:
-    """The run's results if the folder is complete and every file matches its hash.
+    """The run's results if the folder is complete and every file matches its hash, else None.
 
-    A run that fails the check is removed so it will be recomputed.
+    Only reads: a run that fails the check stays where it is (``bad_run`` says so) until it is
+    recomputed, whose commit replaces the folder whole, or ``remove_run`` deletes it.
     """
     d = run_dir(key)
     if not d.is_dir():
@@ -214,10 +215,17 @@ def load_results(key: str) -> dict[str, Any] | None:
             if not p.is_file() or sha256_file(p) != digest:
                 ok = False
                 break
-    if not ok:
-        shutil.rmtree(d, ignore_errors=True)
-        return None
-    return res
+    return res if ok else None
+
+
+def bad_run(key: str) -> bool:
+    """A run folder exists but fails its integrity check (a read says so, never deletes)."""
+    return run_dir(key).is_dir() and load_results(key) is None
+
+
+def remove_run(key: str) -> None:
+    """Delete a run folder (the worker and the CLI, never a page read)."""
+    shutil.rmtree(run_dir(key), ignore_errors=True)
 
 
 def load_npz(key: str, name: str) -> dict[str, np.ndarray] | None:
