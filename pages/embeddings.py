@@ -43,6 +43,11 @@ st.caption("Each dot is a test image, placed so that images the network embeds c
 if first_visit_panel("embeddings"):
     st.stop()
 runs = [r for r in cached_runs() if "projections.npz" in (r.get("files") or {})]
+pending = sum(bool(r.get("projections_pending")) for r in cached_runs())
+if pending:
+    st.info(f"Maps still being computed for {pending} run{'s' if pending > 1 else ''}: "
+            "the scores are on the Results page already; the maps appear here when ready "
+            "(progress on the Run page).")
 if not runs:
     st.info("No cached run has projections yet. Runs of every preset compute them; they "
             "appear here when a job finishes.")

@@ -310,3 +310,41 @@ def test_a_validation_split_run_shows_validation_images(mnist):
     assert np.array_equal(got, mnist.x_train[50000 + idx])
     assert np.array_equal(mnist.y_train[50000 + idx], proj["label"])
     assert not np.array_equal(got, mnist.x_test[idx])
+
+
+def test_scores_are_in_the_cache_before_the_maps(mnist):
+    """The Results page can show a run's bars while its maps are computed: when the first
+    projection starts, the run is committed with its scores (flagged as waiting for maps, so
+    it is not yet a cache hit); a cancel during the maps leaves nothing."""
+    cfg = preset("tiny", ood_digit=5, methods=("before", "xdd"), **{"projection.methods": "pca"})
+    key = run_key(cfg)
+    seen = []
+
+    def progress(stage, step, total, info):
+        if stage.startswith("project:") and not seen:
+            res = store.load_results(key)
+            seen.append(res)
+            assert res is not None and res["projections_pending"] is True
+            assert "xdd" in res["methods"] and "projections.npz" not in res["files"]
+            assert store.load_npz(key, "scores.npz") is not None
+            from xdd.experiment import cached_results
+
+            assert cached_results(cfg) is None  # not complete: a new job would redo it
+
+    res = run_experiment(cfg, device="cpu", progress=progress)
+    assert seen and "projections_pending" not in res
+    assert store.load_results(key) == res and "projections.npz" in res["files"]
+    assert res["wall_time_s"] >= res["scores_s"] > 0
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel_at_maps(stage, step, total, info):
+        if stage.startswith("project:"):
+            raise Cancelled
+
+    other = preset("tiny", ood_digit=5, seed=1, methods=("before", "xdd"),
+                   **{"projection.methods": "pca"})
+    with pytest.raises(Cancelled):
+        run_experiment(other, device="cpu", progress=cancel_at_maps)
+    assert not store.run_dir(run_key(other)).exists()

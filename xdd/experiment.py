@@ -56,7 +56,9 @@ def _noop(stage: str, step: int, total: int, info: dict) -> None:
 
 
 def cached_results(cfg: RunConfig) -> dict[str, Any] | None:
-    return store.load_results(run_key(cfg))
+    """A complete cached run (scores and maps), or None."""
+    res = store.load_results(run_key(cfg))
+    return None if res is None or res.get("projections_pending") else res
 
 
 def load_pretrained(cfg: RunConfig, device):
@@ -136,7 +138,7 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
     progress = progress or _noop
     key = run_key(cfg)
     if not force:
-        hit = store.load_results(key)
+        hit = cached_results(cfg)  # a run whose maps never came (a killed worker) is redone
         if hit is not None:
             return hit
     dev = resolve_device(device)
@@ -312,21 +314,6 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
                    reference_index=ref_index.astype(np.int32),
                    **{score_key(r, m): s for r in refs for m, s in scores[r].items()})
 
-        # Projections: the same seeded subsample of test points for every embedding, with the
-        # labeled examples appended (rows M.. of each array).
-        proj: dict[str, np.ndarray] = {}
-        if len(sub) and cfg.projection.methods:
-            proj.update(index=splits.test[sub], label=y_test[sub], labeled_label=y_lab)
-            for emb_name, (z_sub, z_lab) in embeddings.items():
-                z = np.concatenate([z_sub, z_lab])
-                for pm in cfg.projection.methods:
-                    t = time.perf_counter()
-                    progress(f"project:{pm}", 0, 1, {"embedding": emb_name})
-                    proj[f"{emb_name}_{pm}"] = project(z, pm, cfg.projection.seed)
-                    timings[f"project:{emb_name}:{pm}"] = time.perf_counter() - t
-                    progress(f"project:{pm}", 1, 1, {"embedding": emb_name})
-        if proj:
-            writer.npz("projections.npz", **proj)
         writer.json("config.json", to_dict(cfg))
         results = {
             "run_key": key, "pretrain_key": pretrain_key(cfg) if need_gan else None,
@@ -348,7 +335,38 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
             "references": metrics,
             "reference_info": reference_info(cfg, len(splits.labeled), len(ref_index)),
         }
-        return writer.commit(results)
+        do_maps = bool(len(sub) and cfg.projection.methods and embeddings)
+        if do_maps:
+            # The scores are complete: commit them now so the Results page shows the bars
+            # while the maps are computed; the second step below adds projections.npz.
+            results["projections_pending"] = True
+        results = writer.commit(results)
+
+
+    if not do_maps:
+        return results
+    # Projections: the same seeded subsample of test points for every embedding, with the
+    # labeled examples appended (rows M.. of each array).  A failure or a cancel here removes
+    # the committed run again: the cache never keeps a run that stopped half-way.
+    try:
+        proj: dict[str, np.ndarray] = dict(index=splits.test[sub], label=y_test[sub],
+                                           labeled_label=y_lab)
+        for emb_name, (z_sub, z_lab) in embeddings.items():
+            z = np.concatenate([z_sub, z_lab])
+            for pm in cfg.projection.methods:
+                t = time.perf_counter()
+                progress(f"project:{pm}", 0, 1, {"embedding": emb_name})
+                proj[f"{emb_name}_{pm}"] = project(z, pm, cfg.projection.seed)
+                timings[f"project:{emb_name}:{pm}"] = time.perf_counter() - t
+                progress(f"project:{pm}", 1, 1, {"embedding": emb_name})
+        scored_s = results["wall_time_s"]
+        updates = {"timings": timings, "wall_time_s": time.perf_counter() - t_all,
+                   "scores_s": scored_s}
+        return store.add_run_file(key, "projections.npz", proj, updates,
+                                  drop=("projections_pending",))
+    except BaseException:
+        store.remove_run(key)
+        raise
 
 
 def sweep_configs(base: RunConfig, digits, seeds, shots_list,

@@ -218,6 +218,24 @@ def load_results(key: str) -> dict[str, Any] | None:
     return res if ok else None
 
 
+def add_run_file(key: str, name: str, arrays: dict[str, np.ndarray], updates: dict[str, Any],
+                 drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Add an npz file to a committed run and record its hash: the file is written first,
+    then results.json is rewritten (atomically) to list it, so a reader never sees a listed
+    file that is not there.  ``updates`` are merged into the results, ``drop`` keys removed."""
+    d = run_dir(key)
+    res = read_json(d / "results.json")
+    if not isinstance(res, dict):
+        raise FileNotFoundError(f"run {key} is not in the cache")
+    atomic_save_npz(d / name, **arrays)
+    res = {k: v for k, v in res.items() if k not in drop and k != "results_sha256"}
+    res.update(updates)
+    res["files"] = dict(res.get("files") or {}, **{name: sha256_file(d / name)})
+    res["results_sha256"] = results_digest(res)
+    atomic_write_json(d / "results.json", res)
+    return res
+
+
 def bad_run(key: str) -> bool:
     """A run folder exists but fails its integrity check (a read says so, never deletes)."""
     return run_dir(key).is_dir() and load_results(key) is None
