@@ -181,6 +181,14 @@ def _per_digit_means(df, reference: str):
 def targets(df) -> list[tuple[bool, str]]:
     """The issue's targets checked on the table: (met, sentence) for what the table holds."""
     out: list[tuple[bool, str]] = []
+    main = df[df.method == "xdd"] if "xdd" in set(df.method) else df
+    gans = main.groupby("ood_digit").pretrain_key.nunique()
+    if len(gans):
+        short_of = int((gans < 3).sum())
+        out.append((short_of == 0 and len(gans) >= 10,
+                    f"GANs: {int(gans.min())}–{int(gans.max())} GAN seeds behind each digit's "
+                    f"XDD cells; **{short_of} of {len(gans)}** digits have fewer than 3 (target: "
+                    "at least 3 GAN seeds per digit)."))
     lab = _per_digit_means(df, "labeled")
     if "xdd" in lab.index and "before" in lab.index:
         both = lab.loc[["xdd", "before"]].dropna(axis=1)
