@@ -263,9 +263,9 @@ def _explore(app_url, page) -> None:
     _no_exception(page)
     fig1 = plots[0]
     bars = {t["name"]: t for t in fig1 if t["type"] == "bar"}
-    assert set(bars) == {"Before (pretrained GAN + KDE)", "After XDD retraining",
-                         "KDE on raw pixels", "MCDD term only"}, list(bars)
-    for name, method in (("Before (pretrained GAN + KDE)", "before"),
+    assert set(bars) == {"Before (pretrained GAN discriminator)", "After XDD retraining",
+                         "Raw pixels (no network)", "MCDD term only"}, list(bars)
+    for name, method in (("Before (pretrained GAN discriminator)", "before"),
                          ("After XDD retraining", "xdd")):
         assert bars[name]["x"] == [8]
         assert bars[name]["y"][0] == pytest.approx(res["methods"][method]["auprc"], abs=1e-9)
@@ -323,8 +323,9 @@ def _explore(app_url, page) -> None:
     assert page.locator(".katex-display").count() >= 8
     page.get_by_role("tab", name="Try it: MCDD only vs XDD").click()
     page.get_by_role("button", name="Train both").click()
-    plots = _plots(page, 2, timeout=120)
-    toy = plots[0]
+    plots = _plots(page, 3, timeout=120)  # the references sketch (first tab), then the toy
+    assert [t["name"] for t in plots[0]][:2] == ["unlabeled reference", "labeled reference"]
+    toy = plots[1]
     # two sphere wireframes + 9 classes x 2 spheres, 10 points per class
     assert len(toy) == 2 + 18
     assert [t["type"] for t in toy] == ["scatter3d"] * 20

@@ -59,7 +59,7 @@ def test_saved_scores_reproduce_auprc_exactly(tiny_run):
     scores = store.load_npz(tiny_run.key, "scores.npz")
     mismatches = {}
     for m, v in tiny_run.results["methods"].items():
-        s = scores[f"score_{m}"]
+        s = scores[f"score_labeled_{m}"]
         ap = average_precision_score(scores["is_ood"], s)
         assert v["auprc"] == pytest.approx(ap, abs=1e-12)
         assert v["auroc"] == pytest.approx(roc_auc_score(scores["is_ood"], s), abs=1e-12)
@@ -81,7 +81,7 @@ def test_scores_npz_holds_the_protocol(tiny_run, mnist):
     assert np.array_equal(s["labeled_label"], mnist.y_train[li])
     assert np.bincount(s["labeled_label"], minlength=10).tolist() == [10] * 8 + [0, 10]
     for m in cfg.methods:
-        assert s[f"score_{m}"].shape == ti.shape and np.isfinite(s[f"score_{m}"]).all()
+        assert s[f"score_labeled_{m}"].shape == ti.shape and np.isfinite(s[f"score_labeled_{m}"]).all()
 
 
 def test_projections_npz_has_the_documented_layout(tiny_run, mnist):
@@ -273,7 +273,7 @@ def test_projected_rows_are_the_embeddings_of_the_subsampled_test_images(tiny_ru
     run_experiment(tiny_run.cfg, device="cpu", force=True)
     batched = store.load_npz(tiny_run.key, "scores.npz")
     for m in ("before", "mcdd", "xdd"):
-        assert np.allclose(batched[f"score_{m}"], one_batch[f"score_{m}"], rtol=1e-9, atol=1e-6)
+        assert np.allclose(batched[f"score_labeled_{m}"], one_batch[f"score_labeled_{m}"], rtol=1e-9, atol=1e-6)
 
     from xdd.data import eval_arrays, load_mnist, make_splits
     from xdd.experiment import load_pretrained

@@ -87,7 +87,7 @@ def test_report_separates_preset_runs_shot_counts_and_ablations(tiny_run):
     assert "pixels [unlabeled]" in md and "XDD [labeled]" in md
     side = next(line for line in md.splitlines() if line.startswith("| XDD |"))
     assert side == (f"| XDD | {fmt_cell(main['xdd']['auprc'], 0.0)} | "
-                    f"{fmt_cell(refs['unlabeled']['xdd']['auprc'], 0.0)} | 1 |")
+                    f"{fmt_cell(refs['unlabeled']['xdd']['auprc'], 0.0)} | 1 | 1 | 1 |")
     assert "## AUPRC against shots" in md
     shots_row = next(line for line in md.splitlines() if line.startswith("| xdd | labeled |"))
     assert f"{five['methods']['xdd']['auprc']:.3f}" in shots_row
