@@ -123,7 +123,10 @@ def _settings() -> None:
         # run key (and cache entry) as the command line's default.
         methods = tuple(m for m in METHODS if m in ("before", "xdd") or m in chosen)
         try:
-            cfgs = [preset(name, ood_digit=int(d), shots=int(shots), seed=int(s), methods=methods)
+            # A repetition redraws the GAN too (GAN pretraining seed = repetition seed), as
+            # sweeps do: the error bars then include the GAN's variance (DESIGN.md section 2).
+            cfgs = [preset(name, ood_digit=int(d), shots=int(shots), seed=int(s), methods=methods,
+                           **{"pretrain.seed": int(s)})
                     for d in sorted(digits) for s in range(int(seed0), int(seed0) + int(reps))]
         except ConfigError as exc:
             st.error(f"These settings cannot run: {exc}")

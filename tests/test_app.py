@@ -202,6 +202,8 @@ def test_submit_one_job_per_digit_and_seed(no_worker: list[int], monkeypatch) ->
     assert not at.exception
     listed = jobs.list_jobs()
     got = sorted((j["config"]["ood_digit"], j["config"]["seed"]) for j in listed)
+    # each repetition has its own GAN: pretraining seed = repetition seed
+    assert all(j["config"]["pretrain"]["seed"] == j["config"]["seed"] for j in listed)
     assert got == [(3, 0), (3, 1), (8, 0), (8, 1)]
     for j in listed:
         assert j["status"] == "queued"
