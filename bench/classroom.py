@@ -42,9 +42,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 BEGIN = "<!-- bench/classroom.py: begin (generated; edits between these markers are overwritten) -->"
 END = "<!-- bench/classroom.py: end -->"
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
+from test_browser import CHROMIUM, LAUNCH_ARGS  # noqa: E402  (one definition of the flags)
 MIB = 1024 * 1024
 
 

@@ -32,9 +32,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 BEGIN = "<!-- bench/first_demo.py: begin (generated; edits between these markers are overwritten) -->"
 END = "<!-- bench/first_demo.py: end -->"
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
+from test_browser import CHROMIUM, LAUNCH_ARGS  # noqa: E402  (one definition of the flags)
 TARGET_DEMO_S, TARGET_CLI_S = 60.0, 90.0
 
 
