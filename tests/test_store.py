@@ -158,7 +158,7 @@ def test_results_json_for_another_key_is_refused():
     other = store.run_dir("00000000000000dd")
     os.replace(store.run_dir(key), other)  # a folder renamed under a wrong key
     assert store.load_results("00000000000000dd") is None
-    assert not other.exists()
+    assert other.exists() and store.bad_run("00000000000000dd")  # reported, not deleted
 
 
 def test_list_runs_skips_temp_and_broken_folders():
