@@ -568,7 +568,7 @@ def estimate_seconds(cfgs: Sequence[RunConfig]) -> Estimate:
 # The status sidebar refreshes itself this often while jobs are active (the Run page's job
 # cards every 2 s): each refresh of each open tab is server time that a class of tabs
 # multiplies (docs/PERFORMANCE.md, "Classroom").
-SIDEBAR_POLL_S = 5.0
+SIDEBAR_POLL_S = 10.0
 
 
 def _sidebar_body() -> None:

@@ -45,7 +45,7 @@ from xdd.config import METHODS, ConfigError, preset
 MAX_SHOTS = 1000  # well below the smallest digit's 5421 training images
 MAX_REPS = 10
 MAX_SEED = 9999
-POLL_S = 2.0
+POLL_S = 3.0
 # The number inputs carry no min/max: Streamlit silently replaces an out-of-range value by
 # the default, so the page checks the ranges itself and says what is wrong.
 BOUNDS = {"shots": ("Shots per digit", 1, MAX_SHOTS), "reps": ("Repetitions", 1, MAX_REPS),
@@ -311,7 +311,7 @@ def _active(recs) -> bool:
 
 
 # While this tab follows a job, only its cards refresh (one read of the followed records every
-# POLL_S); the job table is drawn once per full rerun -- a 50-row table redrawn every 2 s in
+# POLL_S); the job table is drawn once per full rerun -- a 50-row table redrawn every few seconds in
 # every open tab is most of what following a job costs the browser.  With nothing followed,
 # the table refreshes itself while jobs are active.
 

@@ -349,6 +349,9 @@ def _add_job_commands(sub) -> None:
     w.add_argument("--once", action="store_true", help="exit after one job")
     w.add_argument("--max-idle", type=float, default=None, metavar="S",
                    help="exit after S seconds without work (default: run until stopped)")
+    w.add_argument("--nice", type=int, default=0, metavar="N",
+                   help="lower the worker's CPU priority by N (the app starts its worker with "
+                        "10, so pages stay responsive while it trains)")
     s = sub.add_parser("submit", help="queue one run for the background worker")
     s.add_argument("--ood-digit", type=int, required=True)
     s.add_argument("--shots", type=int, default=10)
@@ -383,6 +386,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _check_device(args.device)
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads {args.threads} is out of range; accepted: an integer >= 1")
+    if not 0 <= args.nice <= 19:
+        raise ConfigError(f"--nice {args.nice} is out of range; accepted: 0-19")
+    if args.nice:
+        os.nice(args.nice)
     try:
         jobs.queue_url()
     except jobs.JobError as exc:

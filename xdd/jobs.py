@@ -506,9 +506,15 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+# The worker the app starts yields the CPU to the app and its pages (a class of browsers on
+# a 2-core laptop): on an otherwise idle machine a lower priority costs it nothing.
+AUTO_WORKER_NICE = 10
+
+
 def worker_command(device: str = "auto", threads: int | None = None,
                    max_idle: float | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "xdd", "worker", "--device", device]
+    cmd = [sys.executable, "-m", "xdd", "worker", "--device", device,
+           "--nice", str(AUTO_WORKER_NICE)]
     if threads:
         cmd += ["--threads", str(threads)]
     if max_idle is not None:
