@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -111,7 +110,7 @@ def no_worker(jobs, timeout: float = 120) -> None:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    from test_browser import _free_port, _stop, _wait_http
+    from test_browser import _stop, _wait_http, serve_app
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="xdd-classroom-"))
     cache = work / "cache"
@@ -122,16 +121,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from xdd.data import load_mnist
 
     load_mnist()  # converted once, before any clock starts
-    port = _free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO), XDD_ADMIN_TOKEN="bench")
     log_path = work / "streamlit.log"
-    with open(log_path, "wb") as out:
-        app = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.headless", "true", "--server.address", "127.0.0.1",
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    app, url = serve_app(env, log_path)
     raw: dict[str, Any] = {"command": "python bench/classroom.py " + " ".join(args.argv),
                            "machine": machine(), "preset": args.preset, "digit": args.digit,
                            "pages": args.pages, "load_before": loadavg(),

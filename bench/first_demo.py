@@ -50,7 +50,7 @@ def _seconds(text: str) -> float | None:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
-    from test_browser import _free_port, _stop, _wait_http
+    from test_browser import _stop, _wait_http, serve_app
 
     work = Path(tempfile.mkdtemp(prefix="xdd-first-demo-"))
     cache = work / "cache"
@@ -67,15 +67,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     raw: dict[str, Any] = {"command": "python bench/first_demo.py " + " ".join(args.argv),
                            "machine": machine(), "load_before": loadavg(),
                            "calibration_s": round(time.time() - t, 1)}
-    port = _free_port()
     log_path = work / "streamlit.log"
-    with open(log_path, "wb") as out:
-        app = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    app, url = serve_app(env, log_path)
     pw = sync_playwright().start()
     try:
         _wait_http(f"{url}/_stcore/health", app, log_path)

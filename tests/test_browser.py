@@ -120,6 +120,20 @@ def _stop(pids: set[int], group: bool = False) -> None:
         pids = live
 
 
+def serve_app(env: dict[str, str], log: Path, address: str = "127.0.0.1"
+              ) -> tuple[subprocess.Popen, str]:
+    """``streamlit run app.py`` on a free port in its own session, output to ``log``; returns
+    the process and its local URL (the tests and the benchmarks start the app this way)."""
+    port = _free_port()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+             "--server.headless", "true", "--server.address", address,
+             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, f"http://127.0.0.1:{port}"
+
+
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory: pytest.TempPathFactory, data_cache: Path
             ) -> Iterator[tuple[str, Path]]:
@@ -130,18 +144,12 @@ def app_url(tmp_path_factory: pytest.TempPathFactory, data_cache: Path
     cache = tmp_path_factory.mktemp("browser") / "cache"
     cache.mkdir()
     log = cache.parent / "streamlit.log"
-    port = _free_port()
     env = dict(os.environ, XDD_CACHE=str(cache), XDD_DATA_CACHE=str(data_cache),
                OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.headless", "true", "--server.address", "127.0.0.1",
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc, url = serve_app(env, log)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/_stcore/health", proc, log)
-        yield f"http://127.0.0.1:{port}", cache
+        _wait_http(f"{url}/_stcore/health", proc, log)
+        yield url, cache
     finally:
         _stop({proc.pid}, group=True)
         _stop(_worker_pids(cache))

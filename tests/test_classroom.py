@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,8 +25,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from test_browser import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, REPO, _free_port, _stop, _wait_http, \
-    _worker_pids
+from test_browser import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, REPO, _stop, _wait_http, \
+    _worker_pids, serve_app
 
 pytestmark = pytest.mark.slow
 
@@ -37,16 +36,9 @@ RENDER_LIMIT_S = 3.0
 
 
 def _serve(cache: Path, data_cache: Path, log: Path, **env_extra: str) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
     env = dict(os.environ, XDD_CACHE=str(cache), XDD_DATA_CACHE=str(data_cache),
                OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), XDD_ADMIN_TOKEN=ADMIN, **env_extra)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.headless", "true", "--server.address", "0.0.0.0",
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    return proc, f"http://127.0.0.1:{port}"
+    return serve_app(env, log, address="0.0.0.0")
 
 
 @pytest.fixture(scope="module")
