@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import streamlit as st
 
+from xdd.fmt import fmt_duration
 from xdd import jobs, store
 from xdd import methods as _methods
 from xdd import report as _report
@@ -235,17 +236,6 @@ def stage_label(stage: str | None) -> str:
     return {"data": "Loading MNIST", "pretrain": "GAN pretraining", "score": "Scoring (KDE)",
             "queued": "Queued", "starting": "Starting (loading PyTorch)", "done": "Done",
             "cancelled": "Cancelled"}.get(head, stage)
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or not np.isfinite(seconds):
-        return "–"
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def describe_config(c: dict[str, Any]) -> str:

@@ -124,3 +124,14 @@ def test_a_run_keeps_the_variant_it_ran_as_when_a_preset_default_changes(tiny_ru
     legacy = {k: v for k, v in res.items() if k != "variant"}
     assert variant_of(legacy) == "retrain.steps=10"
     assert config_group(legacy) == "tiny · custom (retrain.steps=10)"
+
+
+def test_one_duration_format_for_cli_and_pages():
+    from xdd.fmt import fmt_duration
+
+    assert fmt_duration(44.6) == "45 s"
+    assert fmt_duration(150) == "2.5 min"
+    assert fmt_duration(7200) == "2.0 h"
+    assert fmt_duration(150, compact=True) == "2.5m"
+    assert fmt_duration(-3, compact=True) == "0s"
+    assert fmt_duration(None) == "–" and fmt_duration(float("nan"), compact=True) == "-"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import METHODS, PRESETS, ConfigError, RunConfig, preset
+from .fmt import fmt_duration
 
 
 class CLIError(Exception):
@@ -401,24 +402,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt_age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
 def _fmt_progress(rec: dict[str, Any]) -> str:
     p = rec.get("progress") or {}
     text = str(p.get("stage", "-"))
     if p.get("total") and rec["status"] == "running":
         text += f" {p.get('step', 0)}/{p['total']}"
         if p.get("eta_s") is not None:
-            text += f" eta {_fmt_age(p['eta_s'])}"
+            text += f" eta {fmt_duration(p['eta_s'], compact=True)}"
     if rec.get("cancel_requested") and rec["status"] == "running":
         text += " (cancelling)"
     return text
@@ -495,7 +485,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         tail = r.get("error") or r.get("device") or ""
         print(f"{r['id']:<32}  {r['status']:<9}  {c.get('preset', '?'):<6} "
               f"{c.get('ood_digit', '?'):>5} {c.get('shots', '?'):>5} {c.get('seed', '?'):>4}  "
-              f"{_fmt_age(now - r['created']):>5}  {_fmt_progress(r)[:28]:<28}  {tail}")
+              f"{fmt_duration(now - r['created'], compact=True):>5}  {_fmt_progress(r)[:28]:<28}  {tail}")
     return 0
 
 
