@@ -4,8 +4,10 @@ CPU thread; scikit-learn and faiss side by side; and the peak memory of a whole 
 For a cached pretrained GAN (quick preset): the stages ``run_experiment`` adds for one
 embedding method under the unlabeled reference -- the PCA fit on ``score.knn_pca_fit``
 reference embeddings, embedding + projecting every reference image, projecting the 10,000 test
-embeddings, the k-NN fit and search -- timed separately, median of ``--reps``.  The test
-embedding itself is shared with the labeled reference and not counted.  With ``--peak``, one
+embeddings, the k-NN fit and search -- timed separately, median of ``--reps``, today's code
+(``xdd.reference``) beside the way runs did it before (2,048 images a forward pass, the PCA's
+rows embedded twice), with the largest difference between their values.  The test embedding
+itself is shared with the labeled reference and not counted per method.  With ``--peak``, one
 whole quick run (the sweep's methods) is computed in a child process into a temporary cache
 holding only the GAN, and its peak resident memory is read from ``getrusage``.
 
@@ -47,7 +49,8 @@ def main() -> None:
     from xdd import store
     from xdd.config import preset, pretrain_key
     from xdd.data import eval_arrays, load_mnist, make_splits, to_tensor
-    from xdd.experiment import SCORE_BATCH, load_pretrained, reference_indices
+    from xdd.experiment import load_pretrained
+    from xdd.reference import SCORE_BATCH, pca_fit_rows, reference_features, reference_indices
     from xdd.retrain import embed_all
     from xdd.scoring import FeatureReducer, KNNScorer
 
@@ -62,11 +65,8 @@ def main() -> None:
     splits = make_splits(cfg, data)
     ref = reference_indices(cfg, splits)
     x_eval, _ = eval_arrays(data, "test")
-    x_test = to_tensor(x_eval[splits.test])
     sc = cfg.score
-    fit_rows = np.sort(np.random.default_rng([cfg.seed, 4001]).choice(
-        len(ref), size=min(sc.knn_pca_fit, len(ref)), replace=False))
-    z_test = embed_all(D, x_test).numpy()  # shared with the labeled reference: not counted
+    fit_rows = pca_fit_rows(cfg, len(ref))
 
     stages: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
@@ -81,20 +81,39 @@ def main() -> None:
         cpu.setdefault(name, []).append(time.process_time() - c)
         return out
 
+    def embed(u8, batch=None):
+        return embed_all(D, to_tensor(u8), batch).numpy()
+
+    diffs = {}
     for _ in range(args.reps):
-        red = timed("PCA fit (embed + fit)", lambda: FeatureReducer(sc.knn_pca, True, 0).fit(
-            embed_all(D, to_tensor(data.x_train[ref[fit_rows]])).numpy()))
-        feats = timed("embed + project the reference", lambda: np.concatenate([
-            red.transform(embed_all(D, to_tensor(data.x_train[ref[i:i + SCORE_BATCH]])).numpy())
+        # The way runs embedded the reference before: 2,048 images a forward pass, and the
+        # PCA's rows embedded a second time for the fit.
+        z_test_old = timed("old: embed the test images (2,048 a pass)",
+                           lambda: embed(x_eval[splits.test], 2048))
+        red_old = timed("old: PCA fit (embed + fit)", lambda: FeatureReducer(
+            sc.knn_pca, True, cfg.seed).fit(embed(data.x_train[ref[fit_rows]], 2048)))
+        feats_old = timed("old: embed + project the reference", lambda: np.concatenate([
+            red_old.transform(embed(data.x_train[ref[i:i + SCORE_BATCH]], 2048))
             for i in range(0, len(ref), SCORE_BATCH)]))
+        # Today's: xdd.reference.reference_features, 256 a pass on a CPU, each image once.
+        z_test = timed("embed the test images", lambda: embed(x_eval[splits.test]))
+        red, feats = timed("embed the reference, fit the PCA, project", lambda: reference_features(
+            embed, data.x_train, ref, fit_rows, FeatureReducer(sc.knn_pca, True, cfg.seed)))
         q = timed("project the test embeddings", lambda: red.transform(z_test))
         for backend in ("sklearn", "faiss"):
-            timed(f"k-NN fit + search ({backend})",
-                  lambda: KNNScorer(sc.knn_k, backend).fit(feats).score(q))
+            s = timed(f"k-NN fit + search ({backend})",
+                      lambda: KNNScorer(sc.knn_k, backend).fit(feats).score(q))
+        s_old = KNNScorer(sc.knn_k).fit(feats_old).score(red_old.transform(z_test_old))
+        diffs = {"test_embedding_max_abs": float(np.abs(z_test - z_test_old).max()),
+                 "reference_features_max_abs": float(np.abs(feats - feats_old).max()),
+                 "knn_score_max_abs": float(np.abs(s - s_old).max())}
+
     def per_method(med):
-        common = med["PCA fit (embed + fit)"] + med["embed + project the reference"] + \
+        new = med["embed the reference, fit the PCA, project"] + med["project the test embeddings"]
+        old = med["old: PCA fit (embed + fit)"] + med["old: embed + project the reference"] + \
             med["project the test embeddings"]
-        return {b: common + med[f"k-NN fit + search ({b})"] for b in ("sklearn", "faiss")}
+        return {**{b: new + med[f"k-NN fit + search ({b})"] for b in ("sklearn", "faiss")},
+                "old (sklearn)": old + med["k-NN fit + search (sklearn)"]}
 
     med = {k: float(np.median(v)) for k, v in stages.items()}
     med_cpu = {k: float(np.median(v)) for k, v in cpu.items()}
@@ -103,7 +122,8 @@ def main() -> None:
            "load_average": os.getloadavg()[0], "cpus": os.cpu_count(),
            "stages_wall_s": med, "stages_cpu_s": med_cpu,
            "per_method_wall_s": per_method(med), "per_method_cpu_s": per_method(med_cpu),
-           "pretrain_key": pretrain_key(cfg)}
+           "old_over_new_cpu": per_method(med_cpu)["old (sklearn)"] / per_method(med_cpu)["sklearn"],
+           "same_values": diffs, "pretrain_key": pretrain_key(cfg)}
     if args.peak:
         tmp = Path(tempfile.mkdtemp(prefix="xdd-peak-"))
         try:

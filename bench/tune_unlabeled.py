@@ -53,7 +53,8 @@ def main() -> None:
     torch.set_num_threads(1)
     from xdd.config import preset
     from xdd.data import eval_arrays, load_mnist, make_splits, to_tensor
-    from xdd.experiment import SCORE_BATCH, load_pretrained, reference_indices
+    from xdd.experiment import load_pretrained
+    from xdd.reference import SCORE_BATCH, reference_indices
     from xdd.metrics import all_metrics
     from xdd.retrain import embed_all, retrain
     from xdd.scoring import FeatureReducer, KNNScorer

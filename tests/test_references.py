@@ -11,7 +11,8 @@ from sklearn.metrics import average_precision_score
 from xdd import store
 from xdd.config import ConfigError, preset, run_key
 from xdd.data import N_VAL, eval_arrays, load_mnist, make_splits
-from xdd.experiment import reference_indices, run_experiment, score_key
+from xdd.experiment import run_experiment, score_key
+from xdd.reference import reference_indices
 from xdd.report import run_scores
 
 
@@ -85,3 +86,29 @@ def test_unlabeled_kde_and_pyod_and_faiss(tiny_run):
     assert u["faiss"]["before"]["auprc"] == pytest.approx(u["knn"]["before"]["auprc"], abs=1e-3)
     assert u["kde"]["before"]["bandwidth"] > 0 and 0 < u["kde"]["before"]["auprc"] <= 1
     assert "pyod" in u["knn"] and "pyod" not in knn["references"]["labeled"]
+
+
+def test_reference_features_embed_each_image_once_and_match_two_passes():
+    from xdd.reference import reference_features
+    from xdd.scoring import FeatureReducer
+
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, size=(300, 28, 28), dtype=np.uint8)
+    ref_index = np.sort(rng.choice(300, 200, replace=False))
+    fit_rows = np.sort(rng.choice(200, 60, replace=False))
+    w = rng.standard_normal((784, 40)).astype(np.float32)
+    seen: list[int] = []
+
+    def embed(u8):  # a fixed random projection, counting the images it is given
+        seen.append(len(u8))
+        return np.tanh(u8.reshape(len(u8), -1).astype(np.float32) / 255.0 @ w)
+
+    red, feats = reference_features(embed, images, ref_index, fit_rows,
+                                    FeatureReducer(8, True, seed=0), batch=17)
+    assert sum(seen) == len(ref_index) and max(seen) <= 17  # every image once, in batches
+    # The same as fitting on the fit rows, then projecting every row in order
+    all_z = embed(images[ref_index])
+    want = FeatureReducer(8, True, seed=0).fit(all_z[fit_rows]).transform(all_z)
+    assert feats.shape == (200, 8) and feats.dtype == np.float32
+    np.testing.assert_allclose(feats, want, atol=1e-4)  # float32 batches
+    np.testing.assert_allclose(red.transform(all_z[:5]), want[:5], atol=1e-4)

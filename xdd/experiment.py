@@ -17,6 +17,8 @@ from . import store
 from .config import CODE_VERSION, RunConfig, pretrain_key, run_key, to_dict, variant
 from .data import eval_arrays, load_mnist, make_splits, to_tensor
 from .methods import BY_NAME
+from .reference import (
+    SCORE_BATCH, pca_fit_rows, reference_features, reference_indices, reference_info)
 
 Progress = Callable[[str, int, int, dict], None]
 
@@ -24,31 +26,6 @@ Progress = Callable[[str, int, int, dict], None]
 def score_key(reference: str, method: str) -> str:
     """The scores.npz key of a method's per-sample scores under a reference."""
     return f"score_{reference}_{method}"
-
-
-def reference_indices(cfg: RunConfig, splits) -> np.ndarray:
-    """Training-set indices of the unlabeled reference: the GAN's pretraining images (all, or
-    a seeded subsample of ``score.n_reference``).  They exclude the OOD digit and, with
-    ``eval_split="val"``, the validation images, by construction of ``splits.pretrain``."""
-    idx = np.asarray(splits.pretrain)
-    n = cfg.score.n_reference
-    if n is not None and n < len(idx):
-        idx = np.sort(np.random.default_rng([cfg.seed, 4003]).choice(idx, size=n, replace=False))
-    return idx
-
-
-def reference_info(cfg: RunConfig, n_labeled: int, n_reference: int) -> dict[str, str]:
-    """One sentence per reference saying what the scores were computed against."""
-    sc = cfg.score
-    how = (f"{sc.knn_k}-NN distance" if sc.unlabeled_scorer == "knn" else "Gaussian KDE")
-    pca = f", PCA-{sc.knn_pca}" if sc.knn_pca else ""
-    norm = "L2-normalised" if sc.normalize else "raw"
-    return {"labeled": f"KDE over the {n_labeled} labeled embeddings (the paper)",
-            "unlabeled": f"{how} to {n_reference} unlabeled in-distribution training images "
-                         f"({norm} embeddings{pca}; pixels: PCA-{sc.pixel_knn_pca})"}
-
-
-SCORE_BATCH = 2048  # test images embedded and scored at a time (bounds the peak memory)
 
 
 def _noop(stage: str, step: int, total: int, info: dict) -> None:
@@ -190,8 +167,7 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
         # The unlabeled reference: the GAN's own pretraining images (training set, label !=
         # OOD digit; in "val" mode from the first 50k only), never a test image.
         ref_index = reference_indices(cfg, splits)
-        fit_rows = np.sort(np.random.default_rng([cfg.seed, 4001]).choice(
-            len(ref_index), size=min(sc.knn_pca_fit, len(ref_index)), replace=False))
+        fit_rows = pca_fit_rows(cfg, len(ref_index))
         ref_memo: dict[str, tuple] = {}  # "before" -> (reducer, reference features), shared
 
         def prep(z: torch.Tensor) -> np.ndarray:
@@ -202,21 +178,16 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
             scores[ref][name] = s
             metrics[ref][name] = dict(all_metrics(is_ood, s), **extra)
 
-        def reference_features(name: str, model) -> tuple:
+        def reference_features_of(name: str, model) -> tuple:
             """(reducer, (n_ref, k) float32 features of the unlabeled reference)."""
-            if name in ref_memo:
-                return ref_memo[name]
-            t = time.perf_counter()
-            x_fit = to_tensor(data.x_train[ref_index[fit_rows]])
-            red = FeatureReducer(sc.knn_pca, sc.normalize, seed=cfg.seed).fit(
-                embed_all(model, x_fit).numpy())
-            del x_fit
-            feats = np.concatenate([red.transform(embed_all(model, to_tensor(
-                data.x_train[ref_index[i:i + SCORE_BATCH]])).numpy())
-                for i in range(0, len(ref_index), SCORE_BATCH)])  # (n_ref, k)
-            timings[f"reference:{name}"] = time.perf_counter() - t
-            ref_memo[name] = (red, feats)
-            return red, feats
+            if name not in ref_memo:
+                t = time.perf_counter()
+                ref_memo[name] = reference_features(
+                    lambda u8: embed_all(model, to_tensor(u8)).numpy(), data.x_train, ref_index,
+                    fit_rows, FeatureReducer(sc.knn_pca, sc.normalize, seed=cfg.seed),
+                    batch=SCORE_BATCH)
+                timings[f"reference:{name}"] = time.perf_counter() - t
+            return ref_memo[name]
 
         def unlabeled_scorer(feats: np.ndarray):
             if sc.unlabeled_scorer == "kde":
@@ -230,7 +201,7 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
             kde = KDEScorer(cfg.score.bandwidth).fit(z_lab) if "labeled" in refs else None
             uns = None
             if "unlabeled" in refs:
-                red, feats = reference_features(name, model)
+                red, feats = reference_features_of(name, model)
                 uns = unlabeled_scorer(feats)
             # The test set is embedded and scored a batch at a time, so the 10,000 x d float64
             # embedding never exists whole; only the rows that are projected are kept.
@@ -266,11 +237,10 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
                            bandwidth=pk.kde_.bandwidth_)
                 if "unlabeled" in refs:
                     # Raw pixels in [0, 1], not normalised: distances between images as such.
-                    red = FeatureReducer(sc.pixel_knn_pca, normalize=False, seed=cfg.seed).fit(
-                        data.x_train[ref_index[fit_rows]] / 255.0)
-                    feats = np.concatenate([red.transform(data.x_train[
-                        ref_index[i:i + SCORE_BATCH]] / 255.0)
-                        for i in range(0, len(ref_index), SCORE_BATCH)])
+                    red, feats = reference_features(
+                        lambda u8: u8.reshape(len(u8), -1) / 255.0, data.x_train, ref_index,
+                        fit_rows, FeatureReducer(sc.pixel_knn_pca, normalize=False, seed=cfg.seed),
+                        batch=SCORE_BATCH)
                     uns = unlabeled_scorer(feats)
                     record("unlabeled", "pixels", np.concatenate([
                         uns.score(red.transform(x_test_u8[i:i + SCORE_BATCH] / 255.0))
@@ -281,7 +251,7 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
             elif method == "pyod":
                 t = time.perf_counter()
                 if "unlabeled" in refs:
-                    red, feats = reference_features("before", D)
+                    red, feats = reference_features_of("before", D)
                     det = PyodKNN().fit(feats)
                     record("unlabeled", "pyod", np.concatenate([
                         det.score(red.transform(embed_all(D, x_test[i:i + SCORE_BATCH]).numpy()))
