@@ -54,7 +54,7 @@ def main() -> None:
     from xdd.config import preset
     from xdd.data import eval_arrays, load_mnist, make_splits, to_tensor
     from xdd.experiment import load_pretrained
-    from xdd.reference import SCORE_BATCH, reference_indices
+    from xdd.reference import pca_fit_rows, reference_features, reference_indices
     from xdd.metrics import all_metrics
     from xdd.retrain import embed_all, retrain
     from xdd.scoring import FeatureReducer, KNNScorer
@@ -77,8 +77,7 @@ def main() -> None:
             assert ref.max() < len(data.y_train) - 10000  # never a validation image
             x_val = to_tensor(x_eval_all[sp.test])
             is_ood = (y_eval_all[sp.test] == digit).astype(np.int8)
-            fit_rows = np.sort(np.random.default_rng([cfg.seed, 4001]).choice(
-                len(ref), size=min(cfg.score.knn_pca_fit, len(ref)), replace=False))
+            fit_rows = pca_fit_rows(cfg, len(ref))
             x_unl = to_tensor(data.x_train[ref[fit_rows]])
             in_classes = [k for k in range(10) if k != digit]
             remap = {d: i for i, d in enumerate(in_classes)}
@@ -86,21 +85,20 @@ def main() -> None:
             y_lab = torch.tensor([remap[int(v)] for v in data.y_train[sp.labeled]])
 
             def knn_auprcs(model) -> dict[str, float]:
-                red = FeatureReducer(64, True, seed=cfg.seed).fit(embed_all(model, x_unl).numpy())
-                feats = np.concatenate([red.transform(embed_all(model, to_tensor(
-                    data.x_train[ref[i:i + SCORE_BATCH]])).numpy())
-                    for i in range(0, len(ref), SCORE_BATCH)])
+                red, feats = reference_features(
+                    lambda u8: embed_all(model, to_tensor(u8)).numpy(), data.x_train, ref,
+                    fit_rows, FeatureReducer(cfg.score.knn_pca, True, seed=cfg.seed))
                 q = red.transform(embed_all(model, x_val).numpy())
                 return {f"k{k}": all_metrics(is_ood, KNNScorer(k).fit(feats).score(q))["auprc"]
                         for k in KS}
 
             t = time.perf_counter()
             row = {"digit": digit, "seed": seed, "before": knn_auprcs(D0)}
-            pix = FeatureReducer(50, False, seed=cfg.seed).fit(data.x_train[ref[fit_rows]] / 255.0)
-            pf = np.concatenate([pix.transform(data.x_train[ref[i:i + SCORE_BATCH]] / 255.0)
-                                 for i in range(0, len(ref), SCORE_BATCH)])
+            pix, pf = reference_features(
+                lambda u8: u8.reshape(len(u8), -1) / 255.0, data.x_train, ref, fit_rows,
+                FeatureReducer(cfg.score.pixel_knn_pca, False, seed=cfg.seed))
             row["pixels"] = {"k1": all_metrics(is_ood, KNNScorer(1).fit(pf).score(
-                pix.transform(x_eval_all[sp.test] / 255.0)))["auprc"]}
+                pix.transform(x_eval_all[sp.test].reshape(len(sp.test), -1) / 255.0)))["auprc"]}
             for name in args.variants.split(","):
                 rcfg = dataclasses.replace(cfg.retrain, **VARIANTS[name])
                 torch.manual_seed(cfg.seed)
