@@ -197,6 +197,11 @@ def _job_card(job: dict[str, Any]) -> None:
                                     else "") + text)
             if job.get("device"):
                 st.caption(f"on {job['device']}")
+            if str(prog.get("stage") or "").startswith("project") and job.get("run_key"):
+                # The scores are committed before the maps: the bars can be looked at now.
+                res = verified_results(job["run_key"])
+                if res is not None:
+                    _result_links(res, "Scores ready; the 2-D maps are being computed")
         elif status == "queued":
             st.progress(0.0, text="Queued: waits for the worker")
             if job.get("note"):
@@ -205,17 +210,8 @@ def _job_card(job: dict[str, Any]) -> None:
             res = verified_results(job["run_key"]) if job.get("run_key") else None
             took = (job.get("finished") or 0) - (job.get("started") or job.get("finished") or 0)
             if res is not None:
-                m = res.get("methods", {})
-                b, x = m.get("before", {}).get("auprc"), m.get("xdd", {}).get("auprc")
-                msg = ("Already computed (from the cache)" if job.get("cached")
-                       else "Finished" + (f" in {fmt_duration(took)}" if took > 0 else ""))
-                if b is not None and x is not None:
-                    msg += f". AUPRC before {b:.3f} → after XDD {x:.3f}"
-                st.success(msg)
-                l1, l2, _ = st.columns([1, 1, 3])
-                l1.page_link("pages/results.py", label="See results", icon=":material/bar_chart:")
-                l2.page_link("pages/embeddings.py", label="See embeddings",
-                             icon=":material/scatter_plot:")
+                _result_links(res, "Already computed (from the cache)" if job.get("cached")
+                              else "Finished" + (f" in {fmt_duration(took)}" if took > 0 else ""))
             else:
                 st.warning("Finished, but its results are no longer in the cache "
                            "(removed or failed the integrity check). Submit it again.")
@@ -225,6 +221,18 @@ def _job_card(job: dict[str, Any]) -> None:
             st.warning("Cancelled; nothing was written to the cache.")
         else:
             st.warning(f"Unknown job status {status!r}.")
+
+
+def _result_links(res: dict[str, Any], msg: str) -> None:
+    """A run's headline AUPRC and the links to its results and maps."""
+    m = res.get("methods", {})
+    b, x = m.get("before", {}).get("auprc"), m.get("xdd", {}).get("auprc")
+    if b is not None and x is not None:
+        msg += f". AUPRC before {b:.3f} → after XDD {x:.3f}"
+    st.success(msg)
+    l1, l2, _ = st.columns([1, 1, 3])
+    l1.page_link("pages/results.py", label="See results", icon=":material/bar_chart:")
+    l2.page_link("pages/embeddings.py", label="See embeddings", icon=":material/scatter_plot:")
 
 
 def _jobs_table(listed: list[dict[str, Any]]) -> None:

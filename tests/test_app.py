@@ -266,6 +266,32 @@ def test_cached_job_reports_its_auprc(tiny_run) -> None:
     assert "**1 job** (already cached: instant)" in runs_on and "about" not in runs_on
 
 
+def test_running_job_links_to_its_scores_while_the_maps_are_computed(tiny_run) -> None:
+    job_id = jobs.submit(tiny_run.cfg)  # cached: the run's results exist
+
+    def at_stage(stage: str):
+        def upd(r: dict) -> dict:
+            now = time.time()
+            r.update(status="running", started=now - 3, heartbeat=now, attempts=1, finished=None,
+                     worker={"id": "w-test", "pid": os.getpid(), "host": jobs.HOST},
+                     progress={"stage": stage, "step": 0, "total": 1, "eta_s": None})
+            return r
+        return upd
+
+    jobs.records().update(job_id, at_stage("retrain:xdd"))
+    at = open_page(job=job_id)
+    assert not at.success and not at.get("page_link")  # no scores yet at this stage
+    jobs.records().update(job_id, at_stage("project:tsne"))
+    at.run()
+    before = tiny_run.results["methods"]["before"]["auprc"]
+    after = tiny_run.results["methods"]["xdd"]["auprc"]
+    assert [s.value for s in at.success] == [
+        "Scores ready; the 2-D maps are being computed. "
+        f"AUPRC before {before:.3f} → after XDD {after:.3f}"]
+    assert len(at.get("page_link")) == 2
+    assert at.get("progress")[0].proto.text.startswith("Projecting to 2-D (t-SNE)")
+
+
 def test_failed_job_shows_its_error(tmp_path: Path) -> None:
     job_id = failed_job(tmp_path)
     at = open_page(job=job_id)
