@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import pytest
 
-from xdd import jobs, jobstore, store
+from xdd import jobs, jobstore_redis, store
 from xdd.config import preset, run_key, to_dict
 from xdd.experiment import run_experiment
 
@@ -660,7 +660,7 @@ def redis_url(tmp_path, monkeypatch):
     finally:
         proc.kill()
         proc.wait(timeout=10)
-        jobstore._REDIS.pop(url, None)
+        jobstore_redis._REDIS.pop(url, None)
 
 
 def _ping(client) -> bool:

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import os
 import re
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -36,9 +34,11 @@ from typing import Any, Callable, Iterator
 
 from . import store
 from .config import RunConfig, run_key, to_dict, validate
+from .fmt import one_line
+from .jobrecord import ACTIVE
 from .jobstore import (  # noqa: F401  (re-exported: the API's errors and settings)
-    ACTIVE, QUEUE_NAME, WORKER_STALE_S, JobError, NotAllowed, QueueFull, jobs_dir, queue_url,
-    records)
+    QUEUE_NAME, WORKER_STALE_S, JobError, NotAllowed, QueueFull, describe_queue, jobs_dir,
+    queue_url, records, store_errors)
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 JOB_ID = re.compile(r"[0-9a-f]{32}")
@@ -79,11 +79,6 @@ MAX_ACTIVE_TOTAL = 20
 # ---------------------------------------------------------------- small helpers
 
 
-def describe_queue() -> str:
-    url = queue_url()
-    return f"redis {url} (queue {QUEUE_NAME!r})" if url else f"sqlite {jobs_dir()}"
-
-
 def check_id(job_id: Any) -> str:
     """Job ids are uuid4 hex; anything else (a path, '..', '') is refused before any lookup."""
     if not (isinstance(job_id, str) and JOB_ID.fullmatch(job_id)):
@@ -93,13 +88,6 @@ def check_id(job_id: Any) -> str:
 
 
 pid_alive = store.pid_alive  # re-exported: tests and the worker use jobs.pid_alive
-
-
-def one_line(exc: BaseException, limit: int = 400) -> str:
-    """'ConfigError: data folder ... does not exist' — readable in a table cell."""
-    text = " ".join(str(exc).split()) or "(no message)"
-    msg = f"{type(exc).__name__}: {text}"
-    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 
 
 def _holder_dead(rec: dict[str, Any], now: float) -> bool:
@@ -171,25 +159,6 @@ def send(job_id: str) -> None:
 # ---------------------------------------------------------------- the API
 
 
-def _api(fn: Callable) -> Callable:
-    """Store failures (SQLite errors, an unreachable Redis) reach callers as one JobError
-    that names the store, not as a driver traceback."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except JobError:
-            raise
-        except sqlite3.Error as exc:
-            raise JobError(f"the job store under {jobs_dir()} failed: {one_line(exc)}") from exc
-        except Exception as exc:
-            if type(exc).__module__.split(".")[0] == "redis":
-                raise JobError(f"the Redis queue {queue_url()} failed or is unreachable: "
-                               f"{one_line(exc)}") from exc
-            raise
-    return wrapper
-
-
 def _new_record(cfg: RunConfig, rk: str, cached: bool, visitor: str | None = None
                 ) -> dict[str, Any]:
     now = time.time()
@@ -232,7 +201,7 @@ def _admission(visitor: str | None, limits: tuple[int | None, int | None] | None
     return admit
 
 
-@_api
+@store_errors
 def submit(cfg: RunConfig, visitor: str | None = None,
            limits: tuple[int | None, int | None] | None = None) -> str:
     """Queue a run and return its job id.
@@ -284,7 +253,7 @@ def _annotate(rec: dict[str, Any], now: float) -> dict[str, Any]:
     return rec
 
 
-@_api
+@store_errors
 def status(job_id: str) -> dict[str, Any]:
     """The job's record (read only).  A running job whose worker is gone says
     ``worker_gone: True``; the next worker's recovery pass re-queues it."""
@@ -295,14 +264,14 @@ def status(job_id: str) -> dict[str, Any]:
     return _annotate(rec, time.time())
 
 
-@_api
+@store_errors
 def list_jobs(limit: int = 100) -> list[dict[str, Any]]:
     """The newest ``limit`` job records, newest first (read only)."""
     now = time.time()
     return [_annotate(r, now) for r in records().list(max(0, int(limit)))]
 
 
-@_api
+@store_errors
 def board(ids: list[str], limit: int = 50) -> tuple[list[dict[str, Any]], dict[str, dict]]:
     """What a Run tab shows on one refresh, in one read of the store: the newest ``limit``
     records and the records of the followed ``ids`` (malformed or unknown ids are absent
@@ -313,13 +282,13 @@ def board(ids: list[str], limit: int = 50) -> tuple[list[dict[str, Any]], dict[s
     return [_annotate(r, now) for r in listed], {i: _annotate(r, now) for i, r in followed.items()}
 
 
-@_api
+@store_errors
 def queue_counts() -> dict[str, int]:
     act = records().active()
     return {s: sum(r["status"] == s for r in act) for s in ACTIVE}
 
 
-@_api
+@store_errors
 def follow(job_id: str, visitor: str) -> dict[str, Any]:
     """Record that ``visitor`` follows the job (one write, once per visitor and job)."""
     check_id(job_id)
@@ -344,7 +313,7 @@ def others_following(rec: dict[str, Any], visitor: str | None) -> int:
     return others + (rec.get("owner") is None and visitor is not None)
 
 
-@_api
+@store_errors
 def cancel(job_id: str, visitor: str | None = None) -> dict[str, Any]:
     """Cancel a job.  A queued job is cancelled at once; a running one keeps the status
     "running" with ``cancel_requested`` until its worker stops it (within seconds, at its
@@ -381,7 +350,7 @@ def cancel(job_id: str, visitor: str | None = None) -> dict[str, Any]:
     return _annotate(rec, time.time())
 
 
-@_api
+@store_errors
 def recover(now: float | None = None) -> list[str]:
     """Settle jobs that no live process will finish; returns the ids it touched.
 
@@ -464,7 +433,7 @@ def resend_lost(now: float | None = None) -> list[str]:
 # ---------------------------------------------------------------- workers
 
 
-@_api
+@store_errors
 def workers(alive_only: bool = True) -> list[dict[str, Any]]:
     """Registered workers (id, pid, host, device, started, heartbeat, job), newest beat first."""
     now = time.time()
@@ -477,7 +446,7 @@ def workers(alive_only: bool = True) -> list[dict[str, Any]]:
     return out
 
 
-@_api
+@store_errors
 def worker_alive() -> bool:
     """Is some worker consuming this queue (on this host: its pid lives; anywhere: its
     heartbeat is fresh)?  Correct right after a SIGKILL on this host."""
@@ -556,7 +525,7 @@ def auto_max_idle() -> float:
     return val
 
 
-@_api
+@store_errors
 def ensure_worker(timeout: float = 60.0, device: str = "auto",
                   max_idle: float | None = None) -> bool:
     """Start a worker if none is alive; True if one is alive afterwards.
