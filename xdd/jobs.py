@@ -1,14 +1,15 @@
-"""The job queue: runs go to a background worker process; any process can follow them.
+"""The job queue's API: runs go to a background worker process; any process can follow them.
 
 A job is one :class:`~xdd.config.RunConfig` to compute with
 :func:`xdd.experiment.run_experiment`.  Two things are stored for it:
 
-* a **message** on a huey queue (``SqliteHuey`` in ``cache/jobs/queue.db`` by default, a
-  ``RedisHuey`` when ``XDD_QUEUE=redis://host:port/db``) that wakes a worker up, and
-* a **job record** (status, config, progress, timestamps, device, error, run key) that any
-  process can read: a SQLite database ``cache/jobs/jobs.db`` (WAL, busy timeout) with the
-  SQLite queue, or Redis keys next to the queue with ``XDD_QUEUE``, so that workers on other
-  machines and the app share one view.
+* a **message** on a huey queue (:mod:`xdd.jobqueue`: ``SqliteHuey`` in
+  ``cache/jobs/queue.db`` by default, a ``RedisHuey`` when ``XDD_QUEUE=redis://host:port/db``)
+  that wakes a worker up, and
+* a **job record** (:class:`xdd.jobrecord.JobRecord`: status, config, progress, timestamps,
+  device, error, run key) that any process can read (:mod:`xdd.jobstore`): a SQLite database
+  ``cache/jobs/jobs.db`` (WAL, busy timeout) with the SQLite queue, or Redis keys next to the
+  queue with ``XDD_QUEUE``, so that workers on other machines and the app share one view.
 
 The record is the source of truth; the message only carries the job id.  A worker *claims*
 a job by an atomic queued -> running transition, so a duplicate message is harmless, and
@@ -16,47 +17,28 @@ recovery may re-send messages freely.  Workers and running jobs write heartbeats
 whose worker died (SIGKILL, power loss) is re-queued by :func:`recover`, which runs at a
 worker's start and in its housekeeping (and from ``python -m xdd jobs --recover``), or marked
 failed after :data:`MAX_ATTEMPTS` deaths.  Reads (:func:`status`, :func:`list_jobs`,
-:func:`board`, :func:`queue_counts`) only read.  docs/JOBS.md tells the whole story.
+:func:`board`, :func:`queue_counts`) only read.  The API returns records as dicts
+(``JobRecord.to_dict()``, plus ``worker_gone`` on a running job).  Starting and finding
+workers is :mod:`xdd.workerproc`.  docs/JOBS.md tells the whole story.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from . import store
+from . import jobqueue, store
 from .config import RunConfig, run_key, to_dict, validate
 from .fmt import one_line
 from .jobrecord import ACTIVE
-from .jobstore import (  # noqa: F401  (re-exported: the API's errors and settings)
-    QUEUE_NAME, WORKER_STALE_S, JobError, NotAllowed, QueueFull, describe_queue, jobs_dir,
-    queue_url, records, store_errors)
+from .jobstore import (  # noqa: F401  (jobs_dir: re-exported, pages/ call jobs.jobs_dir)
+    JobError, NotAllowed, QueueFull, describe_queue, jobs_dir, queue_url, records,
+    store_errors)
+from .workerproc import (  # noqa: F401  (re-exported: pages/ call them as jobs.*)
+    PID_SPACE, ensure_worker, worker_alive, workers)
 
-STATUSES = ("queued", "running", "done", "failed", "cancelled")
 JOB_ID = re.compile(r"[0-9a-f]{32}")
-HOST = socket.gethostname()
-
-
-def _pid_space() -> str:
-    """Where a pid means this process table: the kernel's boot id and our pid namespace.
-    Two machines (or containers) with the same hostname still differ here."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
-        ns = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return HOST
-    return f"{HOST}/{boot}/{ns}"
-
-
-PID_SPACE = _pid_space()
 
 HEARTBEAT_S = 2.0  # how often a worker and its running job write a heartbeat
 # A heartbeat older than this means the process is gone.  On this host a dead pid is
@@ -66,10 +48,6 @@ STALE_LOCAL_S = 600.0
 STALE_REMOTE_S = 60.0
 MAX_ATTEMPTS = 3  # a job whose worker died this many times is marked failed, not re-queued
 ORPHAN_S = 5.0  # a queued job with no message this old is sent again (see recover())
-# A worker started by ensure_worker() exits after this long without work, so that an idle
-# app holds no trained-model memory (~1.6 GiB RSS after a quick run); the next submit starts
-# a fresh one (docs/PERFORMANCE.md, "Classroom").  XDD_WORKER_MAX_IDLE overrides it.
-AUTO_WORKER_MAX_IDLE_S = 30.0
 # Admission limits (submit(..., limits=...)): what one visitor may have queued or running, and
 # the queue as a whole.  The app applies them to visitors; the CLI and the admin are exempt.
 MAX_ACTIVE_PER_VISITOR = 3
@@ -87,73 +65,13 @@ def check_id(job_id: Any) -> str:
     return job_id
 
 
-pid_alive = store.pid_alive  # re-exported: tests and the worker use jobs.pid_alive
-
-
 def _holder_dead(rec: dict[str, Any], now: float) -> bool:
     """Is the process that claimed this running job gone?"""
     w = rec.get("worker") or {}
     age = now - (rec.get("heartbeat") or rec.get("started") or now)
     if w.get("pid_space") == PID_SPACE:
-        return not pid_alive(w.get("pid")) or age > STALE_LOCAL_S
+        return not store.pid_alive(w.get("pid")) or age > STALE_LOCAL_S
     return age > STALE_REMOTE_S
-
-
-# ---------------------------------------------------------------- the huey queue
-
-_HUEY: dict[str, tuple[Any, Any]] = {}
-# What the "run_job" task runs: set by xdd.worker when it is imported (a worker process), so
-# that this module, which only sends messages, never imports the worker.
-_HANDLER: list[Callable[[str], Any]] = []
-
-
-def set_job_handler(fn: Callable[[str], Any]) -> None:
-    """The function a consumed "run_job" message calls with its job id (xdd.worker.run_job)."""
-    _HANDLER[:] = [fn]
-
-
-def _run_job_task(job_id: str) -> Any:
-    if not _HANDLER:
-        raise JobError("this process is not a worker: no job handler is registered")
-    return _HANDLER[0](job_id)
-
-
-def _huey_and_task() -> tuple[Any, Any]:
-    """The huey instance for the current settings and the registered ``run_job`` task.
-
-    One instance per queue location, built on first use, because ``XDD_CACHE`` and
-    ``XDD_QUEUE`` are read at call time (tests point them elsewhere per test).
-    """
-    from huey import RedisHuey, SqliteHuey
-
-    url = queue_url()
-    where = url or str(jobs_dir() / "queue.db")
-    if where not in _HUEY:
-        if url:
-            h = RedisHuey(QUEUE_NAME, url=url, results=False, blocking=True, read_timeout=1)
-        else:
-            jobs_dir().mkdir(parents=True, exist_ok=True)
-            h = SqliteHuey(QUEUE_NAME, filename=where, results=False, journal_mode="wal",
-                           timeout=30, fsync=True)
-        _HUEY[where] = (h, h.task(name="run_job")(_run_job_task))
-    return _HUEY[where]
-
-
-def get_huey():
-    return _huey_and_task()[0]
-
-
-def send(job_id: str) -> None:
-    """Put a message for the job on the queue and note when; a duplicate is harmless."""
-    _huey_and_task()[1](job_id)
-
-    def mark(r: dict) -> dict | None:
-        if r["status"] != "queued":
-            return None
-        r["enqueued"] = time.time()
-        return r
-
-    records().update(job_id, mark)
 
 
 # ---------------------------------------------------------------- the API
@@ -221,7 +139,7 @@ def submit(cfg: RunConfig, visitor: str | None = None,
         lambda: cached_results(cfg) is not None, _admission(visitor, limits))
     if created and rec["status"] == "queued":
         try:
-            send(rec["id"])
+            jobqueue.send(rec["id"])
         except Exception as exc:
             _finish_failed(rec["id"], f"could not put the job on the queue: {one_line(exc)}")
             raise JobError(f"could not put the job on the queue ({describe_queue()}): "
@@ -396,10 +314,10 @@ def recover(now: float | None = None) -> list[str]:
             if changed:
                 touched.append(rec["id"])
                 if new and new["status"] == "queued":
-                    send(rec["id"])
+                    jobqueue.send(rec["id"])
         elif (rec["status"] == "queued" and rec.get("enqueued") is None
               and now - rec["created"] > ORPHAN_S):
-            send(rec["id"])
+            jobqueue.send(rec["id"])
             touched.append(rec["id"])
     if touched:
         clean_tmp()  # the dead worker's half-assembled run folder
@@ -425,133 +343,6 @@ def resend_lost(now: float | None = None) -> list[str]:
     for rec in records().active():
         if (rec["status"] == "queued" and rec.get("enqueued") is not None
                 and now - rec["enqueued"] > ORPHAN_S):
-            send(rec["id"])
+            jobqueue.send(rec["id"])
             out.append(rec["id"])
     return out
-
-
-# ---------------------------------------------------------------- workers
-
-
-@store_errors
-def workers(alive_only: bool = True) -> list[dict[str, Any]]:
-    """Registered workers (id, pid, host, device, started, heartbeat, job), newest beat first."""
-    now = time.time()
-    out = []
-    for w in records().workers():
-        fresh = now - w.get("heartbeat", 0) < WORKER_STALE_S
-        alive = fresh and (w.get("pid_space") != PID_SPACE or pid_alive(w.get("pid")))
-        if alive or not alive_only:
-            out.append(dict(w, alive=alive))
-    return out
-
-
-@store_errors
-def worker_alive() -> bool:
-    """Is some worker consuming this queue (on this host: its pid lives; anywhere: its
-    heartbeat is fresh)?  Correct right after a SIGKILL on this host."""
-    _reap_children()
-    return bool(workers())
-
-
-_CHILDREN: list[subprocess.Popen] = []
-
-
-def _reap_children() -> None:
-    # Workers we started are our children; wait for dead ones so they do not linger as zombies.
-    for p in list(_CHILDREN):
-        if p.poll() is not None:
-            _CHILDREN.remove(p)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-# The worker the app starts yields the CPU to the app and its pages (a class of browsers on
-# a 2-core laptop): on an otherwise idle machine a lower priority costs it nothing.
-AUTO_WORKER_NICE = 10
-
-
-def worker_command(device: str = "auto", threads: int | None = None,
-                   max_idle: float | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "xdd", "worker", "--device", device,
-           "--nice", str(AUTO_WORKER_NICE)]
-    if threads:
-        cmd += ["--threads", str(threads)]
-    if max_idle is not None:
-        cmd += ["--max-idle", str(max_idle)]
-    return cmd
-
-
-def start_worker(device: str = "auto", threads: int | None = None,
-                 max_idle: float | None = None, log: Path | None = None) -> subprocess.Popen:
-    """Start a detached worker process (its own session: it outlives the caller).
-
-    A fresh interpreter is started (never a fork of this one, which may hold CUDA state);
-    it inherits XDD_CACHE / XDD_QUEUE, and its output goes to ``cache/jobs/worker.log``.
-    """
-    log = log or jobs_dir() / "worker.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    root = str(store.REPO_ROOT)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(worker_command(device, threads, max_idle), cwd=root, env=env,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True)
-    _CHILDREN.append(proc)
-    return proc
-
-
-def auto_max_idle() -> float:
-    """Idle seconds after which a worker started by :func:`ensure_worker` exits."""
-    raw = os.environ.get("XDD_WORKER_MAX_IDLE", "").strip()
-    if not raw:
-        return AUTO_WORKER_MAX_IDLE_S
-    try:
-        val = float(raw)
-    except ValueError:
-        raise JobError(f"XDD_WORKER_MAX_IDLE={raw!r} is not a number of seconds") from None
-    if not val >= 0:
-        raise JobError(f"XDD_WORKER_MAX_IDLE={raw!r} is out of range; accepted: seconds >= 0")
-    return val
-
-
-@store_errors
-def ensure_worker(timeout: float = 60.0, device: str = "auto",
-                  max_idle: float | None = None) -> bool:
-    """Start a worker if none is alive; True if one is alive afterwards.
-
-    Safe when many processes call it at once: a file lock lets one of them start the worker
-    and wait for it to register, while the others wait and then find it alive.  A worker
-    started here exits after ``max_idle`` seconds without work (default
-    :func:`auto_max_idle`, 30 s), so an idle app holds no model memory; the next submit
-    starts a new one.  A worker that is about to exit unregisters first and then looks at
-    the queue once more, so a job submitted in that moment is never stranded.
-    """
-    if max_idle is None:
-        max_idle = auto_max_idle()
-    if worker_alive():
-        return True
-    with _file_lock(jobs_dir() / "ensure.lock"):
-        if worker_alive():
-            return True
-        proc = start_worker(device, max_idle=max_idle)
-        store.atomic_write_json(jobs_dir() / "spawned.json",
-                                {"pid": proc.pid, "started": time.time(), "host": HOST})
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if worker_alive():
-                return True
-            if proc.poll() is not None:
-                break
-            time.sleep(0.1)
-    return worker_alive()

@@ -1,8 +1,8 @@
 """The worker process: takes jobs off the huey queue one at a time and runs them.
 
 Start it with ``python -m xdd worker`` (foreground; Ctrl-C stops it and puts its running job
-back on the queue) or let :func:`xdd.jobs.ensure_worker` start a detached one.  One worker
-runs one job at a time on one device; run one worker per GPU (``CUDA_VISIBLE_DEVICES``).
+back on the queue) or let :func:`xdd.workerproc.ensure_worker` start a detached one.  One
+worker runs one job at a time on one device; run one worker per GPU (``CUDA_VISIBLE_DEVICES``).
 
 The task code (:func:`run_job`) only needs a job id: the record holds the config.  It claims
 the record atomically, so a duplicated message never runs a job twice.
@@ -19,7 +19,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import jobs
+from . import jobqueue, jobs
+from .workerproc import HOST, PID_SPACE
 
 log = logging.getLogger("xdd.worker")
 
@@ -65,8 +66,8 @@ class WorkerState:
             jobs.records().remove_worker(self.id)
 
     def info(self) -> dict[str, Any]:
-        return {"id": self.id, "pid": os.getpid(), "host": jobs.HOST,
-                "pid_space": jobs.PID_SPACE, "device": self.device_desc,
+        return {"id": self.id, "pid": os.getpid(), "host": HOST,
+                "pid_space": PID_SPACE, "device": self.device_desc,
                 "started": self.started, "heartbeat": time.time(), "job": self.job,
                 "queue": jobs.describe_queue()}
 
@@ -151,8 +152,8 @@ def _claim(job_id: str, st: WorkerState) -> dict | None:
             return None
         now = time.time()
         r.update(status="running", started=now, heartbeat=now, attempts=r.get("attempts", 0) + 1,
-                 worker={"id": st.id, "pid": os.getpid(), "host": jobs.HOST,
-                         "pid_space": jobs.PID_SPACE},
+                 worker={"id": st.id, "pid": os.getpid(), "host": HOST,
+                         "pid_space": PID_SPACE},
                  device=st.device_desc, error=None,
                  progress={"stage": "starting", "step": 0, "total": 0, "eta_s": None})
         return r
@@ -184,7 +185,7 @@ def _requeue(job_id: str, st: WorkerState) -> None:
 
     _, changed = jobs.records().update(job_id, back)
     if changed:
-        jobs.send(job_id)
+        jobqueue.send(job_id)
 
 
 def run_job(job_id: str) -> None:
@@ -244,7 +245,7 @@ def run_job(job_id: str) -> None:
         hb.join(timeout=5)
 
 
-jobs.set_job_handler(run_job)  # what this process runs for a consumed "run_job" message
+jobqueue.set_job_handler(run_job)  # what this process runs for a consumed "run_job" message
 
 
 def _resolve_device(st: WorkerState) -> None:
@@ -323,7 +324,7 @@ def run_worker(device: str = "auto", threads: int | None = None, once: bool = Fa
                  jobs.describe_queue())
         jobs.clean_tmp()  # run folders half-written by a killed worker
         jobs.recover()
-        h = jobs.get_huey()
+        h = jobqueue.get_huey()
         redis = jobs.queue_url() is not None
         last_work = last_house = time.monotonic()
         while not st.stop.is_set():
