@@ -25,16 +25,15 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from typing import Any, Callable
 
-from . import jobqueue, store
+from . import jobqueue, jobrecord, store
 from .config import RunConfig, run_key, to_dict, validate
 from .fmt import one_line
-from .jobrecord import ACTIVE
+from .jobrecord import ACTIVE, JobRecord
 from .jobstore import (  # noqa: F401  (jobs_dir: re-exported, pages/ call jobs.jobs_dir)
     JobError, NotAllowed, QueueFull, describe_queue, jobs_dir, queue_url, records,
-    store_errors)
+    store_errors, transition)
 from .workerproc import (  # noqa: F401  (re-exported: pages/ call them as jobs.*)
     PID_SPACE, ensure_worker, worker_alive, workers)
 
@@ -79,23 +78,14 @@ def _holder_dead(rec: dict[str, Any], now: float) -> bool:
 
 def _new_record(cfg: RunConfig, rk: str, cached: bool, visitor: str | None = None
                 ) -> dict[str, Any]:
+    # Who asked for it and who follows it (app visitors; None = the CLI or the admin): a
+    # visitor may cancel a job only while no one else follows it.
     now = time.time()
-    rec = {
-        "id": uuid.uuid4().hex, "status": "queued", "config": to_dict(cfg), "run_key": rk,
-        "created": now, "started": None, "finished": None,
-        "progress": {"stage": "queued", "step": 0, "total": 0, "eta_s": None},
-        "device": None, "error": None, "cancel_requested": False, "attempts": 0,
-        "cached": False, "worker": None, "heartbeat": None, "enqueued": None, "note": None,
-        # Who asked for it and who follows it (app visitors; None = the CLI or the admin):
-        # a visitor may cancel a job only while no one else follows it.
-        "owner": visitor, "followers": [visitor] if visitor else [],
-    }
+    rec = jobrecord.new_job(to_dict(cfg), rk, now, owner=visitor)
     if cached:  # the result is in the cache already: a finished job, no message
         res = store.read_json(store.run_dir(rk) / "results.json") or {}
-        rec.update(status="done", started=now, finished=now, cached=True,
-                   device=res.get("device"),
-                   progress={"stage": "done", "step": 1, "total": 1, "eta_s": 0.0})
-    return rec
+        rec = jobrecord.finished_from_cache(rec, res.get("device"), now)
+    return rec.to_dict()
 
 
 def _admission(visitor: str | None, limits: tuple[int | None, int | None] | None
@@ -150,13 +140,7 @@ def submit(cfg: RunConfig, visitor: str | None = None,
 
 
 def _finish_failed(job_id: str, error: str) -> None:
-    def fail(r: dict) -> dict | None:
-        if r["status"] not in ACTIVE:
-            return None
-        r.update(status="failed", finished=time.time(), error=error)
-        return r
-
-    records().update(job_id, fail)
+    transition(job_id, lambda r: jobrecord.fail(r, error, time.time()))
 
 
 def _unknown(job_id: str) -> JobError:
@@ -210,15 +194,7 @@ def queue_counts() -> dict[str, int]:
 def follow(job_id: str, visitor: str) -> dict[str, Any]:
     """Record that ``visitor`` follows the job (one write, once per visitor and job)."""
     check_id(job_id)
-
-    def add(r: dict) -> dict | None:
-        fol = list(r.get("followers") or [])
-        if visitor in fol:
-            return None
-        r["followers"] = fol + [visitor]
-        return r
-
-    rec, _ = records().update(job_id, add)
+    rec, _ = transition(job_id, lambda r: jobrecord.add_follower(r, visitor))
     if rec is None:
         raise _unknown(job_id)
     return rec
@@ -227,8 +203,7 @@ def follow(job_id: str, visitor: str) -> dict[str, Any]:
 def others_following(rec: dict[str, Any], visitor: str | None) -> int:
     """How many followers of the job are not ``visitor``; a job submitted without a visitor
     (the CLI, the app's admin) counts its submitter as one."""
-    others = sum(f != visitor for f in dict.fromkeys(rec.get("followers") or []))
-    return others + (rec.get("owner") is None and visitor is not None)
+    return JobRecord.from_dict(rec).others_following(visitor)
 
 
 @store_errors
@@ -243,22 +218,15 @@ def cancel(job_id: str, visitor: str | None = None) -> dict[str, Any]:
     check_id(job_id)
     refused: dict[str, int] = {}
 
-    def req(r: dict) -> dict | None:
-        if visitor is not None and r["status"] in ACTIVE:
-            n = others_following(r, visitor)
+    def req(r: JobRecord) -> JobRecord | None:
+        if visitor is not None and r.status in ACTIVE:
+            n = r.others_following(visitor)
             if n:
                 refused["n"] = n
                 return None
-        if r["status"] == "queued":
-            r.update(status="cancelled", cancel_requested=True, finished=time.time(),
-                     progress=dict(r["progress"], stage="cancelled", eta_s=None))
-            return r
-        if r["status"] == "running" and not r["cancel_requested"]:
-            r["cancel_requested"] = True
-            return r
-        return None
+        return jobrecord.request_cancel(r, time.time())
 
-    rec, _ = records().update(job_id, req)
+    rec, _ = transition(job_id, req)
     if rec is None:
         raise _unknown(job_id)
     if refused:
@@ -284,33 +252,13 @@ def recover(now: float | None = None) -> list[str]:
     re-queue a job once.
     """
     now = time.time() if now is None else now
-    recs = records()
     touched: list[str] = []
-    for rec in recs.active():
+    for rec in records().active():
         if rec["status"] == "running" and _holder_dead(rec, now):
-            holder = rec.get("worker")
+            def settle(r: JobRecord, holder: dict | None = rec.get("worker")) -> JobRecord | None:
+                return jobrecord.requeue_after_death(r, holder, now, MAX_ATTEMPTS)
 
-            def settle(r: dict, holder=holder) -> dict | None:
-                if r["status"] != "running" or r.get("worker") != holder:
-                    return None
-                w = holder or {}
-                who = f"pid {w.get('pid')} on {w.get('host')}"
-                if r.get("cancel_requested"):
-                    r.update(status="cancelled", finished=now,
-                             note=f"its worker ({who}) died while the cancel was pending")
-                elif r.get("attempts", 0) >= MAX_ATTEMPTS:
-                    r.update(status="failed", finished=now,
-                             error=f"the worker running this job died {r['attempts']} times "
-                                   f"(last: {who}); not retried")
-                else:
-                    r.update(status="queued", worker=None, heartbeat=None, enqueued=None,
-                             started=None, device=None,
-                             progress={"stage": "queued", "step": 0, "total": 0, "eta_s": None},
-                             note=f"re-queued: its worker ({who}) died during "
-                                  f"{r['progress'].get('stage')}")
-                return r
-
-            new, changed = recs.update(rec["id"], settle)
+            new, changed = transition(rec["id"], settle)
             if changed:
                 touched.append(rec["id"])
                 if new and new["status"] == "queued":
