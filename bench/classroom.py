@@ -116,7 +116,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     cache = work / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     os.environ["XDD_CACHE"] = str(cache)
-    from xdd import jobs
+    from xdd import jobs, workerproc
     from xdd.config import preset
     from xdd.data import load_mnist
 
@@ -127,7 +127,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     raw: dict[str, Any] = {"command": "python bench/classroom.py " + " ".join(args.argv),
                            "machine": machine(), "preset": args.preset, "digit": args.digit,
                            "pages": args.pages, "load_before": loadavg(),
-                           "max_idle_s": jobs.auto_max_idle()}
+                           "max_idle_s": workerproc.auto_max_idle()}
     try:
         _wait_http(f"{url}/_stcore/health", app, log_path)
         # 1. start-up cost

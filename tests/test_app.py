@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from xdd import config, jobs, store
+from xdd import config, jobs, store, workerproc
 from xdd.config import preset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -224,7 +224,7 @@ def test_running_job_shows_stage_step_eta_and_can_be_cancelled() -> None:
     def as_running(r: dict) -> dict:  # what a worker on this host writes while pretraining
         now = time.time()
         r.update(status="running", started=now - 3, heartbeat=now, attempts=1,
-                 worker={"id": "w-test", "pid": os.getpid(), "host": jobs.HOST},
+                 worker={"id": "w-test", "pid": os.getpid(), "host": workerproc.HOST},
                  device="cpu (2 threads)",
                  progress={"stage": "pretrain", "step": 10, "total": 20, "eta_s": 4.0})
         return r

@@ -67,7 +67,7 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90)
 
 def _worker_pids(cache: Path) -> set[int]:
     """Pids of the worker processes that the app started for this cache (this host only)."""
-    from xdd import jobs
+    from xdd import jobs, workerproc
 
     pids: set[int] = set()
     spawned = cache / "jobs" / "spawned.json"
@@ -80,7 +80,7 @@ def _worker_pids(cache: Path) -> set[int]:
         mp.setenv("XDD_CACHE", str(cache))
         try:
             for w in jobs.workers(alive_only=False):
-                if w.get("host") == jobs.HOST and isinstance(w.get("pid"), int):
+                if w.get("host") == workerproc.HOST and isinstance(w.get("pid"), int):
                     pids.add(w["pid"])
         except Exception:
             pass

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import pytest
 
-from xdd import jobs, jobstore, store
+from xdd import jobqueue, jobs, jobstore, jobstore_redis, store, workerproc
 from xdd.config import preset, run_key, to_dict
 from xdd.experiment import run_experiment
 
@@ -99,7 +99,7 @@ def workers(xdd_cache: Path):
     def start() -> subprocess.Popen:
         jobs.jobs_dir().mkdir(parents=True, exist_ok=True)
         with open(jobs.jobs_dir() / "test-worker.log", "ab") as log:
-            p = subprocess.Popen(jobs.worker_command("cpu", 1), cwd=REPO, env=_env(),
+            p = subprocess.Popen(workerproc.worker_command("cpu", 1), cwd=REPO, env=_env(),
                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(p)
         wait_for(lambda: any(w["pid"] == p.pid for w in jobs.workers()) or p.poll() is not None,
@@ -111,20 +111,20 @@ def workers(xdd_cache: Path):
     pids = {p.pid for p in procs}
     try:
         pids |= {w["pid"] for w in jobs.workers(alive_only=False)
-                 if w.get("pid_space") == jobs.PID_SPACE}
+                 if w.get("pid_space") == workerproc.PID_SPACE}
     except Exception:
         pass
     spawned = store.read_json(jobs.jobs_dir() / "spawned.json")
     if isinstance(spawned, dict) and isinstance(spawned.get("pid"), int):
         pids.add(spawned["pid"])
     for pid in pids:
-        if jobs.pid_alive(pid) and _is_our_worker(pid):
+        if store.pid_alive(pid) and _is_our_worker(pid):
             _kill(pid)
-    for p in procs + jobs._CHILDREN:
+    for p in procs + workerproc._CHILDREN:
         p.wait(timeout=30)
-    jobs._CHILDREN.clear()
+    workerproc._CHILDREN.clear()
     for pid in pids:
-        wait_for(lambda: not jobs.pid_alive(pid), 10, f"worker {pid} to exit")
+        wait_for(lambda: not store.pid_alive(pid), 10, f"worker {pid} to exit")
 
 
 def _run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -177,7 +177,7 @@ def test_submit_dedup_cancel_and_cached():
     assert [r["id"] for r in jobs.list_jobs()] == [b, a]  # newest first
     assert jobs.list_jobs(limit=1)[0]["id"] == b
     assert jobs.queue_counts() == {"queued": 2, "running": 0}
-    assert jobs.get_huey().pending_count() == 2  # one message per job
+    assert jobqueue.get_huey().pending_count() == 2  # one message per job
 
     c = jobs.cancel(a)
     assert c["status"] == "cancelled" and c["finished"] is not None
@@ -194,7 +194,7 @@ def test_submit_dedup_cancel_and_cached():
     assert rd["run_key"] == res["run_key"] == run_key(cached_cfg)
     assert rd["finished"] is not None and rd["device"] == res["device"]
     assert jobs.submit(cached_cfg) == d
-    assert jobs.get_huey().pending_count() == 3  # a, b, a2: none for the cached one
+    assert jobqueue.get_huey().pending_count() == 3  # a, b, a2: none for the cached one
     assert jobs.cancel(d)["status"] == "done"  # nothing to cancel
 
 
@@ -343,8 +343,8 @@ def _as_dead_running(job: str, attempts: int = 1) -> None:
 
     def upd(r: dict) -> dict:
         r.update(status="running", attempts=attempts, started=time.time(), heartbeat=time.time(),
-                 worker={"id": "z" * 32, "pid": dead.pid, "host": jobs.HOST,
-                         "pid_space": jobs.PID_SPACE},
+                 worker={"id": "z" * 32, "pid": dead.pid, "host": workerproc.HOST,
+                         "pid_space": workerproc.PID_SPACE},
                  progress={"stage": "pretrain", "step": 3, "total": 20, "eta_s": 1.0})
         return r
 
@@ -358,11 +358,11 @@ def test_reads_only_read():
     _as_dead_running(dead_job)
     orphan = jobs.submit(fast_cfg(seed=1))  # queued, its message "never sent", long ago
     jobs.records().update(orphan, lambda r: dict(r, enqueued=None, created=r["created"] - 60))
-    tmp = store.runs_dir() / f".tmp-x-{jobs.HOST}-999999999-abcd1234"  # a dead pid's folder
+    tmp = store.runs_dir() / f".tmp-x-{workerproc.HOST}-999999999-abcd1234"  # a dead pid's folder
     tmp.mkdir(parents=True)
     files = [jobs.jobs_dir() / n for n in ("jobs.db", "jobs.db-wal")]
     before_docs = {r["id"]: r for r in jobs.records().list(10)}
-    pending = jobs.get_huey().pending_count()
+    pending = jobqueue.get_huey().pending_count()
 
     def stat() -> list:
         return [(f.stat().st_size, f.stat().st_mtime_ns) if f.exists() else None for f in files]
@@ -373,7 +373,7 @@ def test_reads_only_read():
     stamp = stat()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(jobs, "recover", boom)
-        mp.setattr(jobs, "send", boom)
+        mp.setattr(jobqueue, "send", boom)
         for _ in range(3):
             assert jobs.status(dead_job)["worker_gone"] is True
             assert [r["id"] for r in jobs.list_jobs()] == [dead_job, orphan]  # newest first
@@ -382,7 +382,7 @@ def test_reads_only_read():
             assert jobs.queue_counts() == {"queued": 1, "running": 1}
             assert jobs.workers() == [] and not jobs.worker_alive()
     assert {r["id"]: r for r in jobs.records().list(10)} == before_docs
-    assert jobs.get_huey().pending_count() == pending and tmp.is_dir()
+    assert jobqueue.get_huey().pending_count() == pending and tmp.is_dir()
     assert stat() == stamp  # not one write to the job store
     assert sorted(jobs.recover()) == sorted([dead_job, orphan])  # the housekeeping pass
     assert jobs.status(dead_job)["status"] == "queued" and not tmp.exists()
@@ -466,12 +466,12 @@ def test_idle_exit_rechecks_the_queue(monkeypatch):
 
 
 def test_auto_worker_idle_setting(monkeypatch):
-    assert jobs.auto_max_idle() == jobs.AUTO_WORKER_MAX_IDLE_S <= 60
+    assert workerproc.auto_max_idle() == workerproc.AUTO_WORKER_MAX_IDLE_S <= 60
     monkeypatch.setenv("XDD_WORKER_MAX_IDLE", "5")
-    assert jobs.auto_max_idle() == 5.0
+    assert workerproc.auto_max_idle() == 5.0
     monkeypatch.setenv("XDD_WORKER_MAX_IDLE", "soon")
     with pytest.raises(jobs.JobError, match="XDD_WORKER_MAX_IDLE='soon' is not a number"):
-        jobs.auto_max_idle()
+        workerproc.auto_max_idle()
 
 
 def test_next_worker_recovers_a_dead_workers_job(workers):
@@ -492,20 +492,20 @@ def test_auto_started_worker_exits_when_idle_and_next_submit_restarts_it():
         assert jobs.ensure_worker(max_idle=1.0)
         (w1,) = jobs.workers()
         assert wait_status(a, ("done", "failed"))["status"] == "done"
-        wait_for(lambda: not jobs.pid_alive(w1["pid"]), 60, "the idle worker to exit")
+        wait_for(lambda: not store.pid_alive(w1["pid"]), 60, "the idle worker to exit")
         assert jobs.workers(alive_only=False) == [] and not jobs.worker_alive()
         b = jobs.submit(fast_cfg(seed=41))
         assert jobs.ensure_worker(max_idle=1.0)
         (w2,) = jobs.workers()
         assert w2["pid"] != w1["pid"]
         assert wait_status(b, ("done", "failed"))["status"] == "done"
-        wait_for(lambda: not jobs.pid_alive(w2["pid"]), 60, "the second worker to exit")
+        wait_for(lambda: not store.pid_alive(w2["pid"]), 60, "the second worker to exit")
     finally:
-        for p in jobs._CHILDREN:
+        for p in workerproc._CHILDREN:
             if p.poll() is None:
                 p.kill()
             p.wait(timeout=30)
-        jobs._CHILDREN.clear()
+        workerproc._CHILDREN.clear()
 
 
 def test_dead_worker_job_fails_after_max_attempts():
@@ -516,8 +516,8 @@ def test_dead_worker_job_fails_after_max_attempts():
 
     def as_running(r: dict) -> dict:
         r.update(status="running", attempts=jobs.MAX_ATTEMPTS, started=time.time(),
-                 heartbeat=time.time(), worker={"id": "x" * 32, "pid": dead.pid, "host": jobs.HOST,
-                                      "pid_space": jobs.PID_SPACE})
+                 heartbeat=time.time(), worker={"id": "x" * 32, "pid": dead.pid, "host": workerproc.HOST,
+                                      "pid_space": workerproc.PID_SPACE})
         return r
 
     jobs.records().update(job, as_running)
@@ -660,7 +660,7 @@ def redis_url(tmp_path, monkeypatch):
     finally:
         proc.kill()
         proc.wait(timeout=10)
-        jobstore._REDIS.pop(url, None)
+        jobstore_redis._REDIS.pop(url, None)
 
 
 def _ping(client) -> bool:
@@ -690,7 +690,7 @@ def test_redis_queue_end_to_end(redis_url, workers, tmp_path):
     # Records live in Redis (shared by every machine on the queue), not in the SQLite file.
     assert not (jobs.jobs_dir() / "jobs.db").exists()
     r = redis.Redis.from_url(redis_url, decode_responses=True)
-    assert json.loads(r.get(f"{jobs.QUEUE_NAME}:job:{a}"))["status"] == "done"
+    assert json.loads(r.get(f"{jobstore.QUEUE_NAME}:job:{a}"))["status"] == "done"
     assert {x["id"] for x in jobs.list_jobs()} == {a, bad}
     reader = _py("import sys\nfrom xdd import jobs\nprint(jobs.status(sys.argv[1])['status'])", a)
     assert reader.stdout.strip() == "done", reader.stderr

@@ -1,4 +1,4 @@
-"""Plain-text formatting shared by the CLI and the pages (no Streamlit, no torch)."""
+"""Plain-text formatting shared by the CLI, the job queue and the pages (no Streamlit, no torch)."""
 from __future__ import annotations
 
 import math
@@ -15,3 +15,10 @@ def fmt_duration(seconds: float | None, compact: bool = False) -> str:
     if seconds < 3600:
         return f"{seconds / 60:.1f}{sep}{'m' if compact else 'min'}"
     return f"{seconds / 3600:.1f}{sep}h"
+
+
+def one_line(exc: BaseException, limit: int = 400) -> str:
+    """'ConfigError: data folder ... does not exist' — readable in a table cell."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    msg = f"{type(exc).__name__}: {text}"
+    return msg if len(msg) <= limit else msg[: limit - 3] + "..."

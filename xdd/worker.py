@@ -1,8 +1,8 @@
 """The worker process: takes jobs off the huey queue one at a time and runs them.
 
 Start it with ``python -m xdd worker`` (foreground; Ctrl-C stops it and puts its running job
-back on the queue) or let :func:`xdd.jobs.ensure_worker` start a detached one.  One worker
-runs one job at a time on one device; run one worker per GPU (``CUDA_VISIBLE_DEVICES``).
+back on the queue) or let :func:`xdd.workerproc.ensure_worker` start a detached one.  One
+worker runs one job at a time on one device; run one worker per GPU (``CUDA_VISIBLE_DEVICES``).
 
 The task code (:func:`run_job`) only needs a job id: the record holds the config.  It claims
 the record atomically, so a duplicated message never runs a job twice.
@@ -19,7 +19,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import jobs
+from . import jobqueue, jobrecord, jobs
+from .fmt import one_line
+from .jobrecord import JobRecord, Progress
+from .jobstore import describe_queue, queue_url, records, transition
+from .workerproc import HOST, PID_SPACE
 
 log = logging.getLogger("xdd.worker")
 
@@ -57,18 +61,18 @@ class WorkerState:
     def beat(self) -> None:
         with self.beat_lock:
             if self.registered.is_set():
-                jobs.records().beat(self.info())
+                records().beat(self.info())
 
     def unregister(self) -> None:
         with self.beat_lock:
             self.registered.clear()
-            jobs.records().remove_worker(self.id)
+            records().remove_worker(self.id)
 
     def info(self) -> dict[str, Any]:
-        return {"id": self.id, "pid": os.getpid(), "host": jobs.HOST,
-                "pid_space": jobs.PID_SPACE, "device": self.device_desc,
+        return {"id": self.id, "pid": os.getpid(), "host": HOST,
+                "pid_space": PID_SPACE, "device": self.device_desc,
                 "started": self.started, "heartbeat": time.time(), "job": self.job,
-                "queue": jobs.describe_queue()}
+                "queue": describe_queue()}
 
 
 _STATE: WorkerState | None = None
@@ -110,20 +114,18 @@ class JobProgress:
         done = step - self.step0
         # ETA of the current stage, from its own rate so far.
         eta = (total - step) * (now - self.t_stage) / done if done > 0 and total >= step else None
-        prog = {"stage": stage, "step": int(step), "total": int(total),
-                "eta_s": None if eta is None else round(eta, 1)}
+        prog = Progress(stage, int(step), int(total), None if eta is None else round(eta, 1))
         verdict = {}
 
-        def write(r: dict) -> dict | None:
-            if r["status"] != "running" or (r.get("worker") or {}).get("id") != self.worker_id:
+        def write(r: JobRecord) -> JobRecord | None:
+            new = jobrecord.set_progress(r, self.worker_id, prog, time.time())
+            if new is None:
                 verdict["lost"] = True
-                return None
-            if r.get("cancel_requested"):
+            elif new.cancel_requested:
                 verdict["cancel"] = True
-            r.update(progress=prog, heartbeat=time.time())
-            return r
+            return new
 
-        rec, _ = jobs.records().update(self.job_id, write)
+        rec, _ = transition(self.job_id, write)
         if rec is None or verdict.get("lost"):
             raise JobLost(f"job {self.job_id} was taken over by another process")
         if verdict.get("cancel"):
@@ -132,59 +134,25 @@ class JobProgress:
 
 def _job_heartbeat(job_id: str, worker_id: str, done: threading.Event) -> None:
     """Keep the running job's heartbeat fresh between progress reports (long stages)."""
-    def beat(r: dict) -> dict | None:
-        if r["status"] != "running" or (r.get("worker") or {}).get("id") != worker_id:
-            return None
-        r["heartbeat"] = time.time()
-        return r
-
     while not done.wait(jobs.HEARTBEAT_S):
         try:
-            jobs.records().update(job_id, beat)
+            transition(job_id, lambda r: jobrecord.heartbeat(r, worker_id, time.time()))
         except Exception:  # a locked or unreachable store must not kill the run
             log.exception("job heartbeat failed")
 
 
 def _claim(job_id: str, st: WorkerState) -> dict | None:
-    def claim(r: dict) -> dict | None:
-        if r["status"] != "queued" or r.get("cancel_requested"):
-            return None
-        now = time.time()
-        r.update(status="running", started=now, heartbeat=now, attempts=r.get("attempts", 0) + 1,
-                 worker={"id": st.id, "pid": os.getpid(), "host": jobs.HOST,
-                         "pid_space": jobs.PID_SPACE},
-                 device=st.device_desc, error=None,
-                 progress={"stage": "starting", "step": 0, "total": 0, "eta_s": None})
-        return r
-
-    rec, changed = jobs.records().update(job_id, claim)
+    holder = {"id": st.id, "pid": os.getpid(), "host": HOST, "pid_space": PID_SPACE}
+    rec, changed = transition(
+        job_id, lambda r: jobrecord.claim(r, holder, st.device_desc, time.time()))
     return rec if changed else None
-
-
-def _finish(job_id: str, st: WorkerState, **fields: Any) -> None:
-    def fin(r: dict) -> dict | None:
-        if r["status"] != "running" or (r.get("worker") or {}).get("id") != st.id:
-            return None
-        r.update(finished=time.time(), **fields)
-        return r
-
-    jobs.records().update(job_id, fin)
 
 
 def _requeue(job_id: str, st: WorkerState) -> None:
     """This worker is stopping: give the job back (not counted as a failed attempt)."""
-    def back(r: dict) -> dict | None:
-        if r["status"] != "running" or (r.get("worker") or {}).get("id") != st.id:
-            return None
-        r.update(status="queued", worker=None, heartbeat=None, enqueued=None, started=None,
-                 device=None, attempts=max(0, r.get("attempts", 1) - 1),
-                 progress={"stage": "queued", "step": 0, "total": 0, "eta_s": None},
-                 note="re-queued: its worker was stopped")
-        return r
-
-    _, changed = jobs.records().update(job_id, back)
+    _, changed = transition(job_id, lambda r: jobrecord.requeue_stopped(r, st.id))
     if changed:
-        jobs.send(job_id)
+        jobqueue.send(job_id)
 
 
 def run_job(job_id: str) -> None:
@@ -217,14 +185,13 @@ def run_job(job_id: str) -> None:
         res = run_experiment(cfg, device=st.device, progress=JobProgress(job_id, st.id))
         st.in_job = False
         # The device that computed the result: this worker's, or the original run's if cached.
-        _finish(job_id, st, status="done", run_key=res["run_key"], cached=was_cached,
-                device=res.get("device") if was_cached else st.device_desc,
-                progress={"stage": "done", "step": 1, "total": 1, "eta_s": 0.0})
+        device = res.get("device") if was_cached else st.device_desc
+        transition(job_id, lambda r: jobrecord.finish(r, st.id, time.time(), res["run_key"],
+                                                      was_cached, device))
         log.info("job %s: done", job_id)
     except JobCancelled:
         st.in_job = False
-        _finish(job_id, st, status="cancelled",
-                progress=dict(jobs.records().get(job_id)["progress"], eta_s=None))
+        transition(job_id, lambda r: jobrecord.cancelled(r, st.id, time.time()))
         log.info("job %s: cancelled", job_id)
     except JobLost as exc:
         st.in_job = False
@@ -236,7 +203,8 @@ def run_job(job_id: str) -> None:
     except Exception as exc:
         st.in_job = False
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-        _finish(job_id, st, status="failed", error=jobs.one_line(exc))
+        error = one_line(exc)
+        transition(job_id, lambda r: jobrecord.fail(r, error, time.time(), worker_id=st.id))
     finally:
         st.in_job = False
         st.job = None
@@ -244,7 +212,7 @@ def run_job(job_id: str) -> None:
         hb.join(timeout=5)
 
 
-jobs.set_job_handler(run_job)  # what this process runs for a consumed "run_job" message
+jobqueue.set_job_handler(run_job)  # what this process runs for a consumed "run_job" message
 
 
 def _resolve_device(st: WorkerState) -> None:
@@ -295,7 +263,7 @@ def run_worker(device: str = "auto", threads: int | None = None, once: bool = Fa
     st.registered.set()
     st.beat()
     # Rows of workers that vanished without saying goodbye: kept a day for the record.
-    jobs.records().prune_workers(time.time() - 86400)
+    records().prune_workers(time.time() - 86400)
     beat = threading.Thread(target=_heartbeat_loop, args=(st,), daemon=True)
     beat.start()
 
@@ -320,11 +288,11 @@ def run_worker(device: str = "auto", threads: int | None = None, once: bool = Fa
         _resolve_device(st)
         st.beat()
         log.info("worker %s (pid %d) on %s, queue %s", st.id, os.getpid(), st.device_desc,
-                 jobs.describe_queue())
+                 describe_queue())
         jobs.clean_tmp()  # run folders half-written by a killed worker
         jobs.recover()
-        h = jobs.get_huey()
-        redis = jobs.queue_url() is not None
+        h = jobqueue.get_huey()
+        redis = queue_url() is not None
         last_work = last_house = time.monotonic()
         while not st.stop.is_set():
             task = h.dequeue()  # RedisHuey blocks up to 1 s here
