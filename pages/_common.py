@@ -9,25 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import importlib.util
 import os
 import secrets
-import shutil
-import subprocess
-import sys
 import threading
 import uuid
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import streamlit as st
 
-from xdd.fmt import fmt_duration
-from xdd import jobs, store
+from xdd import device, jobs, store
 from xdd import methods as _methods
 from xdd import report as _report
-from xdd.config import ConfigError, RunConfig, preset, pretrain_key, run_key, run_variant
+from xdd.config import ConfigError, RunConfig, preset, pretrain_key
+from xdd.fmt import describe_config, fmt_duration
 from xdd.estimate import Estimate, ensure_calibration, estimate
 
 # ---------------------------------------------------------------- routing
@@ -210,7 +205,6 @@ REFERENCE_LABELS = _methods.REFERENCE_LABELS
 DIGIT_COLORS = ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2",
                 "#edc948", "#9c755f", "#bab0ac", "#ff9da7", "#bcbd22"]
 OOD_COLOR = "#e15759"
-PROJ_LABELS = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
 PRESET_HELP = {
     "tiny": "tiny: seconds; a smoke test on 512 images, numbers mean nothing",
     "quick": "quick: one digit on a laptop CPU; the default",
@@ -224,89 +218,13 @@ def method_sort_key(m: str) -> int:
     return _methods.display_key(m)
 
 
-def stage_label(stage: str | None) -> str:
-    """'retrain:xdd' -> 'Retraining: After XDD retraining' etc.; a readable stage name."""
-    if not stage:
-        return "Waiting"
-    head, _, tail = stage.partition(":")
-    if head == "retrain":
-        return f"Retraining ({METHOD_SHORT.get(tail, tail)})"
-    if head == "project":
-        return f"Projecting to 2-D ({PROJ_LABELS.get(tail, tail)})"
-    return {"data": "Loading MNIST", "pretrain": "GAN pretraining", "score": "Scoring (KDE)",
-            "queued": "Queued", "starting": "Starting (loading PyTorch)", "done": "Done",
-            "cancelled": "Cancelled"}.get(head, stage)
-
-
-def describe_config(c: dict[str, Any]) -> str:
-    """One line naming a run: digit, shots, seed, preset."""
-    return (f"digit {c.get('ood_digit', '?')} · {c.get('shots', '?')} shots · "
-            f"seed {c.get('seed', '?')} · {c.get('preset', '?')}")
-
-
-def config_group(res: dict[str, Any]) -> str:
-    """The preset name, or 'preset · custom (field=value, ...)' for a run whose config differed
-    from its preset, when it ran, in anything but digit, shots, seed, methods and projections
-    (e.g. CLI --set runs), so that such runs are never averaged with the preset's own."""
-    name = str((res.get("config") or {}).get("preset", res.get("preset", "?")))
-    try:
-        diffs = run_variant(res)
-    except (KeyError, TypeError, ValueError):
-        return f"{name} · custom"
-    if not diffs:
-        return name
-    more = f", +{len(diffs) - 3} more" if len(diffs) > 3 else ""
-    return f"{name} · custom ({', '.join(diffs[:3])}{more})"
-
-
-# ---------------------------------------------------------------- device (cheap, no torch import)
-
-
-def _torch_has_cuda() -> bool:
-    """Whether the installed PyTorch build ships CUDA kernels, without importing torch."""
-    spec = importlib.util.find_spec("torch")
-    if spec is None or not spec.origin:
-        return False
-    lib = Path(spec.origin).parent / "lib"
-    return any(lib.glob("libtorch_cuda*.so*"))
-
-
-def _nvidia_gpus() -> list[str]:
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return []
-    try:
-        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=3).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    # "GPU 0: NVIDIA H200 (UUID: GPU-...)" -> "NVIDIA H200"
-    return [line.split(":", 1)[1].split("(UUID")[0].strip()
-            for line in out.splitlines() if line.startswith("GPU ") and ":" in line]
+# ---------------------------------------------------------------- device
 
 
 @st.cache_resource(ttl=600, show_spinner=False)
 def device_info() -> dict[str, str]:
-    """The device a job will run on ("auto" = the GPU when PyTorch can use one).
-
-    Uses torch only if it is already imported; otherwise asks nvidia-smi and checks whether
-    the installed PyTorch has CUDA, so the page never pays for importing torch.
-    """
-    cores = os.cpu_count() or 1
-    cpu = {"kind": "cpu", "name": f"CPU ({cores} cores)", "note": ""}
-    if "torch" in sys.modules:
-        torch = sys.modules["torch"]
-        try:
-            if torch.cuda.is_available():
-                return {"kind": "cuda", "name": f"GPU: {torch.cuda.get_device_name(0)}", "note": ""}
-        except Exception:  # a broken driver: the worker falls back to the CPU as well
-            pass
-        return cpu
-    gpus = _nvidia_gpus()
-    if gpus and _torch_has_cuda():
-        return {"kind": "cuda", "name": f"GPU: {gpus[0]}", "note": ""}
-    if gpus:
-        return dict(cpu, note=f"{gpus[0]} found, but this PyTorch build has no CUDA.")
-    return cpu
+    """xdd.device.device_info (kind, name, note), asked at most every 10 minutes per server."""
+    return device.device_info()
 
 
 def worker_device() -> str | None:
@@ -613,28 +531,3 @@ def sidebar() -> None:
             _sidebar_live()
         else:
             _sidebar_body()
-
-
-# ---------------------------------------------------------------- tables without pyarrow
-
-
-def md_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]]) -> str:
-    """A GitHub-flavoured markdown table (rendered by st.markdown).
-
-    ``columns``: (key, header, format) with format a str.format spec such as ``".3f"`` or
-    ``""``.  Used instead of st.dataframe, which needs pyarrow (and the pinned NumPy 1.x
-    does not load the current pyarrow).
-    """
-    def cell(v: Any, fmt: str) -> str:
-        if v is None or (isinstance(v, float) and not np.isfinite(v)):
-            return "–"
-        try:
-            text = format(v, fmt) if fmt else str(v)
-        except (TypeError, ValueError):
-            text = str(v)
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    head = "| " + " | ".join(h for _, h, _ in columns) + " |"
-    sep = "|" + "|".join(" ---: " if f else " :--- " for _, _, f in columns) + "|"
-    body = ["| " + " | ".join(cell(r.get(k), f) for k, _, f in columns) + " |" for r in rows]
-    return "\n".join([head, sep, *body])

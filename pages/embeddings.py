@@ -17,16 +17,13 @@ from pages._common import (
     bad_run_panel,
     DIGIT_COLORS,
     OOD_COLOR,
-    PROJ_LABELS,
     cached_runs,
-    config_group,
-    describe_config,
     first_visit_panel,
     require_router,
     run_arrays,
     run_images,
 )
-from xdd import store
+from xdd.fmt import PROJ_LABELS, config_group, describe_config
 from xdd.methods import REFERENCES
 from xdd.report import run_metrics, run_scores
 

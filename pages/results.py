@@ -17,9 +17,7 @@ from pages._common import (
     METHOD_SHORT,
     cache_signature,
     cached_runs,
-    config_group,
     first_visit_panel,
-    md_table,
     method_sort_key,
     REFERENCE_LABELS,
     REFERENCES,
@@ -28,6 +26,7 @@ from pages._common import (
     run_mtime,
     verified_results,
 )
+from xdd.fmt import config_group, md_table
 from xdd.methods import REFERENCE_SHORT
 from xdd.metrics import pr_curve
 from xdd.report import SD_DDOF, SD_NOTE, aggregate, over_digits, results_table, run_scores

@@ -23,16 +23,12 @@ from pages._common import (
     METHOD_ORDER,
     METHOD_SHORT,
     PRESET_HELP,
-    describe_config,
     device_info,
     estimate_seconds,
     first_visit_panel,
-    fmt_duration,
-    md_table,
     require_router,
     safe_call,
     show_flash,
-    stage_label,
     submit_configs,
     track_jobs,
     tracked_job_ids,
@@ -41,6 +37,7 @@ from pages._common import (
 )
 from xdd import jobs
 from xdd.config import METHODS, ConfigError, preset
+from xdd.fmt import describe_config, fmt_duration, md_table, stage_label
 
 MAX_SHOTS = 1000  # well below the smallest digit's 5421 training images
 MAX_REPS = 10
