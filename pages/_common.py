@@ -19,8 +19,6 @@ import numpy as np
 import streamlit as st
 
 from xdd import device, jobs, store
-from xdd import methods as _methods
-from xdd import report as _report
 from xdd.config import ConfigError, RunConfig, preset, pretrain_key
 from xdd.fmt import describe_config, fmt_duration
 from xdd.estimate import Estimate, ensure_calibration, estimate
@@ -189,33 +187,14 @@ def mode_banner() -> None:
         st.info("This app is read-only: it shows results and the progress of running jobs; "
                 "only the person running it can submit or cancel jobs.")
 
-# ---------------------------------------------------------------- labels and colours
+# ---------------------------------------------------------------- colours
 
-# Every method's labels, colour and help come from the method table (xdd.methods), as do the
-# display order ("before" and "xdd" first, then the baselines) and the references.
-METHOD_LABELS: dict[str, str] = {m.name: m.label for m in _methods.TABLE}
-METHOD_SHORT: dict[str, str] = {m.name: m.short for m in _methods.TABLE}
-METHOD_HELP: dict[str, str] = {m.name: m.help for m in _methods.TABLE}
-METHOD_ORDER: tuple[str, ...] = _methods.DISPLAY_ORDER
-METHOD_COLORS: dict[str, str] = {m.name: m.color for m in _methods.TABLE}
-REFERENCES = _methods.REFERENCES
-REFERENCE_LABELS = _methods.REFERENCE_LABELS
+# Method labels, colours, help and display order come from the method table (xdd.methods).
 # Ten distinguishable digit colours (Tableau 10); the OOD digit is redrawn on top in black-edged
 # red-orange so that it stands out whatever its number.
 DIGIT_COLORS = ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2",
                 "#edc948", "#9c755f", "#bab0ac", "#ff9da7", "#bcbd22"]
 OOD_COLOR = "#e15759"
-PRESET_HELP = {
-    "tiny": "tiny: seconds; a smoke test on 512 images, numbers mean nothing",
-    "quick": "quick: one digit on a laptop CPU; the default",
-    "paper": "paper: the paper's network widths and training length",
-}
-AUPRC_NOTE = _report.AUPRC_NOTE + "."
-ACTIVE = ("queued", "running")
-
-
-def method_sort_key(m: str) -> int:
-    return _methods.display_key(m)
 
 
 # ---------------------------------------------------------------- device
