@@ -10,15 +10,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages._common import (
-    cache_signature,
-    cached_runs,
-    first_visit_panel,
-    require_router,
-    run_arrays,
-    run_mtime,
-    verified_results,
-)
+from pages._common import require_router
+from pages._data import cache_signature, cached_runs, run_arrays, run_mtime, verified_results
+from pages._jobs import first_visit_panel
 from xdd.fmt import config_group, md_table
 from xdd.methods import REFERENCE_LABELS, REFERENCE_SHORT, REFERENCES, color, display_key, label, \
     short

@@ -12,24 +12,12 @@ from typing import Any
 
 import streamlit as st
 
-from pages._common import (
-    can_submit,
-    is_admin,
-    jobs_readable,
-    mode_banner,
-    visitor_id,
-    device_info,
-    estimate_seconds,
-    first_visit_panel,
-    require_router,
-    safe_call,
-    show_flash,
-    submit_configs,
-    track_jobs,
-    tracked_job_ids,
-    verified_results,
-    worker_device,
-)
+from pages._access import can_submit, is_admin, jobs_readable, mode_banner, visitor_id
+from pages._common import require_router
+from pages._data import verified_results
+from pages._jobs import device_info, estimate_seconds, first_visit_panel, submit_configs, \
+    track_jobs, tracked_job_ids, worker_device
+from pages._messages import safe_call, show_flash
 from xdd import jobs
 from xdd.config import METHODS, ConfigError, preset
 from xdd.fmt import describe_config, fmt_duration, md_table, stage_label
