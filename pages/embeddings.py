@@ -13,20 +13,10 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages._common import (
-    bad_run_panel,
-    DIGIT_COLORS,
-    OOD_COLOR,
-    PROJ_LABELS,
-    cached_runs,
-    config_group,
-    describe_config,
-    first_visit_panel,
-    require_router,
-    run_arrays,
-    run_images,
-)
-from xdd import store
+from pages._common import DIGIT_COLORS, OOD_COLOR, require_router
+from pages._data import cached_runs, run_arrays, run_images
+from pages._jobs import bad_run_panel, first_visit_panel
+from xdd.fmt import PROJ_LABELS, config_group, describe_config
 from xdd.methods import REFERENCES
 from xdd.report import run_metrics, run_scores
 

@@ -10,32 +10,20 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages._common import (
-    AUPRC_NOTE,
-    METHOD_COLORS,
-    METHOD_LABELS,
-    METHOD_SHORT,
-    cache_signature,
-    cached_runs,
-    config_group,
-    first_visit_panel,
-    md_table,
-    method_sort_key,
-    REFERENCE_LABELS,
-    REFERENCES,
-    require_router,
-    run_arrays,
-    run_mtime,
-    verified_results,
-)
-from xdd.methods import REFERENCE_SHORT
+from pages._common import require_router
+from pages._data import cache_signature, cached_runs, run_arrays, run_mtime, verified_results
+from pages._jobs import first_visit_panel
+from xdd.fmt import config_group, md_table
+from xdd.methods import REFERENCE_LABELS, REFERENCE_SHORT, REFERENCES, color, display_key, label, \
+    short
 from xdd.metrics import pr_curve
-from xdd.report import SD_DDOF, SD_NOTE, aggregate, over_digits, results_table, run_scores
+from xdd.report import AUPRC_NOTE, SD_DDOF, SD_NOTE, aggregate, over_digits, results_table, \
+    run_scores
 
 require_router()
 st.title("Results")
 st.caption("Out-of-distribution detection on MNIST: one digit held out, scored by how unusual "
-           "each test image is. " + AUPRC_NOTE + " Chance level is the share of the held-out "
+           "each test image is. " + AUPRC_NOTE + ". Chance level is the share of the held-out "
            "digit in the test set (about 0.10).")
 
 runs = cached_runs()
@@ -86,9 +74,9 @@ pick_ref = f4.segmented_control(
          "pretrained on, without their labels.")
 df_both = df_p[df_p["shots"] == pick_shots]
 df_p = df_p[df_p["reference"] == pick_ref]
-present = sorted(df_p["method"].unique(), key=method_sort_key)
+present = sorted(df_p["method"].unique(), key=display_key)
 pick_methods = f3.pills("Methods", present, selection_mode="multi", default=present,
-                        key="res-methods", format_func=lambda m: METHOD_SHORT.get(m, m))
+                        key="res-methods", format_func=short)
 if not pick_methods:
     st.info("Select at least one method.")
     st.stop()
@@ -118,15 +106,15 @@ cols[3].metric("Runs in this view", f"{df['run_key'].nunique()}",
 
 st.subheader(f"AUPRC per held-out digit ({ref_note})")
 fig = go.Figure()
-for m in sorted(agg["method"].unique(), key=method_sort_key):
+for m in sorted(agg["method"].unique(), key=display_key):
     a = agg[agg["method"] == m]
     fig.add_trace(go.Bar(
-        x=a["digit"], y=a["auprc"], name=METHOD_LABELS.get(m, m),
-        marker_color=METHOD_COLORS.get(m),
+        x=a["digit"], y=a["auprc"], name=label(m),
+        marker_color=color(m),
         error_y=dict(type="data", array=a["auprc_sd"], visible=bool((a["n"] > 1).any()),
                      thickness=1.2, width=3),
         customdata=np.c_[a["n"], a["auprc_sd"]],
-        hovertemplate=(f"<b>{METHOD_SHORT.get(m, m)}</b><br>digit %{{x}}<br>"
+        hovertemplate=(f"<b>{short(m)}</b><br>digit %{{x}}<br>"
                        f"AUPRC ({ref_note}) %{{y:.3f}} ± %{{customdata[1]:.3f}}<br>"
                        "%{customdata[0]} run(s)"
                        "<extra></extra>")))
@@ -155,8 +143,8 @@ st.caption(f"Bars: mean over runs ({ref_note}); error bars: {SD_NOTE} — over {
 st.subheader("Table: both references side by side")
 both_avg = over_digits(df_both, digit="digit")
 summary_rows = []
-for m in sorted(both_avg["method"].unique(), key=method_sort_key):
-    row: dict[str, Any] = {"method": METHOD_LABELS.get(m, m)}
+for m in sorted(both_avg["method"].unique(), key=display_key):
+    row: dict[str, Any] = {"method": label(m)}
     for ref in REFERENCES:
         hit = both_avg[(both_avg["method"] == m) & (both_avg["reference"] == ref)]
         if len(hit):
@@ -175,7 +163,7 @@ for ref in REFERENCES:
 cols_spec.append(("chance", "chance AUPRC", ".3f"))
 st.markdown(md_table(summary_rows, cols_spec))
 st.caption("Means over the held-out digits (each digit first averaged over its runs); ± is the "
-           "mean per-digit s.d. " + AUPRC_NOTE + " AUROC: area under the ROC curve. "
+           "mean per-digit s.d. " + AUPRC_NOTE + ". AUROC: area under the ROC curve. "
            "FPR@95%TPR: share of in-distribution images flagged when 95 % of the held-out digit "
            "is caught (lower is better). labeled ref.: " + REFERENCE_LABELS["labeled"]
            + "; unlabeled ref.: " + REFERENCE_LABELS["unlabeled"] + ".")
@@ -186,7 +174,7 @@ table = per_digit_all.rename(columns={"auprc": "AUPRC", "auprc_sd": "AUPRC_sd",
 table.insert(0, "preset", pick_preset)
 table.insert(1, "shots", pick_shots)
 with st.expander("Per held-out digit"):
-    per_digit = table.assign(method=table["method"].map(lambda m: METHOD_SHORT.get(m, m)))
+    per_digit = table.assign(method=table["method"].map(short))
     st.markdown(md_table(per_digit.to_dict("records"), [
         ("digit", "digit", "d"), ("method", "method", ""), ("reference", "reference", ""),
         ("runs", "runs", "d"), ("gans", "GANs", "d"), ("AUPRC", "AUPRC", ".3f"),
@@ -240,15 +228,15 @@ if not curves:
 else:
     aps = df[df["run_key"] == pick_run].set_index("method")["auprc"]
     fig_pr = go.Figure()
-    # Baselines first, so that before and XDD are drawn on top; the legend keeps METHOD_ORDER.
-    for m in sorted((k for k in curves if not k.startswith("_")), key=method_sort_key,
+    # Baselines first, so that before and XDD are drawn on top; the legend keeps the display order.
+    for m in sorted((k for k in curves if not k.startswith("_")), key=display_key,
                     reverse=True):
         r, p = curves[m]
         fig_pr.add_trace(go.Scatter(
-            legendrank=method_sort_key(m),
+            legendrank=display_key(m),
             x=r, y=p, mode="lines",
-            name=f"{METHOD_SHORT.get(m, m)} (AUPRC {aps.get(m, np.nan):.3f}, {ref_note})",
-            line=dict(color=METHOD_COLORS.get(m), width=3 if m in ("before", "xdd") else 1.6),
+            name=f"{short(m)} (AUPRC {aps.get(m, np.nan):.3f}, {ref_note})",
+            line=dict(color=color(m), width=3 if m in ("before", "xdd") else 1.6),
             hovertemplate="recall %{x:.2f}<br>precision %{y:.2f}<extra></extra>"))
     fig_pr.add_hline(y=curves["_base_rate"], line_dash="dot", line_color="black",
                      annotation_text="chance", annotation_position="bottom right")
@@ -318,11 +306,11 @@ else:
         line.columns = ["mean", "std", "count"]
         line = line.reset_index().fillna({"std": 0.0})
         fig_s = go.Figure()
-        for m in sorted(line["method"].unique(), key=method_sort_key):
+        for m in sorted(line["method"].unique(), key=display_key):
             a = line[line["method"] == m]
             fig_s.add_trace(go.Scatter(
-                x=a["shots"], y=a["mean"], mode="lines+markers", name=METHOD_SHORT.get(m, m),
-                line=dict(color=METHOD_COLORS.get(m), width=3 if m in ("before", "xdd") else 1.6),
+                x=a["shots"], y=a["mean"], mode="lines+markers", name=short(m),
+                line=dict(color=color(m), width=3 if m in ("before", "xdd") else 1.6),
                 error_y=dict(type="data", array=a["std"], visible=bool((a["count"] > 1).any())),
                 hovertemplate="%{x} shots<br>AUPRC %{y:.3f}<extra></extra>"))
         log_x = max(shot_counts) / max(1, min(shot_counts)) >= 10

@@ -12,40 +12,26 @@ from typing import Any
 
 import streamlit as st
 
-from pages._common import (
-    ACTIVE,
-    can_submit,
-    is_admin,
-    jobs_readable,
-    mode_banner,
-    visitor_id,
-    METHOD_HELP,
-    METHOD_ORDER,
-    METHOD_SHORT,
-    PRESET_HELP,
-    describe_config,
-    device_info,
-    estimate_seconds,
-    first_visit_panel,
-    fmt_duration,
-    md_table,
-    require_router,
-    safe_call,
-    show_flash,
-    stage_label,
-    submit_configs,
-    track_jobs,
-    tracked_job_ids,
-    verified_results,
-    worker_device,
-)
+from pages._access import can_submit, is_admin, jobs_readable, mode_banner, visitor_id
+from pages._common import require_router
+from pages._data import verified_results
+from pages._jobs import device_info, estimate_seconds, first_visit_panel, submit_configs, \
+    track_jobs, tracked_job_ids, worker_device
+from pages._messages import safe_call, show_flash
 from xdd import jobs
 from xdd.config import METHODS, ConfigError, preset
+from xdd.fmt import describe_config, fmt_duration, md_table, stage_label
+from xdd.methods import BY_NAME, DISPLAY_ORDER, short
 
 MAX_SHOTS = 1000  # well below the smallest digit's 5421 training images
 MAX_REPS = 10
 MAX_SEED = 9999
 POLL_S = 3.0
+PRESET_HELP = {
+    "tiny": "tiny: seconds; a smoke test on 512 images, numbers mean nothing",
+    "quick": "quick: one digit on a laptop CPU; the default",
+    "paper": "paper: the paper's network widths and training length",
+}
 # The number inputs carry no min/max: Streamlit silently replaces an out-of-range value by
 # the default, so the page checks the ranges itself and says what is wrong.
 BOUNDS = {"shots": ("Shots per digit", 1, MAX_SHOTS), "reps": ("Repetitions", 1, MAX_REPS),
@@ -101,13 +87,13 @@ def _settings() -> None:
             required=True,
             format_func=lambda p: {"quick": "quick", "paper": "paper", "tiny": "tiny (test)"}[p],
             help="\n\n".join(PRESET_HELP.values()))
-        options = [m for m in METHOD_ORDER if m not in ("before", "xdd")]
+        options = [m for m in DISPLAY_ORDER if m not in ("before", "xdd")]
         chosen = c6.pills(
             "Baselines (before and after XDD are always included)", options,
             selection_mode="multi", default=[m for m in preset("quick").methods
                                              if m in options],
-            format_func=lambda m: METHOD_SHORT[m], key="baselines",
-            help="\n\n".join(f"**{METHOD_SHORT[m]}**: {METHOD_HELP[m]}" for m in options))
+            format_func=short, key="baselines",
+            help="\n\n".join(f"**{short(m)}**: {BY_NAME[m].help}" for m in options))
 
         bad = out_of_range({"shots": shots, "reps": reps, "seed0": seed0})
         if bad:
@@ -172,7 +158,7 @@ def _job_card(job: dict[str, Any]) -> None:
                       unsafe_allow_html=True)
         cancelling = bool(job.get("cancel_requested")) and status == "running"
         others = 0 if is_admin() else jobs.others_following(job, visitor_id())
-        if status in ACTIVE and can_submit():
+        if status in jobs.ACTIVE and can_submit():
             if others and not cancelling:
                 btn.button("Shared", key=f"cancel-{job['id']}", width="stretch", disabled=True,
                            help=f"Followed by {others} other{'s' if others > 1 else ''} (or "
@@ -275,7 +261,7 @@ def _register(followed: dict[str, dict[str, Any]]) -> None:
     done = st.session_state.setdefault("_registered", set())
     vid = visitor_id()
     for job_id, job in followed.items():
-        if job_id in done or job.get("status") not in ACTIVE:
+        if job_id in done or job.get("status") not in jobs.ACTIVE:
             continue
         if vid not in (job.get("followers") or []):
             rec = safe_call(jobs.follow, job_id, vid, what=f"follow job {job_id}")
@@ -315,7 +301,7 @@ def _table(listed: list[dict[str, Any]], note: str | None = None) -> None:
 
 
 def _active(recs) -> bool:
-    return any(j.get("status") in ACTIVE for j in recs)
+    return any(j.get("status") in jobs.ACTIVE for j in recs)
 
 
 # While this tab follows a job, only its cards refresh (one read of the followed records every

@@ -225,7 +225,7 @@ def test_check_writable_probe(tmp_path: Path) -> None:
 def test_visitor_is_the_xsrf_token_not_its_mask() -> None:
     import secrets
 
-    from pages._common import _xsrf_token
+    from pages._access import _xsrf_token
 
     token = secrets.token_bytes(16)
 

@@ -298,7 +298,7 @@ def test_a_validation_split_run_shows_validation_images(mnist):
     """scores.npz / projections.npz index the run's evaluation set: for a data.eval_split=val
     run the Embeddings page must show validation images (the last 10k training images), not
     the test images at the same indices."""
-    from pages._common import run_images
+    from pages._data import run_images
 
     cfg = preset("tiny", ood_digit=8, methods=("before",),
                  **{"data.eval_split": "val", "projection.methods": "pca"})

@@ -109,7 +109,7 @@ def test_report_separates_preset_runs_shot_counts_and_ablations(tiny_run):
 def test_a_run_keeps_the_variant_it_ran_as_when_a_preset_default_changes(tiny_run, monkeypatch):
     """A run records what made it a variant when it ran: changing a preset's default later
     relabels no cached run (neither in the report nor on the pages)."""
-    from pages._common import config_group
+    from xdd.fmt import config_group
     from xdd import config
     from xdd.report import variant_of
 

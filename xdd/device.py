@@ -1,8 +1,14 @@
-"""Device choice: the GPU when there is one, else the CPU; and the CPU cores this process may
-use.  torch is imported inside the functions, so asking for the cores stays cheap."""
+"""Device choice: the GPU when there is one, else the CPU; the CPU cores this process may use;
+and, for the pages, which device a job would run on without importing torch (device_info).
+torch is imported inside the functions, so asking for the cores or the device stays cheap."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 from .config import DEVICES, ConfigError
 
@@ -35,3 +41,51 @@ def describe(device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _torch_has_cuda() -> bool:
+    """Whether the installed PyTorch build ships CUDA kernels, without importing torch."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.origin:
+        return False
+    lib = Path(spec.origin).parent / "lib"
+    return any(lib.glob("libtorch_cuda*.so*"))
+
+
+def _nvidia_gpus() -> list[str]:
+    """The GPUs nvidia-smi lists ("NVIDIA H200", ...); none without nvidia-smi."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=3).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    # "GPU 0: NVIDIA H200 (UUID: GPU-...)" -> "NVIDIA H200"
+    return [line.split(":", 1)[1].split("(UUID")[0].strip()
+            for line in out.splitlines() if line.startswith("GPU ") and ":" in line]
+
+
+def device_info() -> dict[str, str]:
+    """The device a job will run on ("auto" = the GPU when PyTorch can use one): kind ("cpu" |
+    "cuda"), a name to show and a note ("" or why a GPU found is not used).
+
+    Uses torch only if it is already imported; otherwise asks nvidia-smi and checks whether
+    the installed PyTorch has CUDA, so the caller never pays for importing torch.
+    """
+    cores = os.cpu_count() or 1
+    cpu = {"kind": "cpu", "name": f"CPU ({cores} cores)", "note": ""}
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        try:
+            if torch.cuda.is_available():
+                return {"kind": "cuda", "name": f"GPU: {torch.cuda.get_device_name(0)}", "note": ""}
+        except Exception:  # a broken driver: the worker falls back to the CPU as well
+            pass
+        return cpu
+    gpus = _nvidia_gpus()
+    if gpus and _torch_has_cuda():
+        return {"kind": "cuda", "name": f"GPU: {gpus[0]}", "note": ""}
+    if gpus:
+        return dict(cpu, note=f"{gpus[0]} found, but this PyTorch build has no CUDA.")
+    return cpu

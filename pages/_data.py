@@ -1,0 +1,90 @@
+"""Cached reads of the run cache: the complete runs, one run's verified results and arrays,
+and the MNIST images their indices point into.
+
+Nothing here trains, projects or imports torch: pages read what the worker wrote.  Reads of
+the cache go through ``st.cache_data`` keyed by a signature of the cache folder (run names and
+results.json modification times), so a new or recomputed run is picked up on the next rerun
+without re-reading everything else.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from xdd import store
+
+
+def cache_signature() -> tuple:
+    """Changes whenever a run is added, removed or rewritten; cheap (a listdir and stats)."""
+    root = store.runs_dir()
+    sig: list[tuple[str, int]] = []
+    if root.is_dir():
+        for d in sorted(root.iterdir()):
+            if d.name.startswith("."):
+                continue
+            try:
+                sig.append((d.name, (d / "results.json").stat().st_mtime_ns))
+            except OSError:
+                continue
+    return (str(store.cache_root().resolve()), tuple(sig))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _runs_for(signature: tuple) -> list[dict[str, Any]]:
+    return store.list_runs()
+
+
+def cached_runs() -> list[dict[str, Any]]:
+    """results.json of every complete run (newest signature only is re-read)."""
+    return _runs_for(cache_signature())
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _verified(root: str, key: str, mtime: int) -> dict[str, Any] | None:
+    return store.load_results(key)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _npz(root: str, key: str, name: str, mtime: int) -> dict[str, np.ndarray] | None:
+    return store.load_npz(key, name)
+
+
+def run_mtime(key: str) -> int:
+    try:
+        return (store.run_dir(key) / "results.json").stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def verified_results(key: str) -> dict[str, Any] | None:
+    """A run's results after checking every file's hash (None for a corrupt run, which is
+    left in place: pages only read; see pages._jobs.bad_run_panel)."""
+    return _verified(str(store.cache_root().resolve()), key, run_mtime(key))
+
+
+def run_arrays(key: str, name: str) -> dict[str, np.ndarray] | None:
+    """scores.npz / projections.npz of a verified run, or None."""
+    if verified_results(key) is None:
+        return None
+    return _npz(str(store.cache_root().resolve()), key, name, run_mtime(key))
+
+
+@st.cache_resource(show_spinner="Loading MNIST images…", max_entries=2)
+def eval_images(root: str | None, eval_split: str, data_dir: str) -> np.ndarray:
+    """The images of a run's evaluation set (the 10k test set, or the validation split), which
+    its scores' and projections' indices point into: (10000, 28, 28) uint8; loaded only when
+    images are shown."""
+    from xdd.data import eval_arrays, load_mnist
+
+    return eval_arrays(load_mnist(root), eval_split)[0]
+
+
+def run_images(res: dict[str, Any], index: np.ndarray) -> np.ndarray:
+    """The images at ``index`` (indices into the run's evaluation set, as scores.npz and
+    projections.npz store them) from that run's data root and evaluation split.  (n, 28, 28)"""
+    data_root = (res.get("config") or {}).get("data", {}).get("root")
+    split = str(res.get("eval_split", "test"))
+    return eval_images(data_root, split, str(store.data_dir()))[np.asarray(index, dtype=np.int64)]
+
