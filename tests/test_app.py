@@ -132,6 +132,10 @@ def test_quick_demo_submits_one_quick_job_and_follows_it(no_worker: list[int]) -
     assert len(listed) == 1
     cfg = listed[0]["config"]
     assert (cfg["preset"], cfg["ood_digit"], cfg["shots"]) == ("quick", 8, 10)
+    # before vs XDD with the pixel baseline, both references; the rest is the quick preset
+    assert cfg["methods"] == ["pixels", "before", "xdd"]
+    assert cfg["score"]["references"] == ["labeled", "unlabeled"]
+    assert config.variant(cfg) == []  # grouped with the quick preset's runs
     assert at.query_params["job"] == listed[0]["id"]
     assert no_worker == [1]
     assert at.title[0].value == "Run an experiment"  # switched to the Run page
