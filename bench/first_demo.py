@@ -89,16 +89,22 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(0.2)
         if job is None:
             raise RuntimeError("the demo button submitted no job")
+        # The page follows the job (the demo button opens the Run page on it); as soon as the
+        # scores are committed its card links to the Results page, before the maps are done.
+        link = page.get_by_role("link", name="See results")
+        link.wait_for(timeout=args.timeout * 1000)
+        raw["click_to_link_s"] = round(time.time() - t0, 1)
+        link.click()
+        page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+        raw["click_to_bars_s"] = round(time.time() - t0, 1)
         rec = jobs.status(job)
         while rec["status"] in ("queued", "running") and time.time() - t0 < args.timeout:
             time.sleep(0.5)
             rec = jobs.status(job)
         raw["job_status"] = rec["status"]
+        raw["click_to_maps_s"] = round((rec.get("finished") or time.time()) - t0, 1)
         raw["job_s"] = round(rec["finished"] - rec["started"], 1) if rec.get("finished") else None
         raw["claim_s"] = round(rec["started"] - t0, 1) if rec.get("started") else None
-        page.goto(f"{url}/results")
-        page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
-        raw["click_to_bars_s"] = round(time.time() - t0, 1)
         res_key = rec.get("run_key")
         from xdd import store
 
@@ -131,7 +137,8 @@ def render(raw: dict[str, Any]) -> str:
              f"{raw['load_before']}, after {raw['load_after']}.", "",
              "| what | measured | target |", "|---|---|---|",
              f"| click on *Quick demo* (empty cache) → Results page showing the AUPRC bars | "
-             f"{got} s (job {raw.get('job_s')} s; GAN: {raw.get('pretrain_source')}) | "
+             f"{got} s (GAN: {raw.get('pretrain_source')}; the job, maps included, ended "
+             f"{raw.get('click_to_maps_s')} s after the click) | "
              f"≤ {TARGET_DEMO_S:.0f} s: {'met' if got and got <= TARGET_DEMO_S else '**missed**'} |",
              f"| the page's estimate before the click | {est} s (error {err}) | ±25 % |"]
     if raw.get("cli"):
