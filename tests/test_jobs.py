@@ -714,3 +714,22 @@ def test_bad_queue_url(monkeypatch):
     with pytest.raises(jobs.JobError, match="unreachable"):
         jobs.worker_alive()
     assert time.monotonic() - t0 < 20
+
+
+def test_worker_started_for_a_job_runs_it_before_compiling_umap(monkeypatch) -> None:
+    """UMAP's compilation (~25 s, mostly under the GIL) must not compete with the job a worker
+    was started for: it begins the first time the queue is empty."""
+    import xdd.projection
+    from xdd import worker
+
+    events: list[str] = []
+    monkeypatch.setenv("XDD_WARMUP", "1")
+    monkeypatch.setattr(xdd.projection, "warm_up", lambda: events.append("warm-up") or 0.0)
+    monkeypatch.setattr(jobqueue, "_HANDLER", [lambda job_id: events.append(f"job {job_id}")])
+    job_id = jobs.submit(preset("tiny", ood_digit=4))
+    monkeypatch.setattr(worker, "IDLE_POLL_S", 0.05)
+    assert worker.run_worker(device="cpu", threads=1, max_idle=0.5) == 1
+    deadline = time.time() + 5
+    while "warm-up" not in events and time.time() < deadline:
+        time.sleep(0.05)
+    assert events == [f"job {job_id}", "warm-up"]

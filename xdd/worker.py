@@ -278,13 +278,13 @@ def run_worker(device: str = "auto", threads: int | None = None, once: bool = Fa
 
         st.threads = threads or default_threads()
         torch.set_num_threads(st.threads)
-        # UMAP's numba compilation (~25 s) is paid once per worker, in the background, so a
-        # job that projects with UMAP does not pay it and a job that does not never waits.
-        # XDD_WARMUP=0 skips it (the test suite: its workers never project with UMAP).
-        if os.environ.get("XDD_WARMUP", "1") != "0":
-            from .projection import warm_up
-
-            threading.Thread(target=warm_up, name="umap-warm-up", daemon=True).start()
+        # UMAP's numba compilation (~25 s of CPU, holding the GIL much of the time) is paid
+        # once per worker, in a background thread started the first time the queue is empty:
+        # a worker started for a job (the app's demo click) runs that job first, undisturbed,
+        # and compiles UMAP in its maps stage, after the scores are committed; an idle worker
+        # is warm for the next job.  XDD_WARMUP=0 skips it (the test suite: its workers never
+        # project with UMAP).
+        warm_pending = os.environ.get("XDD_WARMUP", "1") != "0"
         _resolve_device(st)
         st.beat()
         log.info("worker %s (pid %d) on %s, queue %s", st.id, os.getpid(), st.device_desc,
@@ -297,6 +297,11 @@ def run_worker(device: str = "auto", threads: int | None = None, once: bool = Fa
         while not st.stop.is_set():
             task = h.dequeue()  # RedisHuey blocks up to 1 s here
             if task is None:
+                if warm_pending:
+                    warm_pending = False
+                    from .projection import warm_up
+
+                    threading.Thread(target=warm_up, name="umap-warm-up", daemon=True).start()
                 now = time.monotonic()
                 if now - last_house > HOUSEKEEPING_S:
                     last_house = now
