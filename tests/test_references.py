@@ -43,6 +43,7 @@ def test_both_references_stored_reloaded_and_recomputed(tiny_run):
     res = store.load_results(tiny_run.key)
     assert res is not None and set(res["references"]) == {"labeled", "unlabeled"}
     assert res["methods"] == res["references"]["labeled"]  # the paper's protocol, as before
+    assert "pixels" in res["methods"]  # computed in a thread of its own, recorded all the same
     arr = store.load_npz(tiny_run.key, "scores.npz")
     cfg = tiny_run.cfg
     data = load_mnist()

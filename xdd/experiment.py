@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -228,25 +229,9 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
                 embeddings[name] = (z_sub, z_lab)
             timings[f"score:{name}"] = time.perf_counter() - t
 
-        for method in cfg.methods:
-            if method == "pixels":
-                t = time.perf_counter()
-                if "labeled" in refs:
-                    pk = PixelKDE(cfg.score.pixel_pca, cfg.score.bandwidth).fit(x_lab_u8 / 255.0)
-                    record("labeled", "pixels", pk.score(x_test_u8 / 255.0),
-                           bandwidth=pk.kde_.bandwidth_)
-                if "unlabeled" in refs:
-                    # Raw pixels in [0, 1], not normalised: distances between images as such.
-                    red, feats = reference_features(
-                        lambda u8: u8.reshape(len(u8), -1) / 255.0, data.x_train, ref_index,
-                        fit_rows, FeatureReducer(sc.pixel_knn_pca, normalize=False, seed=cfg.seed),
-                        batch=SCORE_BATCH)
-                    uns = unlabeled_scorer(feats)
-                    record("unlabeled", "pixels", np.concatenate([
-                        uns.score(red.transform(x_test_u8[i:i + SCORE_BATCH] / 255.0))
-                        for i in range(0, len(x_test_u8), SCORE_BATCH)]))
-                timings["score:pixels"] = time.perf_counter() - t
-            elif method == "before":
+        def run_method(method: str) -> None:
+            """Retrain (if the method does) and score one method under every reference."""
+            if method == "before":
                 embedding_scores("before", D)
             elif method == "pyod":
                 t = time.perf_counter()
@@ -277,6 +262,44 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
                         "D": out.D.state_dict(), "step": cfg.retrain.steps,
                         "code_version": CODE_VERSION})
                 del out
+
+        def pixel_scores() -> tuple[dict[str, tuple], float]:
+            """The raw-pixel baseline under each reference: {ref: (scores, extra)}, seconds."""
+            t = time.perf_counter()
+            out = {}
+            if "labeled" in refs:
+                pk = PixelKDE(cfg.score.pixel_pca, cfg.score.bandwidth).fit(x_lab_u8 / 255.0)
+                out["labeled"] = (pk.score(x_test_u8 / 255.0), {"bandwidth": pk.kde_.bandwidth_})
+            if "unlabeled" in refs:
+                # Raw pixels in [0, 1], not normalised: distances between images as such.
+                red, feats = reference_features(
+                    lambda u8: u8.reshape(len(u8), -1) / 255.0, data.x_train, ref_index,
+                    fit_rows, FeatureReducer(sc.pixel_knn_pca, normalize=False, seed=cfg.seed),
+                    batch=SCORE_BATCH)
+                uns = unlabeled_scorer(feats)
+                out["unlabeled"] = (np.concatenate([
+                    uns.score(red.transform(x_test_u8[i:i + SCORE_BATCH] / 255.0))
+                    for i in range(0, len(x_test_u8), SCORE_BATCH)]), {})
+            return out, time.perf_counter() - t
+
+        # The pixel baseline needs no network: it runs in a thread of its own beside the
+        # retraining and embedding (numpy and scikit-learn release the GIL in their kernels),
+        # and its scores are recorded once the networks' are.
+        pool = ThreadPoolExecutor(1, thread_name_prefix="pixels") if "pixels" in cfg.methods \
+            else None
+        pixels_future = pool.submit(pixel_scores) if pool else None
+        try:
+            for method in cfg.methods:
+                if method == "pixels":
+                    continue
+                run_method(method)
+            if pixels_future is not None:
+                pix, timings["score:pixels"] = pixels_future.result()
+                for ref, (s_pix, extra) in pix.items():
+                    record(ref, "pixels", s_pix, **extra)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
         ref_memo.clear()
 
         writer.npz("scores.npz", test_index=splits.test, label=y_test, is_ood=is_ood,
