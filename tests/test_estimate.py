@@ -11,10 +11,10 @@ from xdd import store
 from xdd.config import CODE_VERSION, preset
 
 
-def _write_calibration(pre=0.1, ret=0.02, score=1e-4, proj=None, compile_s=7.0):
+def _write_calibration(pre=0.1, ret=0.02, score=1e-4, proj=None, compile_s=7.0, **more):
     proj = proj or {"pca": 1e-5, "tsne": 1e-2, "umap": 5e-3}
     entry = {"pretrain_step_s": pre, "retrain_step_s": ret, "score_image_s": score,
-             "project_point_s": proj}
+             "project_point_s": proj, **more}
     store.atomic_write_json(E.calibration_path(), {
         "version": E.CALIBRATION_VERSION, "code_version": CODE_VERSION,
         "cpu": {"presets": {"quick": entry, "tiny": entry}, "data_s": 0.5,
@@ -49,6 +49,18 @@ def test_the_estimate_is_built_from_the_calibration_figures():
     # one pretraining for several seeds of the same digit and GAN, one UMAP compilation
     two = E.estimate([cfg, preset("quick", ood_digit=8, seed=1)], [], "cpu")
     assert two.seconds - 2 * warm.seconds == pytest.approx(cfg.pretrain.steps * 0.2 - 7.0)
+
+
+def test_the_unlabeled_references_fit_and_search_are_counted_from_the_calibration():
+    cfg = preset("quick", ood_digit=8)  # before, mcdd, xdd scored under both references
+    _write_calibration()
+    base = E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds
+    _write_calibration(reference_fit_s=3.0, knn_pair_s=1e-8)
+    more = E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds
+    assert more - base == pytest.approx(3 * (3.0 + 10000 * 54000 * 1e-8))
+    paper_only = preset("quick", ood_digit=8, **{"score.references": ("labeled",)})
+    assert E.estimate([paper_only], [], "cpu", gan_available=lambda c: True).seconds \
+        < base - 3 * 54000 * 1e-4 + 1e-6  # no reference embedded, fitted or searched
 
 
 def test_this_machines_runs_take_precedence(tiny_run):
