@@ -195,9 +195,10 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
                 return KDEScorer(sc.bandwidth, loo_sample=2048, seed=cfg.seed).fit(feats)
             return KNNScorer(sc.knn_k, sc.knn_backend).fit(feats)
 
-        def embedding_scores(name: str, model) -> None:
+        def embedding_scores(name: str, model, report: bool = True) -> None:
             t = time.perf_counter()
-            progress("score", 0, 1, {"method": name})
+            if report:
+                progress("score", 0, 1, {"method": name})
             z_lab = prep(embed_all(model, x_lab))
             kde = KDEScorer(cfg.score.bandwidth).fit(z_lab) if "labeled" in refs else None
             uns = None
@@ -282,24 +283,33 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
                     for i in range(0, len(x_test_u8), SCORE_BATCH)]), {})
             return out, time.perf_counter() - t
 
-        # The pixel baseline needs no network: it runs in a thread of its own beside the
-        # retraining and embedding (numpy and scikit-learn release the GIL in their kernels),
-        # and its scores are recorded once the networks' are.
-        pool = ThreadPoolExecutor(1, thread_name_prefix="pixels") if "pixels" in cfg.methods \
-            else None
-        pixels_future = pool.submit(pixel_scores) if pool else None
+        # Work that needs no retrained network runs in threads beside the retraining (torch,
+        # numpy and scikit-learn release the GIL in their kernels; the pretrained D is only
+        # read, retrain() trains a copy): the raw-pixel baseline, and the pretrained D's scores
+        # when a retraining follows.  Their scores are recorded like the others'; the job's
+        # progress reports come from this thread only.
+        pool = ThreadPoolExecutor(2, thread_name_prefix="score")
+        futures = {}
+        if "pixels" in cfg.methods:
+            futures["pixels"] = pool.submit(pixel_scores)
         try:
-            for method in cfg.methods:
+            for i, method in enumerate(cfg.methods):
                 if method == "pixels":
                     continue
+                if method == "before" and any(BY_NAME[m].retrains for m in cfg.methods[i + 1:]):
+                    futures["before"] = pool.submit(embedding_scores, "before", D, False)
+                    continue
+                if method == "pyod" and "before" in futures:  # it reuses before's reference
+                    futures.pop("before").result()
                 run_method(method)
-            if pixels_future is not None:
-                pix, timings["score:pixels"] = pixels_future.result()
+            if "before" in futures:
+                futures.pop("before").result()
+            if "pixels" in futures:
+                pix, timings["score:pixels"] = futures.pop("pixels").result()
                 for ref, (s_pix, extra) in pix.items():
                     record(ref, "pixels", s_pix, **extra)
         finally:
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=False, cancel_futures=True)
         ref_memo.clear()
 
         writer.npz("scores.npz", test_index=splits.test, label=y_test, is_ood=is_ood,
