@@ -733,3 +733,30 @@ def test_worker_started_for_a_job_runs_it_before_compiling_umap(monkeypatch) -> 
     while "warm-up" not in events and time.time() < deadline:
         time.sleep(0.05)
     assert events == [f"job {job_id}", "warm-up"]
+
+
+def test_a_job_runs_with_the_workers_thread_count_for_blas_too(monkeypatch) -> None:
+    """numpy's / scikit-learn's pools take every core by default; inside a job they get the
+    worker's thread count, so the job's scoring threads do not oversubscribe the CPU."""
+    import xdd.experiment
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from xdd import worker
+
+    seen: list[list[int]] = []
+    job_id = jobs.submit(preset("tiny", ood_digit=2))
+    rk = jobs.status(job_id)["run_key"]
+
+    def fake_run(cfg, device, progress):
+        seen.append([p["num_threads"] for p in threadpool_info()])
+        return {"run_key": rk}
+
+    monkeypatch.setattr(xdd.experiment, "run_experiment", fake_run)
+    monkeypatch.setattr(worker, "IDLE_POLL_S", 0.05)
+    outer = threadpool_limits(limits=2)  # the libraries' default on a 2-core machine
+    try:
+        assert worker.run_worker(device="cpu", threads=1, once=True) == 1
+    finally:
+        outer.restore_original_limits()
+    assert jobs.status(job_id)["status"] == "done"
+    assert len(seen) == 1 and seen[0] and all(n == 1 for n in seen[0])
