@@ -216,3 +216,12 @@ def test_pyod_knn_is_the_fifth_neighbour_distance():
     assert np.allclose(PyodKNN().fit(ref).score(x), KNNScorer(5).fit(ref).score(x), atol=1e-5)
     with pytest.raises(NotFittedError):
         PyodKNN().score(x)
+
+
+def test_scorers_refuse_an_empty_or_flat_fit_set_with_a_message():
+    from xdd.scoring import KDEScorer, KNNScorer
+
+    with pytest.raises(ValueError, match=r"KDE needs a \(n, d\) array with n >= 1, got shape \(0, 3\)"):
+        KDEScorer().fit(np.zeros((0, 3)))
+    with pytest.raises(ValueError, match=r"k-NN needs a \(n, d\) array with n >= 1, got shape \(5,\)"):
+        KNNScorer().fit(np.zeros(5))

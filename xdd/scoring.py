@@ -22,6 +22,14 @@ def l2_normalize(z: np.ndarray, inplace: bool = False) -> np.ndarray:
     return z / norms
 
 
+def _fit_rows(z: np.ndarray, dtype, what: str) -> np.ndarray:
+    """The rows a scorer is fitted on, as a C-contiguous (n, d) array of dtype; n >= 1."""
+    z = np.ascontiguousarray(z, dtype=dtype)
+    if z.ndim != 2 or len(z) < 1:
+        raise ValueError(f"{what} needs a (n, d) array with n >= 1, got shape {z.shape}")
+    return z
+
+
 def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """||a_i - b_j||^2, (len(a), len(b)), clipped at 0 against rounding."""
     d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
@@ -62,10 +70,7 @@ class KDEScorer:
         self.seed = seed
 
     def fit(self, z: np.ndarray) -> "KDEScorer":
-        z = np.asarray(z, dtype=np.float64)
-        if z.ndim != 2 or len(z) < 1:
-            raise ValueError(f"KDE needs a (n, d) array with n >= 1, got shape {z.shape}")
-        self.train_ = z
+        z = self.train_ = _fit_rows(z, np.float64, "KDE")
         if self.bandwidth != "loo":
             self.bandwidth_ = float(self.bandwidth)
         elif len(z) < 2:
@@ -163,9 +168,7 @@ class KNNScorer:
         self.backend = backend
 
     def fit(self, ref: np.ndarray) -> "KNNScorer":
-        ref = np.ascontiguousarray(ref, dtype=np.float32)
-        if ref.ndim != 2 or len(ref) < 1:
-            raise ValueError(f"k-NN needs a (n, d) reference with n >= 1, got shape {ref.shape}")
+        ref = _fit_rows(ref, np.float32, "k-NN")
         self.k_ = min(self.k, len(ref))
         if self.backend == "faiss":
             import faiss
