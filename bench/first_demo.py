@@ -118,12 +118,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         pw.stop()
         _stop({app.pid}, group=True)
     if args.cli is not None:
+        # The estimate the Run page would show for it now: from this machine's runs (the demo
+        # just cached one) or its calibration; its GAN is not cached, the CLI's UMAP is cold.
+        from xdd import store as _store
+        from xdd.config import preset as _preset
+        from xdd.estimate import estimate as _estimate
+
+        cli_est = _estimate([_preset("quick", ood_digit=args.cli)], _store.list_runs(), "cpu",
+                            gan_available=lambda c: False)
         t = time.time()
         proc = subprocess.run([sys.executable, "-m", "xdd", "run", "--ood-digit", str(args.cli),
                                "--preset", "quick", "--force"], cwd=REPO, env=env,
                               capture_output=True, text=True)
         raw["cli"] = {"digit": args.cli, "seconds": round(time.time() - t, 1),
-                      "rc": proc.returncode}
+                      "rc": proc.returncode, "estimate_s": cli_est.seconds and round(cli_est.seconds, 1),
+                      "estimate_basis": cli_est.basis}
         log(f"CLI first run of digit {args.cli} (pretrains): {raw['cli']['seconds']} s")
     raw["load_after"] = loadavg()
     return raw
@@ -148,6 +157,10 @@ def render(raw: dict[str, Any]) -> str:
         lines.append(f"| `python -m xdd run --ood-digit {c['digit']} --preset quick --force` "
                      f"(pretrains its GAN) | {c['seconds']} s | ≤ {TARGET_CLI_S:.0f} s: "
                      f"{'met' if c['seconds'] <= TARGET_CLI_S else '**missed**'} |")
+        if c.get("estimate_s"):
+            e = c["estimate_s"]
+            lines.append(f"| the estimate for that run ({c.get('estimate_basis')}) | {e} s "
+                         f"(error {100 * (e - c['seconds']) / c['seconds']:+.0f} %) | ±25 % |")
     lines += ["", f"Stage timings of the demo run (s): {raw.get('timings')}.", "", END]
     return "\n".join(lines) + "\n"
 
