@@ -9,6 +9,7 @@ training images; the reference and the labeled draw come from the first 50k).  R
 data and seeds below 100.
 
     python bench/tune_unlabeled.py --cache /work/cache --digits 0-9 --seeds 100,101 --json out.json
+    python bench/tune_unlabeled.py --summarize out.json [more.json ...]   # the table, the rule
 """
 from __future__ import annotations
 
@@ -31,8 +32,39 @@ VARIANTS = {  # name -> RetrainConfig overrides (fixed before any run)
 KS = (1, 10)
 
 
+def summarize(rows: list[dict]) -> str:
+    """The table of docs/METHOD.md section 7 and the verdict of its rule, from the rows."""
+    import numpy as np
+
+    names = [n for n in VARIANTS if all(n in r for r in rows)]
+    lines = ["| setting | " + " | ".join(f"digit {r['digit']}" for r in rows) + " | mean |",
+             "|---" * (len(rows) + 2) + "|"]
+    cells = {("pixels", "k1"): [r["pixels"]["k1"] for r in rows]}
+    for name in ["before"] + names:
+        for k in KS:
+            cells[(name, f"k{k}")] = [r[name][f"k{k}"] for r in rows]
+    for (name, k), v in cells.items():
+        lines.append(f"| {name}, {k[1:]}-NN | " + " | ".join(f"{x:.3f}" for x in v)
+                     + f" | **{np.mean(v):.3f}** |")
+    best = max(((n, f"k{k}") for n in names for k in KS), key=lambda c: np.mean(cells[c]))
+    base = cells[("before", best[1])]
+    gain = float(np.mean(cells[best]) - np.mean(base))
+    wins = sum(a > b for a, b in zip(cells[best], base))
+    ok = gain >= 0.01 and wins > len(rows) / 2
+    lines += ["", f"Best by the rule: **{best[0]}, {best[1][1:]}-NN**, mean "
+              f"{np.mean(cells[best]):.3f}; against the pretrained D at the same k "
+              f"{gain:+.3f}, above it on {wins} of {len(rows)} validation digits: "
+              + ("**chosen**." if ok else "**not chosen** (nothing beat the unsupervised k-NN).")]
+    return "\n".join(lines)
+
+
 def main() -> None:
     from xdd.cli import _digit_list
+
+    if len(sys.argv) > 2 and sys.argv[1] == "--summarize":
+        rows = [r for f in sys.argv[2:] for r in json.loads(Path(f).read_text())]
+        print(summarize(sorted(rows, key=lambda r: (r["digit"], r["seed"]))))
+        return
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", required=True)
