@@ -74,7 +74,7 @@ def test_an_old_record_without_the_newer_keys_loads():
     d = rec.to_dict()
     assert set(d) == LEGACY_KEYS and {k: d[k] for k in old} == old
     # Transitions work on it (attempts missing = none yet).
-    again = jr.requeue_stopped(rec, W1["id"])
+    again = jr.requeue_stopped(rec, W1["id"], 150.0)
     assert again is not None and again.attempts == 0 and again.status == "queued"
 
 
@@ -139,7 +139,7 @@ def test_transitions_do_not_change_their_input():
                 jr.set_progress(rec, W1["id"], Progress("pretrain", 1, 5, 2.0), 111.0),
                 jr.finish(rec, W1["id"], 120.0, rec.run_key, False, "cpu"),
                 jr.fail(rec, "boom", 120.0, worker_id=W1["id"]),
-                jr.request_cancel(rec, 111.0), jr.requeue_stopped(rec, W1["id"]),
+                jr.request_cancel(rec, 111.0), jr.requeue_stopped(rec, W1["id"], 111.0),
                 jr.requeue_after_death(rec, W1, 200.0, max_attempts=3)):
         assert new is not None and new != rec
     assert rec.to_dict() == before
@@ -204,14 +204,23 @@ def test_request_cancel_and_cancelled():
 
 
 def test_requeue_when_the_worker_stops():
-    rec = jr.requeue_stopped(running(progress=Progress("retrain", 2, 9, 1.0)), W1["id"])
+    rec = jr.requeue_stopped(running(progress=Progress("retrain", 2, 9, 1.0)), W1["id"], 150.0)
     assert rec.status == "queued" and rec.attempts == 0  # not counted as an attempt
     assert rec.worker is None and rec.heartbeat is None and rec.enqueued is None
     assert rec.started is None and rec.device is None and rec.progress == Progress.queued()
     assert rec.note == "re-queued: its worker was stopped"
-    assert jr.requeue_stopped(running(), W2["id"]) is None
-    assert jr.requeue_stopped(queued(), W1["id"]) is None
+    assert jr.requeue_stopped(running(), W2["id"], 150.0) is None
+    assert jr.requeue_stopped(queued(), W1["id"], 150.0) is None
     assert jr.claim(rec, W2, "cpu", 120.0).attempts == 1  # the next worker takes it
+
+
+def test_a_worker_stopped_while_a_cancel_is_pending_cancels_the_job():
+    """Re-queued with its cancel still requested, no worker would ever claim it."""
+    pending = jr.request_cancel(running(progress=Progress("retrain", 2, 9, 1.0)), 111.0)
+    rec = jr.requeue_stopped(pending, W1["id"], 150.0)
+    assert rec.status == "cancelled" and rec.finished == 150.0
+    assert rec.progress == Progress("retrain", 2, 9, None)
+    assert jr.claim(rec, W2, "cpu", 160.0) is None
 
 
 def test_requeue_after_death():

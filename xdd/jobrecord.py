@@ -234,11 +234,16 @@ def _back_in_queue(rec: JobRecord, attempts: int, note: str) -> JobRecord:
                    note=note)
 
 
-def requeue_stopped(rec: JobRecord, worker_id: str) -> JobRecord | None:
+def requeue_stopped(rec: JobRecord, worker_id: str, now: float) -> JobRecord | None:
     """running -> queued: its worker is stopping (Ctrl-C, SIGTERM) and gives the job back;
-    not counted as an attempt."""
+    not counted as an attempt.  A job whose cancel was pending is cancelled instead (queued
+    with the cancel still requested, no worker would ever claim it)."""
     if not rec.held_by(worker_id):
         return None
+    if rec.cancel_requested:
+        return replace(rec, status="cancelled", finished=now,
+                       progress=replace(rec.progress, eta_s=None),
+                       note="its worker was stopped while the cancel was pending")
     return _back_in_queue(rec, max(0, rec.attempts - 1), "re-queued: its worker was stopped")
 
 

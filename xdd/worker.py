@@ -150,8 +150,8 @@ def _claim(job_id: str, st: WorkerState) -> dict | None:
 
 def _requeue(job_id: str, st: WorkerState) -> None:
     """This worker is stopping: give the job back (not counted as a failed attempt)."""
-    _, changed = transition(job_id, lambda r: jobrecord.requeue_stopped(r, st.id))
-    if changed:
+    rec, changed = transition(job_id, lambda r: jobrecord.requeue_stopped(r, st.id, time.time()))
+    if changed and rec is not None and rec.get("status") == "queued":
         jobqueue.send(job_id)
 
 
