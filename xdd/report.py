@@ -187,7 +187,9 @@ def targets(df) -> list[tuple[bool, str]]:
     if len(gans):
         short_of = int((gans < 3).sum())
         out.append((short_of == 0 and len(gans) >= 10,
-                    f"GANs: {int(gans.min())}–{int(gans.max())} GAN seeds behind each digit's "
+                    f"GANs: {int(gans.min())}"
+                    + (f"–{int(gans.max())}" if gans.max() != gans.min() else "")
+                    + " GAN seeds behind each digit's "
                     f"XDD cells; **{short_of} of {len(gans)}** digits have fewer than 3 (target: "
                     "at least 3 GAN seeds per digit)."))
     lab = _per_digit_means(df, "labeled")
