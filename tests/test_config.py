@@ -36,7 +36,8 @@ def replace_dotted(obj: Any, path: str, value: Any) -> Any:
 # so the alternative must be valid too).
 ALTERNATIVES = {"preset": "quick", "data.eval_split": "val", "retrain.pair_mode": "raw",
                 "retrain.sigma_init": "unit", "score.bandwidth": 0.5, "retrain.train_blocks": 2,
-                "score.unlabeled_scorer": "kde", "score.knn_backend": "faiss"}
+                "score.unlabeled_scorer": "kde", "score.knn_backend": "faiss",
+                "pretrain.precision": "bf16"}
 
 
 def other_value(v: Any, path: str = "") -> Any:
@@ -215,6 +216,29 @@ def test_pretrain_key_depends_on_exactly_the_pretraining_inputs():
             assert changed != p0, f"pretrain_key ignores {path}: a different GAN would be reused"
         elif not path.startswith("data."):
             assert changed == p0, f"pretrain_key depends on {path}: the GAN would be retrained"
+
+
+def test_the_pretraining_mode_keys_only_when_it_departs_from_fp32():
+    """precision / channels_last came after runs were cached and GANs shipped: at fp32 and
+    the default layout a config hashes as before they existed (the keys below are those of
+    the code before them), set otherwise they key like every field and name the variant."""
+    base = preset("quick", ood_digit=8)
+    assert pretrain_key(preset("quick")) == "d11ce9515d7edf17" or config.CODE_VERSION != "1"
+    assert run_key(preset("quick")) == "f3270dbcce5a4372" or config.CODE_VERSION != "1"
+    fast = preset("quick", ood_digit=8, **{"pretrain.precision": "bf16",
+                                           "pretrain.channels_last": True})
+    keys = {pretrain_key(c) for c in (base, fast, replace_dotted(base, "pretrain.precision", "bf16"),
+                                      replace_dotted(base, "pretrain.channels_last", True))}
+    assert len(keys) == 4
+    assert config.variant(to_dict(fast)) == ["pretrain.channels_last=True",
+                                             "pretrain.precision=bf16"]
+    assert config.variant(to_dict(base)) == []
+    assert config.pretrain_mode(fast.pretrain) == "bf16+cl"
+    assert config.pretrain_mode({"steps": 3}) == "fp32"  # a config saved before the fields
+    with pytest.raises(ConfigError, match="accepted: fp32, bf16"):
+        preset("tiny", **{"pretrain.precision": "fp16"})
+    with pytest.raises(ConfigError, match="channels_last"):
+        preset("tiny", **{"pretrain.channels_last": "yes"})
 
 
 def test_pretrain_key_shared_across_shots_seed_and_retraining():

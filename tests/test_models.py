@@ -1,6 +1,8 @@
 """Generator and discriminator of the paper's Table 1, with the width multiplier."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -114,6 +116,39 @@ def test_pretrain_uses_separate_learning_rates_for_g_and_d(frozen):
         assert moved(G, G0) < 1e-8 and moved(D, D0) > 1e-4
     else:
         assert moved(D, D0) < 1e-8 and moved(G, G0) > 1e-4
+
+
+@pytest.mark.parametrize("precision,channels_last", [("bf16", False), ("fp32", True),
+                                                     ("bf16", True)])
+def test_pretraining_modes_train_the_same_networks_another_way(precision, channels_last):
+    """bf16 autocast and channels_last change how the steps run, not what comes out: fp32
+    weights in the default layout, finite losses, an embedding of the same shape; and the
+    trajectory really differs from fp32's (the mode is applied), while fp32 repeats itself."""
+    import dataclasses
+
+    from xdd.config import PretrainConfig
+    from xdd.pretrain import pretrain_gan
+
+    x = torch.rand(64, 1, 28, 28) * 2 - 1
+    cfg = PretrainConfig(g_width=0.125, d_width=0.5, steps=4, batch_size=16)
+    cpu = torch.device("cpu")
+    _, D_ref, _ = pretrain_gan(cfg, x, cpu)
+    _, D_again, _ = pretrain_gan(cfg, x, cpu)
+    G, D, last = pretrain_gan(dataclasses.replace(cfg, precision=precision,
+                                                  channels_last=channels_last), x, cpu)
+    for net in (G, D):
+        for p in net.parameters():
+            assert p.dtype == torch.float32 and p.is_contiguous()
+    assert all(math.isfinite(v) for v in last.values())
+    with torch.no_grad():
+        z, z_ref = D.embed(x[:8]), D_ref.embed(x[:8])
+    assert z.dtype == torch.float32 and z.shape == z_ref.shape
+    diff = lambda a, b: max(float((p - q).abs().max()) for p, q in  # noqa: E731
+                            zip(a.parameters(), b.parameters()))
+    assert diff(D_ref, D_again) == 0.0
+    if precision == "bf16":  # bf16 rounds every product: the weights move apart
+        assert diff(D, D_ref) > 1e-6
+    # channels_last alone may reorder sums (or not): only the output contract is asserted
 
 
 def test_pretraining_starts_g_from_a_dark_background():

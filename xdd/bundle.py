@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import store
-from .config import CODE_VERSION, RunConfig, pretrain_key, to_dict
+from .config import CODE_VERSION, RunConfig, pretrain_dict, pretrain_key, to_dict
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "pretrained"
 
@@ -39,7 +39,7 @@ def _meta(cfg: RunConfig) -> dict[str, Any]:
     """What a bundled file must have been made with to stand for cfg's pretraining."""
     return {"pretrain_key": pretrain_key(cfg), "code_version": CODE_VERSION,
             "ood_digit": cfg.ood_digit, "data": to_dict(cfg.data),
-            "pretrain": to_dict(cfg.pretrain)}
+            "pretrain": pretrain_dict(cfg.pretrain)}
 
 
 def load(cfg: RunConfig, device) -> tuple[Any, np.ndarray, dict | None] | None:

@@ -28,6 +28,7 @@ PROJECTIONS = ("pca", "tsne", "umap")
 EVAL_SPLITS = ("test", "val")
 PAIR_MODES = ("sphere", "ratio", "raw")  # how the pairwise term is made well posed
 SIGMA_INITS = ("mle", "unit")
+PRECISIONS = ("fp32", "bf16")
 
 
 class ConfigError(ValueError):
@@ -69,6 +70,12 @@ class PretrainConfig:
     g_out_bias: float = -1.0
     beta1: float = 0.5
     seed: int = 0
+    # How the pretraining's convolutions run (docs/PERFORMANCE.md, "Pretraining precision"):
+    # "fp32", or "bf16" autocast of G's and D's forward passes (weights, gradients' accumulation
+    # and Adam's state stay fp32); channels_last stores activations NHWC.  Both change the
+    # float trajectory, so both are part of the pretraining key.
+    precision: str = "fp32"
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -260,7 +267,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     r = cfg.retrain
     if r.pair_mode not in PAIR_MODES:
         raise ConfigError(f"retrain.pair_mode {r.pair_mode!r}; accepted: " + ", ".join(PAIR_MODES))
-    for path in ("retrain.freeze_bn", "score.normalize"):
+    if cfg.pretrain.precision not in PRECISIONS:
+        raise ConfigError(f"pretrain.precision {cfg.pretrain.precision!r}; accepted: "
+                          + ", ".join(PRECISIONS))
+    for path in ("retrain.freeze_bn", "score.normalize", "pretrain.channels_last"):
         head, name = path.split(".")
         if not isinstance(getattr(getattr(cfg, head), name), bool):
             raise ConfigError(f"{path} {getattr(getattr(cfg, head), name)!r}; accepted: true, false")
@@ -308,6 +318,35 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+# Fields added after runs had been cached (and GANs shipped): at these values a config hashes
+# as it did before the field existed, so those runs and the bundle keep their keys.  Set to
+# anything else, the field is part of the key like every other.
+_KEY_NEUTRAL: dict[str, Any] = {"precision": "fp32", "channels_last": False}
+
+
+def pretrain_dict(p: "PretrainConfig") -> dict[str, Any]:
+    """The pretraining config as its key (and the bundle's metadata) sees it."""
+    d = to_dict(p)
+    for name, neutral in _KEY_NEUTRAL.items():
+        if d.get(name) == neutral:
+            del d[name]
+    return d
+
+
+def pretrain_mode(p: "PretrainConfig | dict[str, Any]") -> str:
+    """"fp32", "bf16", "fp32+cl" or "bf16+cl": how a pretraining ran (a config or its dict;
+    configs saved before these fields existed ran fp32, contiguous)."""
+    d = p if isinstance(p, dict) else to_dict(p)
+    return str(d.get("precision", "fp32")) + ("+cl" if d.get("channels_last") else "")
+
+
+def key_dict(cfg: "RunConfig") -> dict[str, Any]:
+    """The whole config as the run key sees it (to_dict with key-neutral fields dropped)."""
+    d = to_dict(cfg)
+    d["pretrain"] = pretrain_dict(cfg.pretrain)
+    return d
+
+
 def from_dict(d: dict[str, Any]) -> RunConfig:
     """Inverse of to_dict; unknown keys are an error, missing keys take their defaults."""
     def build(cls: type, values: dict[str, Any]) -> Any:
@@ -344,11 +383,11 @@ def _hash(obj: Any) -> str:
 def pretrain_key(cfg: RunConfig) -> str:
     """Everything pretraining depends on: the OOD digit, the data and the GAN settings."""
     return _hash({"v": CODE_VERSION, "ood": cfg.ood_digit, "data": to_dict(cfg.data),
-                  "pretrain": to_dict(cfg.pretrain)})
+                  "pretrain": pretrain_dict(cfg.pretrain)})
 
 
 def run_key(cfg: RunConfig) -> str:
-    return _hash({"v": CODE_VERSION, "cfg": to_dict(cfg)})
+    return _hash({"v": CODE_VERSION, "cfg": key_dict(cfg)})
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
