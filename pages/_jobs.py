@@ -13,9 +13,9 @@ from pages._access import MAX_JOBS_PER_VISITOR, MAX_QUEUED, can_submit, is_admin
     jobs_readable, visitor_id
 from pages._data import cached_runs
 from pages._messages import flash, safe_call
-from xdd import device, jobs, store
-from xdd.config import ConfigError, RunConfig, preset, pretrain_key
-from xdd.estimate import Estimate, ensure_calibration, estimate
+from xdd import device, jobs
+from xdd.config import ConfigError, RunConfig, preset
+from xdd.estimate import Estimate, ensure_calibration, estimate, gan_on_disk
 from xdd.fmt import describe_config, fmt_duration
 
 # ---------------------------------------------------------------- device
@@ -165,19 +165,12 @@ def first_visit_panel(key: str) -> bool:
 # ---------------------------------------------------------------- time estimates
 
 
-def _gan_available(cfg: RunConfig) -> bool:
-    from xdd import bundle
-
-    key = pretrain_key(cfg)
-    return (store.pretrain_dir(key) / "checkpoint.pt").is_file() or key in bundle.entries()
-
-
 def estimate_seconds(cfgs: Sequence[RunConfig]) -> Estimate:
     """Wall time for cfgs on this machine, from its own runs or its calibration
     (xdd.estimate); with neither, starts the calibration and returns seconds=None."""
     kind = device_info()["kind"]
     alive = bool(safe_call(jobs.worker_alive, what="check the worker", default=False))
-    est = estimate(cfgs, cached_runs(), kind, gan_available=_gan_available, umap_warm=alive)
+    est = estimate(cfgs, cached_runs(), kind, gan_available=gan_on_disk, umap_warm=alive)
     if est.seconds is None:
         ensure_calibration(kind, cfgs[0].preset if cfgs else "quick")
     return est

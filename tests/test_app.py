@@ -172,8 +172,9 @@ def test_paper_preset_states_an_honest_time_estimate() -> None:
     assert not any("in all" in m.value for m in at.markdown if "**Runs on**" in m.value)
     from xdd import estimate
 
-    entry = lambda pre: {"pretrain_step_s": pre, "retrain_step_s": 0.05,  # noqa: E731
-                         "score_image_s": 3e-4,
+    rates = lambda pre: {"pretrain_step_s": {"fp32": pre}, "retrain_step_s": 0.05,  # noqa: E731
+                         "score_image_s": 3e-4}
+    entry = lambda pre: {"rates": {str(estimate.worker_threads()): rates(pre)},  # noqa: E731
                          "project_point_s": {"pca": 1e-5, "tsne": 1e-2, "umap": 5e-3}}
     store.atomic_write_json(estimate.calibration_path(), {
         "version": estimate.CALIBRATION_VERSION, "code_version": config.CODE_VERSION,

@@ -178,6 +178,26 @@ def test_run_prints_auprc_before_and_after(tiny_run):
     assert "GAN seed=0" in out
     assert "reused" in out  # the pretrained GAN
     assert len(list((tiny_run.cache / "pretrain").iterdir())) == 1
+    # before it ran, the estimate for this machine at the CLI's thread count (or none)
+    first = out.splitlines()[0]
+    assert re.match(r"estimate: (about .+ \(cpu, \d+ threads?; from |none yet for cpu, \d+ thread)",
+                    first), first
+
+
+def test_the_run_estimate_is_the_machines_at_the_clis_thread_count(tiny_run):
+    from xdd import estimate as E
+    from xdd.cli import _run_estimate
+    from xdd.fmt import fmt_duration
+
+    res = tiny_run.results
+    n = E.run_threads(res)
+    cfg = preset("tiny", ood_digit=3)  # not cached, nor its GAN
+    line = _run_estimate(cfg, "cpu", False, n)
+    want = E.estimate([cfg], [res], "cpu", threads=n, gan_available=lambda c: False)
+    assert line == (f"estimate: about {fmt_duration(want.seconds)} "
+                    f"(cpu, {n} thread{'s' * (n != 1)}; from this machine's earlier runs)")
+    # measured at another thread count only: no number
+    assert _run_estimate(cfg, "cpu", False, n + 1).startswith("estimate: none yet for cpu")
 
 
 def test_second_run_answers_from_the_cache(tiny_run):

@@ -11,10 +11,17 @@ from xdd import store
 from xdd.config import CODE_VERSION, preset
 
 
-def _write_calibration(pre=0.1, ret=0.02, score=1e-4, proj=None, compile_s=7.0, **more):
+def _write_calibration(pre=0.1, ret=0.02, score=1e-4, proj=None, compile_s=7.0, threads=None,
+                       fast=None, **more):
+    """A calibration as measure() writes it: the network rates at the job worker's thread
+    count (or ``threads``), the pretraining per mode (fp32 ``pre``, bf16 + channels_last
+    ``fast``)."""
     proj = proj or {"pca": 1e-5, "tsne": 1e-2, "umap": 5e-3}
+    modes = {"fp32": pre, **({"bf16+cl": fast} if fast else {})}
+    rates = {str(t): {"pretrain_step_s": modes, "retrain_step_s": ret, "score_image_s": score}
+             for t in (threads or [E.worker_threads()])}
     entry = {"pretrain_step_s": pre, "retrain_step_s": ret, "score_image_s": score,
-             "project_point_s": proj, **more}
+             "rates": rates, "project_point_s": proj, **more}
     store.atomic_write_json(E.calibration_path(), {
         "version": E.CALIBRATION_VERSION, "code_version": CODE_VERSION,
         "cpu": {"presets": {"quick": entry, "tiny": entry}, "data_s": 0.5,
@@ -73,12 +80,52 @@ def test_this_machines_runs_take_precedence(tiny_run):
     per_step = sorted(v / tiny_run.cfg.retrain.steps for k, v in res["timings"].items()
                       if k.startswith("retrain:"))  # mcdd, xdd
     assert rates["retrain_step_s"] == pytest.approx(sum(per_step) / 2)
-    est = E.estimate([cfg], [res], "cpu")
+    n = E.run_threads(res)  # the torch threads the tiny run recorded
+    assert n is not None and n >= 1
+    est = E.estimate([cfg], [res], "cpu", threads=n)
     assert est.basis == "from this machine's earlier runs"
     assert est.seconds < 10.0 * cfg.pretrain.steps  # the calibration's 10 s/step is not used
     assert math.isfinite(est.seconds) and est.seconds > 0
     # a cached config costs nothing
     assert E.estimate([tiny_run.cfg], [res], "cpu").seconds == 0.0
+    # runs made at another thread count, or pretrained in another mode, are not this run's cost
+    assert E.rates_from_runs([res], "tiny", "cpu", threads=n + 1)["pretrain_step_s"] is None
+    assert E.rates_from_runs([res], "tiny", "cpu", threads=n, mode="bf16+cl")[
+        "pretrain_step_s"] is None
+    assert E.rates_from_runs([res], "tiny", "cpu", threads=n)["retrain_step_s"] \
+        == rates["retrain_step_s"]
+
+
+def test_the_rates_are_the_ones_measured_at_the_runs_thread_count_and_mode():
+    cfg = preset("quick", ood_digit=8)
+    fast = preset("quick", ood_digit=8, **{"pretrain.precision": "bf16",
+                                           "pretrain.channels_last": True})
+    w = E.worker_threads()
+    _write_calibration(pre=0.1, fast=0.04, threads=[w])
+    warm = E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds
+    assert E.estimate([cfg], [], "cpu").seconds - warm == pytest.approx(cfg.pretrain.steps * 0.1)
+    assert E.estimate([fast], [], "cpu").seconds - warm == pytest.approx(cfg.pretrain.steps * 0.04)
+    # measured at the worker's count only: a run at another count has no estimate
+    assert E.estimate([cfg], [], "cpu", threads=w + 1).seconds is None
+    # a calibration that timed the networks at two counts answers for both, each its own
+    store.atomic_write_json(E.calibration_path(), {
+        "version": E.CALIBRATION_VERSION, "code_version": CODE_VERSION,
+        "cpu": {"presets": {"quick": {
+            "project_point_s": {"pca": 1e-5, "tsne": 1e-2, "umap": 5e-3},
+            "rates": {str(w): {"pretrain_step_s": {"fp32": 0.1}, "retrain_step_s": 0.02,
+                               "score_image_s": 1e-4},
+                      str(w + 1): {"pretrain_step_s": {"fp32": 0.06}, "retrain_step_s": 0.01,
+                                   "score_image_s": 5e-5}}}},
+            "data_s": 0.5, "umap_compile_s": 7.0}})
+    a = E.estimate([cfg], [], "cpu", threads=w).seconds
+    b = E.estimate([cfg], [], "cpu", threads=w + 1).seconds
+    assert a - b == pytest.approx(cfg.pretrain.steps * 0.04 + 2 * cfg.retrain.steps * 0.01
+                                  + 3 * 64000 * 5e-5)
+    # a calibration of the older format (no per-thread rates) is not read at all
+    cal = store.read_json(E.calibration_path())
+    cal["version"] = 2
+    store.atomic_write_json(E.calibration_path(), cal)
+    assert E.estimate([cfg], [], "cpu").seconds is None
 
 
 @pytest.mark.slow
@@ -87,5 +134,11 @@ def test_measure_times_the_tiny_preset_here():
     e = fig["presets"]["tiny"]
     for k in ("pretrain_step_s", "retrain_step_s", "score_image_s"):
         assert 0 < e[k] < 5, (k, e[k])
+    # the networks timed at the worker's thread count and at every core, both modes
+    assert str(E.worker_threads()) in e["rates"]
+    for at in e["rates"].values():
+        assert set(at["pretrain_step_s"]) == set(E.MEASURED_MODES)
+        assert all(0 < v < 5 for v in at["pretrain_step_s"].values())
+    assert e["pretrain_step_s"] == e["rates"][str(E.worker_threads())]["pretrain_step_s"]["fp32"]
     assert set(e["project_point_s"]) == set(preset("tiny").projection.methods)
     assert fig["threads"] >= 1 and fig["data_s"] >= 0

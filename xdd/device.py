@@ -35,12 +35,22 @@ def resolve_device(name: str = "auto"):
 
 
 def describe(device) -> str:
-    """'cpu (2 threads)' or the GPU's name."""
+    """'cpu (2 threads)' / 'cpu (1 thread)' or the GPU's name."""
     import torch
 
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"cpu ({n} thread{'s' * (n != 1)})"
+
+
+def described_threads(described: str) -> int | None:
+    """The thread count in describe()'s text ('cpu (2 threads)' -> 2); None for a GPU or an
+    unknown text."""
+    import re
+
+    m = re.match(r"cpu \((\d+) threads?\)", str(described))
+    return int(m.group(1)) if m else None
 
 
 def _torch_has_cuda() -> bool:

@@ -9,6 +9,11 @@ Two sources, best first, and the estimate says which one it used:
    pretraining and retraining steps of each preset's networks, one embedding pass and a small
    t-SNE / UMAP on this machine, and ``cache/calibration.json`` keeps the figures.
 
+Both are per thread count: a CPU run's costs depend on how many torch threads it runs with
+(the job worker: the usable cores less one; ``python -m xdd run``: every core), so runs are
+counted only at the thread count asked for, and the calibration times the networks at both.
+Pretraining rates are per pretraining mode (``config.pretrain_mode``: precision and layout).
+
 With neither, there is no estimate (``Estimate.seconds is None``): the page says it is
 measuring instead of showing a number from another machine.  Nothing here imports torch
 unless ``measure`` is called.
@@ -23,10 +28,27 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from . import store
-from .config import CODE_VERSION, RunConfig, preset, pretrain_key, run_key
+from .config import CODE_VERSION, RunConfig, preset, pretrain_key, pretrain_mode, run_key
 
 RETRAINED = ("xdd", "mcdd", "pairwise", "svdd", "softmax")
-CALIBRATION_VERSION = 2  # 2: the unlabeled reference's PCA fit and k-NN search
+# 2: the unlabeled reference's PCA fit and k-NN search; 3: rates per thread count and mode
+CALIBRATION_VERSION = 3
+MEASURED_MODES = ("fp32", "bf16+cl")  # pretraining modes the calibration times
+
+
+def worker_threads() -> int:
+    """The job worker's default torch thread count (xdd.worker.default_threads, without
+    importing torch): the usable cores less one, at most 8."""
+    from .device import usable_cores
+
+    return max(1, min(8, usable_cores() - 1))
+
+
+def run_threads(run: dict[str, Any]) -> int | None:
+    """The torch thread count a cached CPU run recorded (None: a GPU run or not recorded)."""
+    from .device import described_threads
+
+    return described_threads(str(run.get("device", "")))
 
 
 @dataclass(frozen=True)
@@ -58,21 +80,26 @@ def _median(xs: Iterable[float]) -> float | None:
     return v[m] if len(v) % 2 else 0.5 * (v[m - 1] + v[m])
 
 
-def rates_from_runs(runs: Sequence[dict[str, Any]], preset_name: str, kind: str
-                    ) -> dict[str, Any]:
+def rates_from_runs(runs: Sequence[dict[str, Any]], preset_name: str, kind: str,
+                    threads: int | None = None, mode: str = "fp32") -> dict[str, Any]:
     """Per-stage costs of this machine's cached runs of one preset on one device kind (the
-    raw-pixel baseline's scoring is counted only from runs: the calibration does not time it)."""
+    raw-pixel baseline's scoring is counted only from runs: the calibration does not time it).
+    On the CPU, ``threads`` keeps only the runs made with that many torch threads (None: any);
+    the pretraining rate counts only pretrainings in ``mode``."""
     pre, ret, score, proj, data, pixels = [], [], [], {}, [], []
     for r in runs:
         if r.get("preset") != preset_name:
             continue
         if (kind == "cuda") != str(r.get("device", "")).startswith("cuda"):
             continue
+        if kind == "cpu" and threads is not None and run_threads(r) != threads:
+            continue
         cfg = r.get("config") or {}
         t = r.get("timings") or {}
         trained = r.get("pretrain_source", "cache" if r.get("pretrain_reused") else "trained")
         steps = (cfg.get("pretrain") or {}).get("steps") or 0
-        if trained == "trained" and steps and t.get("pretrain"):
+        if trained == "trained" and steps and t.get("pretrain") \
+                and pretrain_mode(cfg.get("pretrain") or {}) == mode:
             pre.append(t["pretrain"] / steps)
         rsteps = (cfg.get("retrain") or {}).get("steps") or 0
         n_test = r.get("n_test") or 0
@@ -99,6 +126,16 @@ def rates_from_runs(runs: Sequence[dict[str, Any]], preset_name: str, kind: str
             "project_point_s": {k: _median(v) for k, v in proj.items()}}
 
 
+def gan_on_disk(cfg: RunConfig, use_bundle: bool = True) -> bool:
+    """Whether cfg's pretrained GAN is cached on this machine or (``use_bundle``) shipped with
+    the code: then its run pretrains nothing."""
+    from . import bundle
+
+    key = pretrain_key(cfg)
+    return (store.pretrain_dir(key) / "checkpoint.pt").is_file() or (
+        use_bundle and key in bundle.entries())
+
+
 def _pick(measured: dict[str, Any], cal: dict[str, Any] | None, name: str) -> tuple[float | None, str]:
     if measured.get(name):
         return measured[name], "runs"
@@ -107,16 +144,38 @@ def _pick(measured: dict[str, Any], cal: dict[str, Any] | None, name: str) -> tu
     return None, "none"
 
 
+def _calibrated_rates(cal: dict[str, Any] | None, preset_name: str, kind: str,
+                     threads: int, mode: str) -> dict[str, Any] | None:
+    """The calibration's figures for a preset, with the network rates at ``threads`` (CPU)
+    and the pretraining rate in ``mode``; None where it did not measure them."""
+    entry = (cal or {}).get("presets", {}).get(preset_name)
+    if not isinstance(entry, dict):
+        return None
+    out = dict(entry)
+    if kind == "cpu":
+        at = (entry.get("rates") or {}).get(str(threads))
+        if not isinstance(at, dict):
+            return None  # timed at another thread count only: not this run's cost
+        out.update({k: at.get(k) for k in ("retrain_step_s", "score_image_s")})
+        out["pretrain_step_s"] = (at.get("pretrain_step_s") or {}).get(mode)
+    elif mode != pretrain_mode(preset(preset_name).pretrain):
+        out["pretrain_step_s"] = None
+    return out
+
+
 def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: str,
-             gan_available=None, umap_warm: bool = False) -> Estimate:
+             gan_available=None, umap_warm: bool = False, threads: int | None = None
+             ) -> Estimate:
     """Seconds to run cfgs one after another on this machine, from measurement only.
 
     ``runs``: this machine's cached results; ``gan_available(cfg)``: whether a pretrained GAN
     for cfg is cached or shipped (then pretraining costs nothing); ``umap_warm``: a worker
-    whose UMAP is compiled already is alive.  Pretraining is counted once per distinct
+    whose UMAP is compiled already is alive; ``threads``: the torch threads of the CPU that
+    runs them (default: the job worker's).  Pretraining is counted once per distinct
     pretraining config.
     """
     cal = load_calibration(kind)
+    threads = threads or worker_threads()
     total = 0.0
     used: set[str] = set()
     seen: set[str] = set()
@@ -126,8 +185,9 @@ def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: st
         if (store.run_dir(run_key(cfg)) / "results.json").is_file():
             n_cached += 1
             continue
-        measured = rates_from_runs(runs, cfg.preset, kind)
-        pcal = (cal or {}).get("presets", {}).get(cfg.preset)
+        mode = pretrain_mode(cfg.pretrain)
+        measured = rates_from_runs(runs, cfg.preset, kind, threads, mode)
+        pcal = _calibrated_rates(cal, cfg.preset, kind, threads, mode)
         need_gan = any(m != "pixels" for m in cfg.methods)
         pk = pretrain_key(cfg)
         if need_gan and pk not in seen and not (gan_available and gan_available(cfg)):
@@ -192,14 +252,15 @@ def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: st
 def measure(device: str = "cpu", presets: Sequence[str] = ("tiny", "quick"), steps: int = 4
             ) -> dict[str, Any]:
     """Time each preset's networks on this machine: seconds per pretraining step (batch of the
-    preset), per retraining step (XDD loss, 90 labeled images), per test image scored, per
+    preset; fp32 and bf16 + channels_last), per retraining step (XDD loss, 90 labeled images)
+    and per test image scored, at the job worker's thread count and (CPU) at every core; per
     projected point (t-SNE / UMAP / PCA on a small sample, scaled linearly), and the data
     load.  A few seconds for tiny and quick; the paper preset's G is wider."""
     import numpy as np
     import torch
 
     from .data import load_mnist, to_tensor
-    from .device import resolve_device
+    from .device import resolve_device, usable_cores
     from .pretrain import pretrain_gan
     from .projection import project
     from .retrain import embed_all, retrain
@@ -208,41 +269,61 @@ def measure(device: str = "cpu", presets: Sequence[str] = ("tiny", "quick"), ste
     t0 = time.perf_counter()
     data = load_mnist(None)
     data_s = time.perf_counter() - t0
-    out: dict[str, Any] = {"presets": {}, "data_s": data_s,
-                           "threads": torch.get_num_threads(), "measured_at": time.time()}
+    base_threads = torch.get_num_threads()
+    counts = [base_threads] if dev.type == "cuda" else sorted(
+        {worker_threads(), min(8, usable_cores())})
+    out: dict[str, Any] = {"presets": {}, "data_s": data_s, "threads": worker_threads(),
+                           "measured_at": time.time()}
     x_all = to_tensor(data.x_train[:2048])
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
     for name in presets:
         cfg = preset(name)
         p = cfg.pretrain
         x = x_all[: max(p.batch_size, 64)]
-
-        def timed(n: int) -> float:
-            t = time.perf_counter()
-            pretrain_gan(dataclasses.replace(p, steps=n), x, dev)
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            return time.perf_counter() - t
-
-        timed(1)  # warm-up: allocator, kernels
-        pre = (timed(steps + 1) - timed(1)) / steps
-        _, D, _ = pretrain_gan(dataclasses.replace(p, steps=1), x, dev)
         y = torch.arange(9).repeat_interleave(10).to(dev)
         xl = x_all[:90].to(dev)
         rcfg = dataclasses.replace(cfg.retrain, steps=1)
-        retrain(D, rcfg, xl, y, "xdd", 0)  # warm-up
-        t = time.perf_counter()
-        retrain(D, dataclasses.replace(cfg.retrain, steps=steps + 1), xl, y, "xdd", 0)
-        t1 = time.perf_counter() - t
-        t = time.perf_counter()
-        retrain(D, rcfg, xl, y, "xdd", 0)
-        ret = max(1e-6, (t1 - (time.perf_counter() - t)) / steps)
-        t = time.perf_counter()
-        z = embed_all(D, x_all)
-        emb = (time.perf_counter() - t) / len(x_all)
-        entry = {"pretrain_step_s": pre, "retrain_step_s": ret,
-                 # embedding dominates scoring; the KDE over 90 points adds ~30 % (measured
-                 # against the runs' score timings)
-                 "score_image_s": 1.3 * emb, "project_point_s": {}}
+        rates: dict[str, Any] = {}
+        for n in counts:
+            if dev.type == "cpu":
+                torch.set_num_threads(n)
+            pre: dict[str, float] = {}
+            for mode in MEASURED_MODES:
+                prec, _, layout = mode.partition("+")
+                pm = dataclasses.replace(p, precision=prec, channels_last=layout == "cl")
+
+                def timed(k: int) -> float:
+                    t = time.perf_counter()
+                    pretrain_gan(dataclasses.replace(pm, steps=k), x, dev)
+                    sync()
+                    return time.perf_counter() - t
+
+                timed(1)  # warm-up: allocator, kernels
+                pre[mode] = max(1e-6, (timed(steps + 1) - timed(1)) / steps)
+            _, D, _ = pretrain_gan(dataclasses.replace(p, steps=1), x, dev)
+            retrain(D, rcfg, xl, y, "xdd", 0)  # warm-up
+            t = time.perf_counter()
+            retrain(D, dataclasses.replace(cfg.retrain, steps=steps + 1), xl, y, "xdd", 0)
+            t1 = time.perf_counter() - t
+            t = time.perf_counter()
+            retrain(D, rcfg, xl, y, "xdd", 0)
+            ret = max(1e-6, (t1 - (time.perf_counter() - t)) / steps)
+            t = time.perf_counter()
+            z = embed_all(D, x_all)
+            emb = (time.perf_counter() - t) / len(x_all)
+            # embedding dominates scoring; the KDE over 90 points adds ~30 % (measured against
+            # the runs' score timings)
+            rates[str(n)] = {"pretrain_step_s": pre, "retrain_step_s": ret,
+                             "score_image_s": 1.3 * emb}
+        torch.set_num_threads(base_threads if dev.type == "cuda" else worker_threads())
+        own = rates[str(counts[0] if dev.type == "cuda" else worker_threads())]
+        entry = {"pretrain_step_s": own["pretrain_step_s"][pretrain_mode(p)],
+                 "retrain_step_s": own["retrain_step_s"], "score_image_s": own["score_image_s"],
+                 "rates": rates, "project_point_s": {}}
         if "unlabeled" in cfg.score.references:
             # What the unlabeled reference adds per scored method beyond embedding: the PCA
             # fit on knn_pca_fit embeddings (its size does not depend on the reference) and
