@@ -65,6 +65,14 @@ def test_the_unlabeled_references_fit_and_search_are_counted_from_the_calibratio
     _write_calibration(reference_fit_s=3.0, knn_pair_s=1e-8)
     more = E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds
     assert more - base == pytest.approx(3 * (3.0 + 10000 * 54000 * 1e-8))
+    # the PCA is fitted on at most knn_pca_fit rows: the tiny preset's 512 reference images
+    # cost 512 / 8,192 of the calibration's fit on 8,192
+    tiny = preset("tiny", ood_digit=8)
+    _write_calibration()
+    base_t = E.estimate([tiny], [], "cpu", gan_available=lambda c: True).seconds
+    _write_calibration(reference_fit_s=3.0, knn_pair_s=1e-8, reference_fit_rows=8192)
+    more_t = E.estimate([tiny], [], "cpu", gan_available=lambda c: True).seconds
+    assert more_t - base_t == pytest.approx(3 * (3.0 * 512 / 8192 + 400 * 512 * 1e-8))
     paper_only = preset("quick", ood_digit=8, **{"score.references": ("labeled",)})
     assert E.estimate([paper_only], [], "cpu", gan_available=lambda c: True).seconds \
         < base - 3 * 54000 * 1e-4 + 1e-6  # no reference embedded, fitted or searched
@@ -142,3 +150,57 @@ def test_measure_times_the_tiny_preset_here():
     assert e["pretrain_step_s"] == e["rates"][str(E.worker_threads())]["pretrain_step_s"]["fp32"]
     assert set(e["project_point_s"]) == set(preset("tiny").projection.methods)
     assert fig["threads"] >= 1 and fig["data_s"] >= 0
+
+
+def _synthetic_run(wall: float, threads: int = 1) -> dict:
+    """A cached tiny run as results.json records it: its stages' timings, and a wall clock
+    shorter than their sum (the pixel baseline and the pretrained D's scores run in threads
+    beside the retraining)."""
+    from xdd.config import to_dict
+
+    cfg = preset("tiny", ood_digit=8)
+    t = {"data": 1.0, "pretrain": 0.0, "retrain:mcdd": 10.0, "retrain:xdd": 10.0,
+         "score:pixels": 4.0, "score:before": 5.0, "score:mcdd": 5.0, "score:xdd": 5.0,
+         "reference:before": 3.0,  # a part of score:before, not a stage of its own
+         "project:before:pca": 1.0, "project:xdd:pca": 1.0,
+         "project:before:tsne": 3.0, "project:xdd:tsne": 3.0}
+    return {"preset": "tiny", "device": f"cpu ({threads} thread{'s' * (threads != 1)})",
+            "config": to_dict(cfg), "timings": t, "pretrain_source": "cache",
+            "n_test": 400, "n_reference": 512, "n_labeled": 90, "wall_time_s": wall}
+
+
+def test_runs_whose_stages_overlap_are_counted_at_the_wall_clock_they_took():
+    staged = 10 + 10 + 4 + 5 + 5 + 5 + 1 + 1 + 3 + 3  # 47 s of stages, 1 s of data
+    run = _synthetic_run(wall=1.0 + 0.5 * staged)
+    rates = E.rates_from_runs([run], "tiny", "cpu", threads=1)
+    assert rates["overlap"] == pytest.approx(0.5)
+    # the same config again: the estimate is the wall clock that run took, not its stage sum
+    est = E.estimate([preset("tiny", ood_digit=8)], [run], "cpu", threads=1,
+                     gan_available=lambda c: True)
+    assert est.basis == "from this machine's earlier runs"
+    assert est.seconds == pytest.approx(run["wall_time_s"])
+    # two runs: the median overlap; a run at another thread count does not count
+    runs = [run, _synthetic_run(wall=1.0 + 0.7 * staged), _synthetic_run(wall=5.0, threads=2)]
+    assert E.rates_from_runs(runs, "tiny", "cpu", threads=1)["overlap"] == pytest.approx(0.6)
+    assert E.rates_from_runs(runs, "tiny", "cpu", threads=2)["overlap"] == pytest.approx(4 / staged)
+
+
+def test_a_runs_first_umap_compiles_it_and_is_not_counted_as_its_rate():
+    run = _synthetic_run(wall=30.0)
+    run["timings"].update({"project:before:umap": 24.0, "project:xdd:umap": 2.4})
+    n = 150 + 90  # projected points: the test subsample and the labeled images
+    assert E.rates_from_runs([run], "tiny", "cpu")["project_point_s"]["umap"] \
+        == pytest.approx(2.4 / n)
+
+
+def test_a_fresh_process_pays_the_first_calls_once():
+    cfg = preset("quick", ood_digit=8)
+    _write_calibration()
+    base = E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds
+    _write_calibration(first_calls_s=2.5)
+    fresh = E.estimate([cfg, preset("quick", ood_digit=8, seed=1)], [], "cpu",
+                       gan_available=lambda c: True).seconds
+    two = 2 * base - 7.0  # two runs, one UMAP compilation
+    assert fresh == pytest.approx(two + 2.5)  # once for the process, not per run
+    warm = E.estimate([cfg], [], "cpu", gan_available=lambda c: True, umap_warm=True).seconds
+    assert warm == pytest.approx(base - 7.0)  # a warm worker pays neither

@@ -143,7 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     threads = torch.get_num_threads()
     if not cached:
-        print(_run_estimate(cfg, args.device, args.force, threads))
+        print(_run_estimate(cfg, args.device, args.force, threads), flush=True)
     bar = TqdmProgress()
     t = time.perf_counter()
     try:
