@@ -155,3 +155,50 @@ def test_classroom_section_states_its_targets_and_keeps_the_rest(tmp_path, monke
     out = doc.read_text()
     assert out.startswith("# P\n" + mod.BEGIN) and out.endswith(mod.END + "\n## after\n")
     assert "stale-figures" not in out and out.count(mod.BEGIN) == 1
+
+
+def _bench_module(name: str):
+    sys.path.insert(0, str(REPO / "bench"))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_precision_section_states_ratios_and_the_validation_pairs():
+    mod = _bench_module("precision")
+    steps = {"1": {"fp32": 0.2, "channels_last": 0.18, "bf16": 0.15, "bf16 + channels_last": 0.1},
+             "2": {"fp32": 0.1, "channels_last": 0.1, "bf16": 0.08, "bf16 + channels_last": 0.09}}
+    rows = [{"digit": d, "gan_seed": 100, "reference": "unlabeled", "method": "xdd",
+             "fp32": 0.6 + d / 100, "fast": 0.6 + d / 100 + (0.01 if d % 2 else -0.01),
+             "fp32_pretrain_s": None, "fast_pretrain_s": None} for d in (1, 2, 3, 4)]
+    raw = {"command": "python bench/precision.py", "load_before": (1, 1, 1), "load_after": (1, 1, 1),
+           "machine": {"cpu": "cpu", "affinity": 2}, "preset": "quick", "batch_size": 64,
+           "preset_steps": 1500, "steps": 10, "rounds": 3, "threads": [1, 2], "steps_s": steps,
+           "check": {"rows": rows, "seed_sd": {"unlabeled:xdd": 0.06}}}
+    text = mod.render(raw)
+    assert text.startswith(mod.BEGIN) and text.rstrip().endswith(mod.END)
+    assert "| bf16 + channels_last | 100.0 | 90.0 | 0.50 | 0.90 |" in text
+    # the fastest mode and what the preset's steps cost in it
+    assert "(bf16, 2 threads) take 120 s" in text and "1 thread, 300 s" in text
+    # four digits, mean difference 0, its standard error, the GAN-seed s.d. beside it
+    assert "| unlabeled | xdd | 4 | 0.625 | 0.625 | +0.000 ± 0.006 | 0.060 |" in text
+
+
+def test_first_demo_section_checks_each_estimate_against_the_time_after_it():
+    mod = _bench_module("first_demo")
+    run = {"label": "quick, cold GAN (fp32, the preset)", "command": "python -m xdd run x",
+           "seconds": 203.0, "startup_s": 3.0, "after_estimate_s": 200.0, "pretrain_s": 150.0,
+           "device": "cpu (2 threads)", "estimate_line": "estimate: about 4.0 min (cpu)",
+           "estimate_s": mod._seconds("estimate: about 4.0 min (cpu)")}
+    cached = dict(run, label="tiny, GAN cached (seed 1)", after_estimate_s=10.0, seconds=12.0,
+                  estimate_s=mod._seconds("estimate: about 7 s (cpu)"))
+    raw = {"command": "c", "machine": "m", "load_before": 1, "load_after": 1, "estimate_s": 70.0,
+           "click_to_bars_s": 45.0, "click_to_maps_s": 80.0, "cli_runs": [run, cached]}
+    text = mod.render(raw)
+    assert run["estimate_s"] == 240.0 and cached["estimate_s"] == 7.0
+    assert "its estimate 240.0 s against the 200.0 s after it (+20 %) | ≤ 90 s: **missed**; " \
+           "estimate ±25 %: met |" in text
+    assert "its estimate 7.0 s against the 10.0 s after it (-30 %) | –; estimate ±25 %: " \
+           "**missed** |" in text
+    assert "the page's estimate before the click" in text and "(error -12 %)" in text
