@@ -21,6 +21,13 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def worker_threads() -> int:
+    """CPU threads for the job worker's torch: all usable cores but one (for the app and the
+    browser), at most 8.  Oversubscribing a busy CPU makes torch's OpenMP threads spin and
+    run far slower."""
+    return max(1, min(8, usable_cores() - 1))
+
+
 def resolve_device(name: str = "auto"):
     """"auto" | "cpu" | "cuda" -> torch.device; ConfigError for cuda without a GPU."""
     import torch

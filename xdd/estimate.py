@@ -37,11 +37,10 @@ MEASURED_MODES = ("fp32", "bf16+cl")  # pretraining modes the calibration times
 
 
 def worker_threads() -> int:
-    """The job worker's default torch thread count (xdd.worker.default_threads, without
-    importing torch): the usable cores less one, at most 8."""
-    from .device import usable_cores
+    """The job worker's default torch thread count (xdd.device.worker_threads)."""
+    from .device import worker_threads as _worker_threads
 
-    return max(1, min(8, usable_cores() - 1))
+    return _worker_threads()
 
 
 def run_threads(run: dict[str, Any]) -> int | None:
@@ -183,9 +182,9 @@ def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: st
     ``runs``: this machine's cached results; ``gan_available(cfg)``: whether a pretrained GAN
     for cfg is cached or shipped (then pretraining costs nothing); ``umap_warm``: a worker
     whose UMAP is compiled already is alive (else the runs start in a fresh process, which
-    pays UMAP's compilation and the calibration's first-call cost once); ``threads``: the torch threads of the CPU that
-    runs them (default: the job worker's).  Pretraining is counted once per distinct
-    pretraining config.
+    pays UMAP's compilation and the calibration's first-call cost once); ``threads``: the
+    torch threads of the CPU that runs them (default: the job worker's).  Pretraining is
+    counted once per distinct pretraining config.
     """
     cal = load_calibration(kind)
     threads = threads or worker_threads()

@@ -87,11 +87,11 @@ def _state() -> WorkerState:
 
 
 def default_threads() -> int:
-    """CPU threads for torch: all usable cores but one (for the app and the browser), at most
-    8.  Oversubscribing a busy CPU makes torch's OpenMP threads spin and run far slower."""
-    from .device import usable_cores
+    """CPU threads for torch (xdd.device.worker_threads: the usable cores less one, at most
+    8); the time estimates assume the same count."""
+    from .device import worker_threads
 
-    return max(1, min(8, usable_cores() - 1))
+    return worker_threads()
 
 
 class JobProgress:
