@@ -143,7 +143,7 @@ def test_pretraining_modes_train_the_same_networks_another_way(precision, channe
     with torch.no_grad():
         z, z_ref = D.embed(x[:8]), D_ref.embed(x[:8])
     assert z.dtype == torch.float32 and z.shape == z_ref.shape
-    diff = lambda a, b: max(float((p - q).abs().max()) for p, q in  # noqa: E731
+    diff = lambda a, b: max(float((p - q).detach().abs().max()) for p, q in  # noqa: E731
                             zip(a.parameters(), b.parameters()))
     assert diff(D_ref, D_again) == 0.0
     if precision == "bf16":  # bf16 rounds every product: the weights move apart
