@@ -221,6 +221,26 @@ def test_submit_one_job_per_digit_and_seed(no_worker: list[int], monkeypatch) ->
     assert len(at.get("progress")) == 4
     assert all("Queued" in p.proto.text for p in at.get("progress"))
     assert "0 running · 4 queued" in sidebar_text(at)
+    for j in listed:  # the default pretraining: fp32, as the committed results
+        assert j["config"]["pretrain"]["precision"] == "fp32"
+        assert j["config"]["pretrain"]["channels_last"] is False
+
+
+def test_the_fast_pretraining_is_a_setting_of_the_submitted_runs(no_worker: list[int]) -> None:
+    at = open_page()
+    at.pills(key="digits").set_value([4])
+    at.segmented_control(key="preset").set_value("tiny")
+    at.segmented_control(key="gan_precision").set_value("bf16")
+    at.run()
+    at.button(key="submit").click().run()
+    assert not at.exception
+    (job,) = jobs.list_jobs()
+    cfg = config.from_dict(job["config"])
+    assert cfg.pretrain.precision == "bf16" and cfg.pretrain.channels_last is True
+    # another GAN than the fp32 one of the same digit and seed, named as the run's variant
+    assert config.pretrain_key(cfg) != config.pretrain_key(preset("tiny", ood_digit=4))
+    assert config.variant(job["config"]) == ["pretrain.channels_last=True",
+                                             "pretrain.precision=bf16"]
 
 
 def test_running_job_shows_stage_step_eta_and_can_be_cancelled() -> None:
