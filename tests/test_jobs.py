@@ -747,11 +747,12 @@ def test_a_job_runs_with_the_workers_thread_count_for_blas_too(monkeypatch) -> N
     job_id = jobs.submit(preset("tiny", ood_digit=2))
     rk = jobs.status(job_id)["run_key"]
 
-    def fake_run(cfg, device, progress):
+    def fake_run(cfg, device, progress, force=False):
         seen.append([p["num_threads"] for p in threadpool_info()])
         return {"run_key": rk}
 
-    monkeypatch.setattr(xdd.experiment, "run_experiment", fake_run)
+    # the run's body is replaced; run_experiment itself (which sets the cap) still runs
+    monkeypatch.setattr(xdd.experiment, "_run_experiment", fake_run)
     monkeypatch.setattr(worker, "IDLE_POLL_S", 0.05)
     outer = threadpool_limits(limits=2)  # the libraries' default on a 2-core machine
     try:

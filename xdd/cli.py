@@ -138,19 +138,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .experiment import cached_results
 
     cached = not args.force and cached_results(cfg) is not None
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    threads = torch.get_num_threads()
     if not cached:
-        print(_run_estimate(cfg, args.device, args.force, threads), flush=True)
+        print(_run_estimate(cfg, args.device, args.force), flush=True)
     bar = TqdmProgress()
     t = time.perf_counter()
     try:
-        # numpy's and scikit-learn's pools at torch's count: beside run_experiment's scoring
-        # threads their default (every core each) oversubscribes the CPU, as in the worker.
-        with threadpool_limits(limits=threads):
-            res = run_experiment(cfg, device=args.device, progress=bar, force=args.force)
+        res = run_experiment(cfg, device=args.device, progress=bar, force=args.force)
     finally:
         bar.close()
     print(format_results(res))
@@ -159,16 +152,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_estimate(cfg, device: str, force: bool, threads: int) -> str:
+def _run_estimate(cfg, device: str, force: bool, threads: int | None = None) -> str:
     """One line: how long this run should take here, from this machine's runs at the same
-    thread count or its calibration (xdd.estimate), and on what basis."""
+    thread count (default: torch's, what the run gets) or its calibration (xdd.estimate),
+    and on what basis."""
+    import torch
+
     from . import store
-    from .device import device_info
+    from .device import resolve_device
     from .estimate import estimate, gan_on_disk
     from .fmt import fmt_duration
 
-    kind = "cuda" if device == "cuda" or (device == "auto" and device_info()["kind"] == "cuda") \
-        else "cpu"
+    threads = threads or torch.get_num_threads()
+    kind = resolve_device(device).type
     est = estimate([cfg], store.list_runs(), kind, threads=threads,
                    gan_available=lambda c: gan_on_disk(c, use_bundle=not force))
     where = f"{kind}, {threads} thread{'s' * (threads != 1)}" if kind == "cpu" else kind

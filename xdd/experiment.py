@@ -104,7 +104,20 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
                    force: bool = False) -> dict[str, Any]:
     """Run (or load from the cache) one configuration; returns its results dict.  ``force``
     recomputes the run and does not take its GAN from the bundle shipped with the code (a GAN
-    this machine pretrained and cached itself is still reused)."""
+    this machine pretrained and cached itself is still reused).
+
+    numpy's and scikit-learn's BLAS / OpenMP pools run at torch's thread count meanwhile: by
+    default they take every core, and beside the run's scoring threads their spinning
+    workers oversubscribe a small CPU (the worker, the CLI and sweeps alike)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=torch.get_num_threads()):
+        return _run_experiment(cfg, device, progress, force)
+
+
+def _run_experiment(cfg: RunConfig, device: str, progress: Progress | None,
+                    force: bool) -> dict[str, Any]:
     import torch
 
     from .device import describe, resolve_device

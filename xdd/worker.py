@@ -182,13 +182,8 @@ def run_job(job_id: str) -> None:
             torch.set_num_threads(st.threads)
         cfg = from_dict(rec["config"])
         was_cached = cached_results(cfg) is not None
-        # numpy's and scikit-learn's BLAS / OpenMP pools get the worker's thread count too:
-        # by default they take every core, and beside the job's scoring threads (see
-        # run_experiment) their spinning workers oversubscribe a small CPU.
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=st.threads or None):
-            res = run_experiment(cfg, device=st.device, progress=JobProgress(job_id, st.id))
+        # (run_experiment caps numpy's and scikit-learn's pools at torch's count, set above)
+        res = run_experiment(cfg, device=st.device, progress=JobProgress(job_id, st.id))
         st.in_job = False
         # The device that computed the result: this worker's, or the original run's if cached.
         device = res.get("device") if was_cached else st.device_desc
