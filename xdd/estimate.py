@@ -29,6 +29,7 @@ from typing import Any, Iterable, Sequence
 
 from . import store
 from .config import CODE_VERSION, RunConfig, preset, pretrain_key, pretrain_mode, run_key
+from .device import described_threads, worker_threads  # torch-free
 
 RETRAINED = ("xdd", "mcdd", "pairwise", "svdd", "softmax")
 # 2: the unlabeled reference's PCA fit and k-NN search; 3: rates per thread count and mode
@@ -36,17 +37,8 @@ CALIBRATION_VERSION = 3
 MEASURED_MODES = ("fp32", "bf16+cl")  # pretraining modes the calibration times
 
 
-def worker_threads() -> int:
-    """The job worker's default torch thread count (xdd.device.worker_threads)."""
-    from .device import worker_threads as _worker_threads
-
-    return _worker_threads()
-
-
 def run_threads(run: dict[str, Any]) -> int | None:
     """The torch thread count a cached CPU run recorded (None: a GPU run or not recorded)."""
-    from .device import described_threads
-
     return described_threads(str(run.get("device", "")))
 
 
@@ -162,16 +154,14 @@ def _calibrated_rates(cal: dict[str, Any] | None, preset_name: str, kind: str,
     entry = (cal or {}).get("presets", {}).get(preset_name)
     if not isinstance(entry, dict):
         return None
-    out = dict(entry)
-    if kind == "cpu":
-        at = (entry.get("rates") or {}).get(str(threads))
-        if not isinstance(at, dict):
-            return None  # timed at another thread count only: not this run's cost
-        out.update({k: at.get(k) for k in ("retrain_step_s", "score_image_s")})
-        out["pretrain_step_s"] = (at.get("pretrain_step_s") or {}).get(mode)
-    elif mode != pretrain_mode(preset(preset_name).pretrain):
-        out["pretrain_step_s"] = None
-    return out
+    rates = entry.get("rates") or {}
+    # a GPU is timed once, at whatever thread count; a CPU at each count a run may use
+    at = next(iter(rates.values()), None) if kind == "cuda" else rates.get(str(threads))
+    if not isinstance(at, dict):
+        return None  # timed at another thread count only: not this run's cost
+    return {**entry, "retrain_step_s": at.get("retrain_step_s"),
+            "score_image_s": at.get("score_image_s"),
+            "pretrain_step_s": (at.get("pretrain_step_s") or {}).get(mode)}
 
 
 def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: str,
@@ -356,7 +346,7 @@ def measure(device: str = "cpu", presets: Sequence[str] = ("tiny", "quick"), ste
             # the runs' score timings)
             rates[str(n)] = {"pretrain_step_s": pre, "retrain_step_s": ret,
                              "score_image_s": 1.3 * emb}
-        torch.set_num_threads(base_threads if dev.type == "cuda" else worker_threads())
+        torch.set_num_threads(base_threads)
         own = rates[str(counts[0] if dev.type == "cuda" else worker_threads())]
         entry = {"pretrain_step_s": own["pretrain_step_s"][pretrain_mode(p)],
                  "retrain_step_s": own["retrain_step_s"], "score_image_s": own["score_image_s"],
