@@ -241,8 +241,7 @@ def requeue_stopped(rec: JobRecord, worker_id: str, now: float) -> JobRecord | N
     if not rec.held_by(worker_id):
         return None
     if rec.cancel_requested:
-        return replace(rec, status="cancelled", finished=now,
-                       progress=replace(rec.progress, eta_s=None),
+        return replace(cancelled(rec, worker_id, now),
                        note="its worker was stopped while the cancel was pending")
     return _back_in_queue(rec, max(0, rec.attempts - 1), "re-queued: its worker was stopped")
 
