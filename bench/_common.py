@@ -89,3 +89,16 @@ def write_json(path: str | os.PathLike | None, obj: dict[str, Any]) -> None:
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def write_section(doc: Path, begin: str, end: str, section: str, heading: str = "") -> None:
+    """Put ``section`` (its own begin and end markers included) in place of the part of doc
+    between those markers, keeping everything outside them; where doc has no such part, it is
+    appended (after ``heading``)."""
+    text = doc.read_text() if doc.exists() else "# Performance\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section.rstrip("\n") + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + heading + section.rstrip("\n") + "\n"
+    doc.write_text(text)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DOC, REPO, loadavg, log, machine, write_json  # noqa: E402
+from _common import DOC, REPO, loadavg, log, machine, write_json, write_section  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
@@ -252,14 +252,7 @@ and drawn before the worker started. The load average is the machine's, other wo
 
 
 def write_doc(section: str) -> None:
-    text = DOC.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        DOC.write_text(head + section.rstrip("\n") + tail)
-    else:
-        DOC.write_text(text.rstrip("\n") + "\n\n## 9. Classroom (`bench/classroom.py`)\n\n"
-                       + section)
+    write_section(DOC, BEGIN, END, section, "## 9. Classroom (`bench/classroom.py`)\n\n")
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DOC, loadavg, log, machine, median, worker_threads  # noqa: E402
+from _common import DOC, loadavg, log, machine, median, worker_threads, write_section  # noqa: E402
 
 BEGIN = "<!-- bench/precision.py: begin (generated; edits between these markers are overwritten) -->"
 END = "<!-- bench/precision.py: end -->"
@@ -174,13 +174,7 @@ def render(raw: dict[str, Any]) -> str:
 
 
 def write_doc(section: str) -> None:
-    text = DOC.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(text)
+    write_section(DOC, BEGIN, END, section)
 
 
 def main() -> None:
