@@ -32,8 +32,6 @@ PRESET_HELP = {
     "quick": "quick: one digit on a laptop CPU; the default",
     "paper": "paper: the paper's network widths and training length",
 }
-# The number inputs carry no min/max: Streamlit silently replaces an out-of-range value by
-# the default, so the page checks the ranges itself and says what is wrong.
 # The pretraining mode the page offers beside fp32 (docs/PERFORMANCE.md, "Pretraining
 # precision"): validated on the validation split, a setting of the run, never a default.
 FAST_PRETRAIN = {"pretrain.precision": "bf16", "pretrain.channels_last": True}
@@ -44,6 +42,8 @@ PRECISION_HELP = (
     "±0.02 of fp32's (inside the spread between GAN seeds). It is a different setting: its GAN "
     "is pretrained here (none is shipped), and its results are labelled with it. Only the "
     "GAN's pretraining changes; on a CPU without bf16 support it can be slower.")
+# The number inputs carry no min/max: Streamlit silently replaces an out-of-range value by
+# the default, so the page checks the ranges itself and says what is wrong.
 BOUNDS = {"shots": ("Shots per digit", 1, MAX_SHOTS), "reps": ("Repetitions", 1, MAX_REPS),
           "seed0": ("First seed", 0, MAX_SEED)}
 
