@@ -3,9 +3,11 @@
 Seconds and quality (trustworthiness, k = 10, from ``sklearn.manifold.trustworthiness``, and
 the kNN preservation: the mean fraction of each point's 10 nearest neighbours in the embedding
 that are still among its 10 nearest on the map), all with the same thread cap.  UMAP is timed
-three ways: its first call in a fresh process (numba compiles), a second call in that process,
-and the first call of another fresh process after ``xdd.projection.warm_up()`` (what a job in
-the worker pays).
+in fresh processes sharing an empty numba cache directory (``NUMBA_CACHE_DIR``): its first
+call in the first process (numba compiles, and keeps the result on disk), a second call in that
+process, the first call of a second process (the compilation loaded from disk: what the CLI or
+a new worker pays after the first run on a machine), and (``--warm-check``) the first call of a
+third process after ``xdd.projection.warm_up()`` (what a job in the worker pays).
 
     python bench/projections.py --cache CACHE --run-key KEY --json out.json
     python bench/projections.py            # MNIST pixels instead of a run's embeddings
@@ -92,6 +94,8 @@ def umap_child(args: argparse.Namespace) -> None:
     t, c = time.perf_counter(), time.process_time()
     y1 = project(z, "umap", 0)
     out["first_s"], out["first_cpu_s"] = time.perf_counter() - t, time.process_time() - c
+    if args.out_map:
+        np.save(args.out_map, y1)
     if not args.warm:
         t, c = time.perf_counter(), time.process_time()
         y2 = project(z, "umap", 0)
@@ -101,12 +105,16 @@ def umap_child(args: argparse.Namespace) -> None:
     print(json.dumps(out))
 
 
-def run_umap_child(emb: str, threads: int, warm: bool) -> dict:
+def run_umap_child(emb: str, threads: int, warm: bool, numba_cache: str,
+                   out_map: str | None = None) -> dict:
     cmd = [sys.executable, __file__, "--umap-child", "--emb", emb, "--threads", str(threads)]
+    if out_map:
+        cmd += ["--out-map", out_map]
     if warm:
         cmd.append("--warm")
     t = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
+                       env=dict(os.environ, NUMBA_CACHE_DIR=numba_cache))
     if p.returncode != 0:
         raise RuntimeError(f"UMAP child failed: {p.stderr[-2000:]}")
     out = json.loads(p.stdout.strip().splitlines()[-1])
@@ -149,6 +157,7 @@ def main() -> None:
     ap.add_argument("--umap-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--warm", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--emb", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--out-map", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.threads = args.threads or worker_threads()
     if args.umap_child:
@@ -177,16 +186,23 @@ def main() -> None:
 def measure(args: argparse.Namespace, z: np.ndarray, emb: str, result: dict) -> None:
     from xdd.projection import _limited, _pca, project
 
+    numba_cache = os.path.join(os.path.dirname(emb), "numba-cache")  # empty: nothing compiled
     if not args.skip_umap:
         log("UMAP in a fresh process (first call compiles), then a second call")
-        result["umap"] = run_umap_child(emb, args.threads, warm=False)
+        maps = [emb + ".compiled.npy", emb + ".loaded.npy"]
+        result["umap"] = run_umap_child(emb, args.threads, False, numba_cache, maps[0])
         log(f"  {result['umap']}")
         result["methods"]["UMAP (umap-learn)"] = {
             "seconds": result["umap"]["second_s"], "cpu_s": result["umap"]["second_cpu_s"],
             **{k: result["umap"][k] for k in ("trustworthiness", "knn_preservation")}}
+        log("UMAP in another fresh process (the compilation on disk)")
+        result["umap_from_disk"] = run_umap_child(emb, args.threads, False, numba_cache, maps[1])
+        result["umap_from_disk"]["same_as_first"] = bool(
+            np.array_equal(np.load(maps[0]), np.load(maps[1])))
+        log(f"  {result['umap_from_disk']}")
     if args.warm_check:
         log("UMAP in a fresh process after warm_up()")
-        result["umap_after_warm_up"] = run_umap_child(emb, args.threads, warm=True)
+        result["umap_after_warm_up"] = run_umap_child(emb, args.threads, True, numba_cache)
         log(f"  {result['umap_after_warm_up']}")
 
     from sklearn.manifold import TSNE  # noqa: F401  (loaded before the thread cap)

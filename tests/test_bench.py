@@ -193,12 +193,53 @@ def test_first_demo_section_checks_each_estimate_against_the_time_after_it():
            "estimate_s": mod._seconds("estimate: about 4.0 min (cpu)")}
     cached = dict(run, label="tiny, GAN cached (seed 1)", after_estimate_s=10.0, seconds=12.0,
                   estimate_s=mod._seconds("estimate: about 7 s (cpu)"))
+    bundled = dict(run, label=mod.BUNDLED, seconds=82.0, after_estimate_s=80.0,
+                   estimate_s=mod._seconds("estimate: about 1.5 min (cpu)"))
     raw = {"command": "c", "machine": "m", "load_before": 1, "load_after": 1, "estimate_s": 70.0,
-           "click_to_bars_s": 45.0, "click_to_maps_s": 80.0, "cli_runs": [run, cached]}
+           "click_to_bars_s": 45.0, "click_to_maps_s": 80.0, "cli_runs": [bundled, run, cached]}
     text = mod.render(raw)
     assert run["estimate_s"] == 240.0 and cached["estimate_s"] == 7.0
+    # another digit's first run is held to the 90 s target whether its GAN is shipped or not
+    assert "its estimate 90.0 s against the 80.0 s after it (+12 %) | ≤ 90 s: met; " \
+           "estimate ±25 %: met |" in text
     assert "its estimate 240.0 s against the 200.0 s after it (+20 %) | ≤ 90 s: **missed**; " \
            "estimate ±25 %: met |" in text
     assert "its estimate 7.0 s against the 10.0 s after it (-30 %) | –; estimate ±25 %: " \
            "**missed** |" in text
     assert "the page's estimate before the click" in text and "(error -12 %)" in text
+
+
+def test_umaps_compiled_functions_are_kept_in_numbas_disk_cache():
+    """A fresh process (the CLI, a new worker) loads UMAP's compilation instead of paying it
+    again; only the serial wrapper of the layout step is cached, since numba's cache does not
+    tell the serial and the parallel compilation of one function apart."""
+    from numba.core.dispatcher import Dispatcher
+
+    from xdd import projection
+
+    projection._import("umap")
+    import umap.layouts
+    import umap.umap_
+
+    assert umap.layouts._nb_optimize_layout_euclidean_single_epoch.stats.cache_path is not None
+    assert umap.umap_.smooth_knn_dist.stats.cache_path is not None
+    assert umap.layouts._nb_optimize_layout_euclidean_single_epoch_parallel.stats.cache_path \
+        is None
+    import pynndescent.pynndescent_ as nnd
+
+    cached = [d for d in vars(nnd).values() if isinstance(d, Dispatcher)
+              and d.stats.cache_path is not None]
+    assert len(cached) > 3  # pynndescent's own cache=True functions are 3 of them
+
+
+def test_a_umap_compilation_on_disk_is_found_where_numba_keeps_it(tmp_path, monkeypatch):
+    from xdd.projection import umap_compiled_on_disk
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    assert not umap_compiled_on_disk()
+    deep = tmp_path / "site-packages_umap"  # numba nests its index under the source's path
+    deep.mkdir()
+    (deep / "layouts._optimize_layout_euclidean_single_epoch-63.py311.nbc").write_bytes(b"")
+    assert not umap_compiled_on_disk()  # compiled code without its index is not a cache hit
+    (deep / "layouts._optimize_layout_euclidean_single_epoch-63.py311.nbi").write_bytes(b"")
+    assert umap_compiled_on_disk()

@@ -11,6 +11,15 @@ from xdd import store
 from xdd.config import CODE_VERSION, preset
 
 
+@pytest.fixture(autouse=True)
+def _umap_not_compiled_yet(monkeypatch):
+    """UMAP's compilation is not in numba's disk cache (unless a test says so): whether it is
+    depends on what ran on this machine before."""
+    import xdd.projection
+
+    monkeypatch.setattr(xdd.projection, "umap_compiled_on_disk", lambda: False)
+
+
 def _write_calibration(pre=0.1, ret=0.02, score=1e-4, proj=None, compile_s=7.0, threads=None,
                        fast=None, **more):
     """A calibration as measure() writes it: the network rates at the job worker's thread
@@ -204,3 +213,19 @@ def test_a_fresh_process_pays_the_first_calls_once():
     assert fresh == pytest.approx(two + 2.5)  # once for the process, not per run
     warm = E.estimate([cfg], [], "cpu", gan_available=lambda c: True, umap_warm=True).seconds
     assert warm == pytest.approx(base - 7.0)  # a warm worker pays neither
+
+
+def test_a_umap_compiled_on_disk_costs_its_loading_not_its_compilation(monkeypatch):
+    import xdd.projection
+
+    cfg = preset("quick", ood_digit=8)
+    _write_calibration(compile_s=7.0)
+    warm = E.estimate([cfg], [], "cpu", gan_available=lambda c: True, umap_warm=True).seconds
+    fresh = E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds
+    assert fresh - warm == pytest.approx(7.0)  # nothing on disk: a fresh process compiles
+    monkeypatch.setattr(xdd.projection, "umap_compiled_on_disk", lambda: True)
+    cal = store.read_json(E.calibration_path())
+    cal["cpu"]["umap_load_s"] = 1.5
+    store.atomic_write_json(E.calibration_path(), cal)
+    assert E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds - warm \
+        == pytest.approx(1.5)

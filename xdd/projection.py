@@ -2,8 +2,10 @@
 
 t-SNE is openTSNE's: on 5,000 test embeddings it is several times faster than scikit-learn's
 TSNE at the same trustworthiness (docs/PERFORMANCE.md, benchmark 4).  UMAP's numba functions
-compile on their first call in a process (tens of seconds on a small CPU); a long-lived worker
-calls :func:`warm_up` once at start so that no job pays for it.
+compile on their first call (tens of seconds on a small CPU).  numba keeps what it compiled on
+disk (:func:`_cache_umap`), so this is paid once per installation, not once per process; a
+long-lived worker also calls :func:`warm_up` when its queue is first empty, so that no job waits
+on a compilation or on loading one.
 
 Every projection runs with the thread count that the process gives torch (the worker sets it
 to the usable cores less one): on a busy machine, OpenMP pools larger than the free cores
@@ -105,6 +107,83 @@ def _umap(x: np.ndarray, seed: int, n_neighbors: int = 15, **kw) -> np.ndarray:
                      n_jobs=1, **kw).fit_transform(x)
 
 
+# numba's index file for UMAP's layout step, the function that dominates its compilation: it
+# exists once a process has compiled UMAP with the on-disk cache on.
+_UMAP_MARK = "layouts._optimize_layout_euclidean_single_epoch-*.nbi"
+_UMAP_CACHED = False
+
+
+def _cache_umap() -> None:
+    """Have numba keep the compiled functions of umap-learn and pynndescent on disk.
+
+    The two libraries declare only some of their numba functions ``cache=True``, so every
+    fresh process (the CLI, a new worker) compiled the others again: 10-25 s on a 2-core CPU
+    for UMAP's exact neighbours (below 4,096 points), ~30 s more for NN-descent.  Turning numba's cache on
+    for them gives the same machine code (the maps are equal to the bit), loaded in well
+    under a second.  numba keys its cache by the function's source and signature but not by
+    its options, so where one function is wrapped twice (umap's layout step, serial and
+    parallel) only the serial wrapper, the one a seeded UMAP runs, is cached; a function numba
+    cannot cache (no writable cache directory) is left to compile as before.
+    """
+    global _UMAP_CACHED
+    if _UMAP_CACHED:
+        return
+    import warnings
+
+    import umap  # noqa: F401  (loads umap.umap_, umap.layouts, ...)
+    from numba.core.dispatcher import Dispatcher
+    from numba.core.errors import NumbaWarning
+
+    # A function that reaches dynamic globals (pynndescent's nn_descent) compiles each time;
+    # numba says so at every compilation, which is no news to a user of this cache.
+    warnings.filterwarnings("ignore", message="Cannot cache compiled function",
+                            category=NumbaWarning)
+
+    found: dict[int, Dispatcher] = {}
+    for name, mod in list(sys.modules.items()):
+        if mod is not None and name.split(".")[0] in ("umap", "pynndescent"):
+            for obj in vars(mod).values():
+                if isinstance(obj, Dispatcher):
+                    found[id(obj)] = obj
+    by_func: dict[int, list[Dispatcher]] = {}
+    for d in found.values():
+        by_func.setdefault(id(d.py_func), []).append(d)
+    for group in by_func.values():
+        if len(group) > 1:
+            group = [d for d in group if not d.targetoptions.get("parallel")]
+            if len(group) != 1:
+                continue
+        d = group[0]
+        if d.stats.cache_path is None:  # not cached yet
+            try:
+                d.enable_caching()
+            except Exception:  # noqa: BLE001  numba found no place to keep it
+                pass
+    _UMAP_CACHED = True
+
+
+def umap_compiled_on_disk() -> bool:
+    """Whether numba's disk cache holds UMAP's compiled layout step, so a fresh process loads
+    it instead of compiling.  Looks where numba would keep it (``NUMBA_CACHE_DIR`` when set,
+    else beside umap-learn's sources, else the user's cache directory) without importing
+    umap or numba."""
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    own = os.environ.get("NUMBA_CACHE_DIR")
+    if own:
+        return any(Path(own).rglob(_UMAP_MARK))
+    spec = importlib.util.find_spec("umap")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    for loc in spec.submodule_search_locations:
+        if any((Path(loc) / "__pycache__").glob(_UMAP_MARK)):
+            return True
+    user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "numba"
+    return user.is_dir() and any(user.rglob(_UMAP_MARK))
+
+
 def _import(method: str) -> None:
     """Load the libraries of a method before the thread cap is set: threadpoolctl only caps
     the OpenMP / BLAS runtimes already loaded, and an uncapped one makes t-SNE both slower on
@@ -114,7 +193,7 @@ def _import(method: str) -> None:
     if method == "tsne":
         import openTSNE  # noqa: F401
     elif method == "umap":
-        import umap  # noqa: F401
+        _cache_umap()
 
 
 def project(z: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
