@@ -348,3 +348,27 @@ def test_scores_are_in_the_cache_before_the_maps(mnist):
     with pytest.raises(Cancelled):
         run_experiment(other, device="cpu", progress=cancel_at_maps)
     assert not store.run_dir(run_key(other)).exists()
+
+
+def test_a_cpu_run_uses_torchs_deterministic_algorithms_and_gives_the_setting_back(monkeypatch):
+    """With two torch threads on a busy CPU, accumulating gradients into indexed rows is left
+    in timing order by default, and a retraining differed from one run to the next; a run on
+    the CPU switches torch's deterministic versions on, and only for its duration."""
+    import xdd.experiment
+
+    seen = []
+    monkeypatch.setattr(xdd.experiment, "_run_experiment", lambda cfg, device, progress, force:
+                        seen.append(torch.are_deterministic_algorithms_enabled()) or {})
+    assert not torch.are_deterministic_algorithms_enabled()
+    xdd.experiment.run_experiment(preset("tiny", ood_digit=2), device="cpu")
+    assert seen == [True] and not torch.are_deterministic_algorithms_enabled()
+    from xdd.device import reproducible
+
+    with reproducible("cuda"):  # a GPU keeps torch's defaults
+        assert not torch.are_deterministic_algorithms_enabled()
+    with pytest.raises(RuntimeError):  # the setting comes back after an error too
+        with reproducible("cpu"):
+            assert torch.is_deterministic_algorithms_warn_only_enabled()
+            raise RuntimeError("boom")
+    assert not torch.are_deterministic_algorithms_enabled()
+

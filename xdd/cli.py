@@ -221,7 +221,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from . import bundle
     from .config import pretrain_key
     from .data import load_mnist, make_splits, to_tensor
-    from .device import resolve_device
+    from .device import reproducible, resolve_device
     from .experiment import ensure_pretrained
 
     base = config_from_args(args)
@@ -237,8 +237,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         bar = TqdmProgress()
         try:
             # a bundle is made from this machine's own GANs, never from the bundle itself
-            D, samples, losses, source, secs = ensure_pretrained(cfg, x_pre, dev, bar,
-                                                                 use_bundle=not args.bundle)
+            with reproducible(dev):  # as inside a run
+                D, samples, losses, source, secs = ensure_pretrained(
+                    cfg, x_pre, dev, bar, use_bundle=not args.bundle)
         finally:
             bar.close()
         where = ""

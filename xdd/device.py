@@ -8,7 +8,9 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from .config import DEVICES, ConfigError
 
@@ -39,6 +41,34 @@ def resolve_device(name: str = "auto"):
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
+
+
+@contextmanager
+def reproducible(device) -> Iterator[None]:
+    """On a CPU, torch's deterministic algorithms for the duration (then the setting before).
+
+    With more than one torch thread on a CPU that is busy (the run's own scoring threads
+    beside the retraining, or another program), some of torch's CPU kernels are left in an
+    order that depends on the threads' timing (accumulating gradients into indexed rows, as
+    for the class centres, among them): a retraining came out different in its last bits
+    from one run to the next, and a method's AUPRC moved by up to 0.004.  Their deterministic
+    versions cost nothing measurable here, and give the same numbers as before at one thread
+    (the worker's on two cores) and for the GAN pretraining at any thread count.  A GPU keeps
+    torch's defaults: deterministic CUDA kernels are slower and need cuBLAS set up for them.
+    """
+    import torch
+
+    kind = getattr(device, "type", None) or str(device)
+    if kind.startswith("cuda") or (kind == "auto" and torch.cuda.is_available()):
+        yield
+        return
+    old = torch.are_deterministic_algorithms_enabled()
+    old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(old, warn_only=old_warn)
 
 
 def describe(device) -> str:

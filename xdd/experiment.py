@@ -108,11 +108,15 @@ def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | No
 
     numpy's and scikit-learn's BLAS / OpenMP pools run at torch's thread count meanwhile: by
     default they take every core, and beside the run's scoring threads their spinning
-    workers oversubscribe a small CPU (the worker, the CLI and sweeps alike)."""
+    workers oversubscribe a small CPU (the worker, the CLI and sweeps alike).  On a CPU, torch
+    runs its deterministic algorithms (xdd.device.reproducible): the same config gives the same
+    numbers at any thread count however busy the machine is."""
     import torch
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=torch.get_num_threads()):
+    from .device import reproducible
+
+    with threadpool_limits(limits=torch.get_num_threads()), reproducible(device):
         return _run_experiment(cfg, device, progress, force)
 
 
