@@ -372,3 +372,32 @@ def test_a_cpu_run_uses_torchs_deterministic_algorithms_and_gives_the_setting_ba
             raise RuntimeError("boom")
     assert not torch.are_deterministic_algorithms_enabled()
 
+
+
+def test_scoring_beside_the_retraining_only_where_a_core_is_free_and_the_numbers_agree(
+        tiny_run, monkeypatch):
+    import threading
+
+    import xdd.device
+    import xdd.experiment
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(xdd.device, "usable_cores", lambda: torch.get_num_threads() + 1)
+    assert xdd.experiment.side_by_side(cpu)
+    monkeypatch.setattr(xdd.device, "usable_cores", lambda: torch.get_num_threads())
+    assert not xdd.experiment.side_by_side(cpu)  # torch takes every core: one thread
+    assert xdd.experiment.side_by_side(torch.device("cuda"))  # the CPU is free beside a GPU
+    where = []
+    import xdd.scoring
+
+    real = xdd.scoring.PixelKDE
+
+    class Spy(real):
+        def fit(self, *a, **k):
+            where.append(threading.current_thread().name)
+            return super().fit(*a, **k)
+
+    monkeypatch.setattr(xdd.scoring, "PixelKDE", Spy)
+    again = run_experiment(tiny_run.cfg, device="cpu", force=True)
+    assert where == [threading.current_thread().name]  # the pixel baseline ran in this thread
+    assert again["references"] == tiny_run.results["references"]

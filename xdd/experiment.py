@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -98,6 +98,31 @@ def ensure_pretrained(cfg: RunConfig, x_pre, device, progress: Progress, use_bun
         "code_version": CODE_VERSION, "losses": last,
         "checkpoint_sha256": store.sha256_file(pdir / "checkpoint.pt")})
     return D, sample_images(G), last, "trained", time.perf_counter() - t0
+
+
+def side_by_side(dev) -> bool:
+    """Whether a run's scoring threads may run beside its retraining: on a GPU, or on a CPU
+    whose torch leaves one of the usable cores free."""
+    import torch
+
+    from .device import usable_cores
+
+    return dev.type != "cpu" or torch.get_num_threads() < usable_cores()
+
+
+class _InThisThread:
+    """An executor that runs each task when it is submitted, in the calling thread."""
+
+    def submit(self, fn, *args, **kwargs) -> Future:
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # noqa: BLE001  re-raised by result(), as a pool's would be
+            fut.set_exception(exc)
+        return fut
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
 
 
 def run_experiment(cfg: RunConfig, device: str = "auto", progress: Progress | None = None,
@@ -304,8 +329,12 @@ def _run_experiment(cfg: RunConfig, device: str, progress: Progress | None,
         # numpy and scikit-learn release the GIL in their kernels; the pretrained D is only
         # read, retrain() trains a copy): the raw-pixel baseline, and the pretrained D's scores
         # when a retraining follows.  Their scores are recorded like the others'; the job's
-        # progress reports come from this thread only.
-        pool = ThreadPoolExecutor(2, thread_name_prefix="score")
+        # progress reports come from this thread only.  Only where the retraining leaves a
+        # core free (the worker's one thread on a CPU, or a GPU): with torch on every core, as
+        # the CLI runs, the extra threads only competed for the cores, and the stages took
+        # 1.6x as long side by side as one after the other.
+        pool = ThreadPoolExecutor(2, thread_name_prefix="score") if side_by_side(dev) \
+            else _InThisThread()
         futures = {}
         if "pixels" in cfg.methods:
             futures["pixels"] = pool.submit(pixel_scores)
