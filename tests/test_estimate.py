@@ -229,3 +229,34 @@ def test_a_umap_compiled_on_disk_costs_its_loading_not_its_compilation(monkeypat
     store.atomic_write_json(E.calibration_path(), cal)
     assert E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds - warm \
         == pytest.approx(1.5)
+
+
+def test_the_pixel_baseline_is_counted_from_the_calibration_until_a_run_measured_it(tiny_run):
+    cfg = preset("quick", ood_digit=8)  # pixels among its methods, 54,000 reference images
+    _write_calibration()
+    without = E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds
+    px = {"fit_s": 2.0, "fit_rows": 4096, "row_s": 1e-5, "pair_s": 1e-9}
+    _write_calibration(pixels=px)
+    with_px = E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds
+    # the PCA is fitted on knn_pca_fit (8,192) images: twice the 4,096 timed
+    assert with_px - without == pytest.approx(
+        2.0 * 2 + (54000 + 10000) * 1e-5 + 10000 * 54000 * 1e-9)
+    # a tiny run of this machine measured it: its figure, not the calibration's
+    tiny = preset("tiny", ood_digit=3)
+    runs = store.list_runs()
+    assert E.rates_from_runs(runs, "tiny", "cpu")["pixels_s"] > 0
+    _write_calibration(pixels=dict(px, fit_s=500.0))  # would dominate if it were counted
+    a = E.estimate([tiny], runs, "cpu", gan_available=lambda c: True).seconds
+    _write_calibration()
+    assert a == pytest.approx(E.estimate([tiny], runs, "cpu", gan_available=lambda c: True).seconds)
+
+
+def test_a_fresh_process_pays_the_calibrations_process_wide_first_calls_for_any_preset():
+    cfg = preset("quick", ood_digit=8)
+    _write_calibration(first_calls_s=0.1)  # quick's own shapes, timed after tiny's
+    base = E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds
+    cal = store.read_json(E.calibration_path())
+    cal["cpu"]["first_calls_s"] = 3.0  # imports and library set-up, timed with the first preset
+    store.atomic_write_json(E.calibration_path(), cal)
+    assert E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds \
+        == pytest.approx(base - 0.1 + 3.0)
