@@ -260,3 +260,18 @@ def test_a_fresh_process_pays_the_calibrations_process_wide_first_calls_for_any_
     store.atomic_write_json(E.calibration_path(), cal)
     assert E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds \
         == pytest.approx(base - 0.1 + 3.0)
+
+
+def test_a_forced_run_is_estimated_though_cached_and_runs_timings_hold_their_first_calls(
+        tiny_run):
+    runs = store.list_runs()
+    _write_calibration(first_calls_s=2.5)
+    cached = E.estimate([tiny_run.cfg], runs, "cpu")
+    assert cached.seconds == 0.0 and cached.basis == "already cached"
+    forced = E.estimate([tiny_run.cfg], runs, "cpu", recompute=True,
+                        gan_available=lambda c: True)
+    assert forced.seconds > 0 and forced.basis == "from this machine's earlier runs"
+    # the run's stage timings were taken in a fresh process: its first calls are in them
+    _write_calibration(first_calls_s=0.0)
+    assert E.estimate([tiny_run.cfg], runs, "cpu", recompute=True,
+                      gan_available=lambda c: True).seconds == pytest.approx(forced.seconds)

@@ -165,7 +165,7 @@ def _run_estimate(cfg, device: str, force: bool, threads: int | None = None) -> 
 
     threads = threads or torch.get_num_threads()
     kind = resolve_device(device).type
-    est = estimate([cfg], store.list_runs(), kind, threads=threads,
+    est = estimate([cfg], store.list_runs(), kind, threads=threads, recompute=force,
                    gan_available=lambda c: gan_on_disk(c, use_bundle=not force))
     where = f"{kind}, {threads} thread{'s' * (threads != 1)}" if kind == "cpu" else kind
     if est.seconds is None:

@@ -165,16 +165,17 @@ def _calibrated_rates(cal: dict[str, Any] | None, preset_name: str, kind: str,
 
 
 def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: str,
-             gan_available=None, umap_warm: bool = False, threads: int | None = None
-             ) -> Estimate:
+             gan_available=None, umap_warm: bool = False, threads: int | None = None,
+             recompute: bool = False) -> Estimate:
     """Seconds to run cfgs one after another on this machine, from measurement only.
 
     ``runs``: this machine's cached results; ``gan_available(cfg)``: whether a pretrained GAN
     for cfg is cached or shipped (then pretraining costs nothing); ``umap_warm``: a worker
     whose UMAP is compiled already is alive (else the runs start in a fresh process, which
     pays UMAP's compilation and the calibration's first-call cost once); ``threads``: the
-    torch threads of the CPU that runs them (default: the job worker's).  Pretraining is
-    counted once per distinct pretraining config.
+    torch threads of the CPU that runs them (default: the job worker's); ``recompute``: runs
+    already cached are computed again (``run --force``).  Pretraining is counted once per
+    distinct pretraining config.
     """
     cal = load_calibration(kind)
     threads = threads or worker_threads()
@@ -183,9 +184,10 @@ def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: st
     seen: set[str] = set()
     n_cached = 0
     need_umap = False
+    from_calibration = False  # a stage after pretraining costed from the calibration
     first_preset = None
     for cfg in cfgs:
-        if (store.run_dir(run_key(cfg)) / "results.json").is_file():
+        if not recompute and (store.run_dir(run_key(cfg)) / "results.json").is_file():
             n_cached += 1
             continue
         first_preset = first_preset or cfg.preset
@@ -255,6 +257,7 @@ def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: st
             used.add(src)
             need_umap |= pm == "umap"
         total += staged["calibration"] + (measured.get("overlap") or 1.0) * staged["runs"]
+        from_calibration |= staged["calibration"] > 0
     if need_umap and not umap_warm:
         # A fresh process's first UMAP compiles it, or loads what an earlier process compiled
         # from numba's disk cache (xdd.projection): what the calibration measured of either.
@@ -262,7 +265,9 @@ def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: st
 
         total += float((cal or {}).get(
             "umap_load_s" if umap_compiled_on_disk() else "umap_compile_s") or 0.0)
-    if not umap_warm and first_preset:  # a fresh process: its first calls, once
+    # A fresh process: its first calls, once.  Stage costs taken from runs include them
+    # already (each CLI run is a fresh process, and so is a worker's first job).
+    if not umap_warm and first_preset and from_calibration:
         own = float(((cal or {}).get("presets", {}).get(first_preset) or {}).get(
             "first_calls_s") or 0.0)
         total += max(own, float((cal or {}).get("first_calls_s") or 0.0))
