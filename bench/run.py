@@ -3,7 +3,7 @@
     python bench/run.py                 # everything (about 10-15 minutes on 2 cores)
     python bench/run.py --dry-run       # print the plan, run nothing
     python bench/run.py --from-json F   # re-render the document from a saved raw result
-    python bench/run.py --first-demo    # only the first demo + five CLI runs (bench/first_demo.py)
+    python bench/run.py --first-demo    # only the first demo + six CLI runs (bench/first_demo.py)
 
 Each benchmark runs in a subprocess of its own (bench/e2e.py, loops.py, projections.py,
 scoring_speed.py, app_render.py; each also runs alone, see its docstring).  Runs go to a fresh
@@ -494,8 +494,9 @@ def main() -> None:
     ap.add_argument("--first-demo", type=int, nargs="?", const=3, default=None, metavar="DIGIT",
                     help="run only the classroom-pace benchmark, bench/first_demo.py: the "
                          "Quick-demo click to the Results page's bars in headless Chromium, "
-                         "then five CLI runs of DIGIT (default 3: quick with a cold GAN in "
-                         "fp32 and bf16, with its GAN cached; tiny cold and cached), each "
+                         "then six CLI runs of DIGIT (default 3: quick with its GAN from "
+                         "the bundle, pretrained here in fp32 and in bf16, with its GAN "
+                         "cached; tiny cold and cached), each "
                          "against the estimate it printed; it writes its own section of "
                          "docs/PERFORMANCE.md")
     args = ap.parse_args()
