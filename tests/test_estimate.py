@@ -275,3 +275,11 @@ def test_a_forced_run_is_estimated_though_cached_and_runs_timings_hold_their_fir
     _write_calibration(first_calls_s=0.0)
     assert E.estimate([tiny_run.cfg], runs, "cpu", recompute=True,
                       gan_available=lambda c: True).seconds == pytest.approx(forced.seconds)
+    # but not what the process imported before the run's clock started
+    cal = store.read_json(E.calibration_path())
+    cal["cpu"]["imports_s"] = 1.5
+    store.atomic_write_json(E.calibration_path(), cal)
+    assert E.estimate([tiny_run.cfg], runs, "cpu", recompute=True,
+                      gan_available=lambda c: True).seconds == pytest.approx(forced.seconds + 1.5)
+    assert E.estimate([tiny_run.cfg], runs, "cpu", recompute=True, umap_warm=True,
+                      gan_available=lambda c: True).seconds == pytest.approx(forced.seconds)

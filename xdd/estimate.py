@@ -265,12 +265,15 @@ def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: st
 
         total += float((cal or {}).get(
             "umap_load_s" if umap_compiled_on_disk() else "umap_compile_s") or 0.0)
-    # A fresh process: its first calls, once.  Stage costs taken from runs include them
-    # already (each CLI run is a fresh process, and so is a worker's first job).
-    if not umap_warm and first_preset and from_calibration:
-        own = float(((cal or {}).get("presets", {}).get(first_preset) or {}).get(
-            "first_calls_s") or 0.0)
-        total += max(own, float((cal or {}).get("first_calls_s") or 0.0))
+    # A fresh process, once: what it imports before a run's clock starts, and the first calls
+    # of its libraries, which stage costs taken from runs include already (each CLI run is a
+    # fresh process, and so is a worker's first job).
+    if not umap_warm and first_preset:
+        total += float((cal or {}).get("imports_s") or 0.0)
+        if from_calibration:
+            own = float(((cal or {}).get("presets", {}).get(first_preset) or {}).get(
+                "first_calls_s") or 0.0)
+            total += max(own, float((cal or {}).get("first_calls_s") or 0.0))
     if not total and n_cached == len(cfgs):
         return Estimate(0.0, "already cached", n_cached)
     basis = {frozenset({"runs"}): "from this machine's earlier runs",
@@ -299,8 +302,9 @@ def measure(device: str = "cpu", presets: Sequence[str] = ("tiny", "quick"), ste
     from .retrain import embed_all, retrain
 
     dev = resolve_device(device)
-    # What a run imports after the CLI's estimate line (scikit-learn, SciPy, openTSNE, ...): a
-    # fresh process, as this calibration is when the CLI or the page starts it, pays it once.
+    # What a run imports after the CLI's estimate line (scikit-learn, SciPy, openTSNE, ...),
+    # before its own clock starts: a fresh process (the CLI, a new worker; this calibration
+    # when the CLI or the page starts it) pays it once.
     t0 = time.perf_counter()
     import openTSNE  # noqa: F401
 
@@ -425,11 +429,12 @@ def measure(device: str = "cpu", presets: Sequence[str] = ("tiny", "quick"), ste
                     umap_timed = True
             else:
                 first_calls += max(0.0, first - again)
-        entry["first_calls_s"] = first_calls + (imports_s if name == presets[0] else 0.0)
+        entry["first_calls_s"] = first_calls
         out["presets"][name] = entry
-        # The first preset timed pays the process's own first calls (imports, library set-up)
-        # besides its shapes': what any fresh process pays, whichever preset it runs.
-        out.setdefault("first_calls_s", entry["first_calls_s"])
+        # The first preset timed pays the process's own first calls (library set-up) besides
+        # its shapes': what any fresh process pays, whichever preset it runs.
+        out.setdefault("first_calls_s", first_calls)
+    out["imports_s"] = imports_s
     return out
 
 
