@@ -111,14 +111,12 @@ def side_by_side(dev) -> bool:
 
 
 class _InThisThread:
-    """An executor that runs each task when it is submitted, in the calling thread."""
+    """An executor that runs each task when it is submitted, in the calling thread; an error
+    (a cancelled job's among them) is raised there at once."""
 
     def submit(self, fn, *args, **kwargs) -> Future:
         fut: Future = Future()
-        try:
-            fut.set_result(fn(*args, **kwargs))
-        except Exception as exc:  # noqa: BLE001  re-raised by result(), as a pool's would be
-            fut.set_exception(exc)
+        fut.set_result(fn(*args, **kwargs))
         return fut
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
@@ -331,10 +329,10 @@ def _run_experiment(cfg: RunConfig, device: str, progress: Progress | None,
         # when a retraining follows.  Their scores are recorded like the others'; the job's
         # progress reports come from this thread only.  Only where the retraining leaves a
         # core free (the worker's one thread on a CPU, or a GPU): with torch on every core, as
-        # the CLI runs, the extra threads only competed for the cores, and the stages took
-        # 1.6x as long side by side as one after the other.
-        pool = ThreadPoolExecutor(2, thread_name_prefix="score") if side_by_side(dev) \
-            else _InThisThread()
+        # the CLI runs, the extra threads only competed for the cores (a quick run's process
+        # took 85 s and 150 s of CPU side by side, 81 s and 135 s one after the other).
+        beside = side_by_side(dev)
+        pool = ThreadPoolExecutor(2, thread_name_prefix="score") if beside else _InThisThread()
         futures = {}
         if "pixels" in cfg.methods:
             futures["pixels"] = pool.submit(pixel_scores)
@@ -343,7 +341,7 @@ def _run_experiment(cfg: RunConfig, device: str, progress: Progress | None,
                 if method == "pixels":
                     continue
                 if method == "before" and any(BY_NAME[m].retrains for m in cfg.methods[i + 1:]):
-                    futures["before"] = pool.submit(embedding_scores, "before", D, False)
+                    futures["before"] = pool.submit(embedding_scores, "before", D, not beside)
                     continue
                 if method == "pyod" and "before" in futures:  # it reuses before's reference
                     futures.pop("before").result()
