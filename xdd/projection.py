@@ -118,9 +118,9 @@ def _cache_umap() -> None:
 
     The two libraries declare only some of their numba functions ``cache=True``, so every
     fresh process (the CLI, a new worker) compiled the others again: 10-25 s on a 2-core CPU
-    for UMAP's exact neighbours (below 4,096 points), ~30 s more for NN-descent.  Turning numba's cache on
-    for them gives the same machine code (the maps are equal to the bit), loaded in well
-    under a second.  numba keys its cache by the function's source and signature but not by
+    for UMAP's exact neighbours (below 4,096 points), ~30 s more for NN-descent.  Turning
+    numba's cache on for them gives the same machine code (the maps are equal to the bit),
+    loaded in well under a second.  numba keys its cache by the function's source and signature but not by
     its options, so where one function is wrapped twice (umap's layout step, serial and
     parallel) only the serial wrapper, the one a seeded UMAP runs, is cached; a function numba
     cannot cache (no writable cache directory) is left to compile as before.
