@@ -164,6 +164,16 @@ def _calibrated_rates(cal: dict[str, Any] | None, preset_name: str, kind: str,
             "pretrain_step_s": (at.get("pretrain_step_s") or {}).get(mode)}
 
 
+def _reference_s(fit_s, fit_rows, row_s, pair_s, cfg: RunConfig, n_ref: int, n_test: int
+                 ) -> float:
+    """Seconds of an unlabeled-reference scorer from the calibration's figures (None: not
+    measured): its PCA, fitted on at most knn_pca_fit reference rows (the cost grows with
+    them), each reference and test image projected, and the exact k-NN pairs."""
+    fit = min(cfg.score.knn_pca_fit, n_ref) / float(fit_rows or cfg.score.knn_pca_fit)
+    return (fit * float(fit_s or 0.0) + (n_ref + n_test) * float(row_s or 0.0)
+            + n_test * n_ref * float(pair_s or 0.0))
+
+
 def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: str,
              gan_available=None, umap_warm: bool = False, threads: int | None = None,
              recompute: bool = False) -> Estimate:
@@ -227,21 +237,19 @@ def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: st
             return Estimate(None, "not measured on this machine yet", n_cached)
         staged[src] += n_scored * (n_test + n_ref) * rate
         if src == "calibration" and n_ref:  # the runs' score timings include these already
-            # the PCA is fitted on at most knn_pca_fit reference rows; its cost grows with them
-            fit = min(cfg.score.knn_pca_fit, n_ref) / float(
-                pcal.get("reference_fit_rows") or cfg.score.knn_pca_fit)
-            staged[src] += n_scored * (fit * float(pcal.get("reference_fit_s") or 0.0)
-                                       + n_test * n_ref * float(pcal.get("knn_pair_s") or 0.0))
+            # (each image's projection is part of the embedding rate above)
+            staged[src] += n_scored * _reference_s(
+                pcal.get("reference_fit_s"), pcal.get("reference_fit_rows"), 0.0,
+                pcal.get("knn_pair_s"), cfg, n_ref, n_test)
         used.add(src)
         if "pixels" in cfg.methods:
             if measured.get("pixels_s"):
                 staged["runs"] += measured["pixels_s"]
             elif n_ref and isinstance((pcal or {}).get("pixels"), dict):
-                px = pcal["pixels"]  # its PCA fit, each image projected, the k-NN pairs
-                staged["calibration"] += (
-                    min(cfg.score.knn_pca_fit, n_ref) / float(px.get("fit_rows") or 1)
-                    * float(px.get("fit_s") or 0.0) + (n_ref + n_test) * float(
-                        px.get("row_s") or 0.0) + n_test * n_ref * float(px.get("pair_s") or 0.0))
+                px = pcal["pixels"]
+                staged["calibration"] += _reference_s(px.get("fit_s"), px.get("fit_rows"),
+                                                      px.get("row_s"), px.get("pair_s"),
+                                                      cfg, n_ref, n_test)
         data_s, _ = _pick(measured, cal, "data_s")  # measured once per machine
         total += data_s or 0.0
         n_embs = sum(m in ("before", "xdd") for m in cfg.methods)
@@ -382,40 +390,40 @@ def measure(device: str = "cpu", presets: Sequence[str] = ("tiny", "quick"), ste
         entry = {"pretrain_step_s": own["pretrain_step_s"][pretrain_mode(p)],
                  "retrain_step_s": own["retrain_step_s"], "score_image_s": own["score_image_s"],
                  "rates": rates, "project_point_s": {}}
-        if "unlabeled" in cfg.score.references and "pixels" in cfg.methods:
-            # The raw-pixel baseline under the unlabeled reference: its PCA fitted on the
-            # knn_pca_fit reference images, every image projected, the exact k-NN search.
-            px = data.x_train[: min(cfg.score.knn_pca_fit, len(data.x_train))]
-            px = px.reshape(len(px), -1) / 255.0
+        def reference_cost(rows: np.ndarray, reducer) -> dict[str, float]:
+            """An unlabeled-reference scorer on ``rows``: the PCA fit (its size does not
+            depend on the reference), the projection per image, the exact k-NN search per
+            (test image x reference image) pair."""
             t = time.perf_counter()
-            red = FeatureReducer(cfg.score.pixel_knn_pca, normalize=False, seed=0).fit(px)
+            reducer.fit(rows)
             fit_s = time.perf_counter() - t
             t = time.perf_counter()
-            feats = red.transform(px)
-            row_s = (time.perf_counter() - t) / len(px)
+            feats = reducer.transform(rows)
+            row_s = (time.perf_counter() - t) / len(rows)
             t = time.perf_counter()
             KNNScorer(cfg.score.knn_k, cfg.score.knn_backend).fit(feats).score(feats[:1024])
-            entry["pixels"] = {"fit_s": fit_s, "fit_rows": len(px), "row_s": row_s,
-                               "pair_s": (time.perf_counter() - t) / (1024 * len(feats))}
+            return {"fit_s": fit_s, "fit_rows": len(rows), "row_s": row_s,
+                    "pair_s": (time.perf_counter() - t) / (1024 * len(feats))}
+
+        if "unlabeled" in cfg.score.references and "pixels" in cfg.methods:
+            # The raw-pixel baseline under the unlabeled reference, on knn_pca_fit images.
+            px = data.x_train[: min(cfg.score.knn_pca_fit, len(data.x_train))]
+            entry["pixels"] = reference_cost(px.reshape(len(px), -1) / 255.0, FeatureReducer(
+                cfg.score.pixel_knn_pca, normalize=False, seed=0))
         if "unlabeled" in cfg.score.references:
-            # What the unlabeled reference adds per scored method beyond embedding: the PCA
-            # fit on knn_pca_fit embeddings (its size does not depend on the reference) and
-            # the exact k-NN search, per (test image x reference image) pair.
-            rows = np.resize(z.numpy(), (cfg.score.knn_pca_fit, z.shape[1]))
-            t = time.perf_counter()
-            red = FeatureReducer(cfg.score.knn_pca, cfg.score.normalize, seed=0).fit(rows)
-            entry["reference_fit_s"] = time.perf_counter() - t
-            entry["reference_fit_rows"] = len(rows)
-            feats = red.transform(rows)
-            t = time.perf_counter()
-            KNNScorer(cfg.score.knn_k, cfg.score.knn_backend).fit(feats).score(feats[:1024])
-            entry["knn_pair_s"] = (time.perf_counter() - t) / (1024 * len(feats))
+            # What the unlabeled reference adds per scored method beyond embedding (which
+            # projects each image as well): knn_pca_fit embeddings.
+            c = reference_cost(np.resize(z.numpy(), (cfg.score.knn_pca_fit, z.shape[1])),
+                               FeatureReducer(cfg.score.knn_pca, cfg.score.normalize, seed=0))
+            entry.update(reference_fit_s=c["fit_s"], reference_fit_rows=c["fit_rows"],
+                         knn_pair_s=c["pair_s"])
         n_pts = 400
         zs = z[:n_pts].numpy()
         for pm in cfg.projection.methods:
             # UMAP's first call in a process compiles it, or loads an earlier compilation
             # from numba's disk cache: timed under the name of whichever this one is.
-            first_umap = "umap_load_s" if umap_compiled_on_disk() else "umap_compile_s"
+            if pm == "umap" and not umap_timed:
+                first_umap = "umap_load_s" if umap_compiled_on_disk() else "umap_compile_s"
             t = time.perf_counter()
             project(zs, pm, 0)  # warm-up
             first = time.perf_counter() - t
