@@ -151,10 +151,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         while worker_alive() and time.time() - t < 120:
             time.sleep(1.0)
         raw["worker_gone_after_s"] = round(time.time() - t, 1)
-        # Runs from the command line, each printing its own estimate first (from this
-        # machine's runs at the CLI's thread count, else its calibration): a cold GAN in the
-        # preset's fp32 and in bf16 + channels_last, then a run whose GAN is cached, for the
-        # quick and the tiny preset.  The CLI runs with every core (the worker: one fewer).
+        # Runs from the command line (cli_runs), each printing its own estimate first (from
+        # this machine's runs at the CLI's thread count, else its calibration).  The CLI runs
+        # with every core (the worker: one fewer).
         raw["cli_runs"] = []
         for label, extra in cli_runs(args.cli):
             t = time.time()
@@ -205,9 +204,9 @@ def render(raw: dict[str, Any]) -> str:
              f"| the page's estimate before the click, against the whole job (click to maps) "
              f"| {est} s (error {err}) | ±25 % |"]
     for c in raw.get("cli_runs") or []:
-        cold = c["label"].startswith(TARGETED)
+        targeted = c["label"].startswith(TARGETED)
         target = (f"≤ {TARGET_CLI_S:.0f} s: " + ("met" if c["seconds"] <= TARGET_CLI_S
-                                                 else "**missed**")) if cold else "–"
+                                                 else "**missed**")) if targeted else "–"
         e, after = c.get("estimate_s"), c.get("after_estimate_s") or c["seconds"]
         err = f"{100 * (e - after) / after:+.0f} %" if e else "no estimate"
         ok = "met" if e and abs(e - after) <= 0.25 * after else "**missed**"

@@ -457,9 +457,9 @@ def render(raw: dict[str, Any]) -> str:
           "- numba keeps what it compiles for umap-learn and pynndescent on disk "
           "(`xdd.projection._cache_umap`: the two libraries mark only some of their functions "
           "`cache=True`), so the compilation is paid once per machine, not once per process.",
-          "- `warm_up()` compiles (or loads) UMAP's numba functions on 64 random points, for both of "
-          "UMAP's neighbour searches (exact below 4,096 points, NN-descent above), so that a "
-          "worker pays it once, not inside a job; the worker starts it the first "
+          "- `warm_up()` compiles (or loads) UMAP's numba functions on 64 random points, for "
+          "both of UMAP's neighbour searches (exact below 4,096 points, NN-descent above), so "
+          "that a worker pays it once, not inside a job; the worker starts it the first "
           "time its queue is empty (a worker started for a job, as by the demo button, runs "
           "that job first and compiles UMAP in its maps stage, after the scores are committed: "
           "compiling beside the job slowed its retraining from 11 s to 21 s).", ""]
