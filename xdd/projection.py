@@ -123,7 +123,8 @@ def _cache_umap() -> None:
     loaded in well under a second.  numba keys its cache by the function's source and signature but not by
     its options, so where one function is wrapped twice (umap's layout step, serial and
     parallel) only the serial wrapper, the one a seeded UMAP runs, is cached; a function numba
-    cannot cache (no writable cache directory) is left to compile as before.
+    cannot cache (no writable cache directory, or pynndescent's NN-descent loop, which reaches
+    dynamic globals) is left to compile as before.
     """
     global _UMAP_CACHED
     if _UMAP_CACHED:
