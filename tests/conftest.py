@@ -15,6 +15,8 @@ os.environ.setdefault("XDD_WARMUP", "0")
 # Pages with nothing measured yet start a background calibration; tests write their own.
 os.environ.setdefault("XDD_CALIBRATE", "0")
 
+import xdd  # noqa: E402,F401  (picks numpy's BLAS kernels for this CPU before numpy loads)
+
 import shutil
 from dataclasses import dataclass
 from pathlib import Path

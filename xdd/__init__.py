@@ -2,4 +2,9 @@
 
 The core never imports streamlit.  See README.md for the layout.
 """
+from . import openblas as _openblas
+
+# Before anything imports numpy: its bundled OpenBLAS misdetects CPUs newer than itself.
+_openblas.configure()
+
 __version__ = "0.1.0"

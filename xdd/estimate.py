@@ -32,8 +32,9 @@ from .config import CODE_VERSION, RunConfig, preset, pretrain_key, pretrain_mode
 from .device import described_threads, worker_threads  # torch-free
 
 RETRAINED = ("xdd", "mcdd", "pairwise", "svdd", "softmax")
-# 2: the unlabeled reference's PCA fit and k-NN search; 3: rates per thread count and mode
-CALIBRATION_VERSION = 3
+# 2: the unlabeled reference's PCA fit and k-NN search; 3: rates per thread count and mode;
+# 4: numpy's BLAS kernels chosen for the CPU (xdd.openblas), faster where OpenBLAS misdetects it
+CALIBRATION_VERSION = 4
 MEASURED_MODES = ("fp32", "bf16+cl")  # pretraining modes the calibration times
 
 
