@@ -225,3 +225,36 @@ def test_scorers_refuse_an_empty_or_flat_fit_set_with_a_message():
         KDEScorer().fit(np.zeros((0, 3)))
     with pytest.raises(ValueError, match=r"k-NN needs a \(n, d\) array with n >= 1, got shape \(5,\)"):
         KNNScorer().fit(np.zeros(5))
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-6), (np.float64, 1e-14)])
+def test_l2_normalize_puts_rows_on_the_sphere_and_keeps_zero_rows(dtype, rtol):
+    from xdd.scoring import l2_normalize
+
+    rng = np.random.default_rng(11)
+    z = (rng.normal(size=(300, 3136)) * rng.uniform(0.1, 50, size=(300, 1))).astype(dtype)
+    z[7] = 0.0
+    want = z / np.maximum(np.linalg.norm(z.astype(np.float64), axis=1, keepdims=True), 1e-12)
+    got = l2_normalize(z)
+    assert got.dtype == dtype and got is not z
+    assert np.allclose(got, want, rtol=rtol, atol=rtol * 1e-2)
+    assert np.all(got[7] == 0.0)
+    assert np.allclose(np.linalg.norm(np.delete(got, 7, axis=0), axis=1), 1.0, rtol=10 * rtol)
+    strided = l2_normalize(z[::2, ::3])  # a non-contiguous view
+    assert np.allclose(strided, l2_normalize(np.ascontiguousarray(z[::2, ::3])), rtol=rtol)
+    y = z.copy()
+    assert l2_normalize(y, inplace=True) is y and np.allclose(y, want, rtol=rtol, atol=rtol * 1e-2)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_feature_reducer_fit_leaves_its_input_alone(normalize):
+    """fit() lets the PCA centre its own normalised copy in place, never the caller's array."""
+    from xdd.scoring import FeatureReducer
+
+    rng = np.random.default_rng(2)
+    z = rng.normal(3.0, 1.0, size=(120, 30)).astype(np.float32)
+    before = z.copy()
+    red = FeatureReducer(n_components=5, normalize=normalize, seed=0).fit(z)
+    assert np.array_equal(z, before)
+    again = FeatureReducer(n_components=5, normalize=normalize, seed=0).fit(z.copy())
+    assert np.array_equal(red.transform(z), again.transform(z))
