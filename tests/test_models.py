@@ -165,3 +165,31 @@ def test_pretraining_starts_g_from_a_dark_background():
         with torch.no_grad():
             mean = float(G(torch.randn(64, 100, generator=torch.Generator().manual_seed(0))).mean())
         assert lo < mean < hi, (bias, mean)
+
+
+@pytest.mark.parametrize("width", [1.0, 0.25])
+def test_fused_embed_is_f_in_eval_mode_with_bn_folded(width):
+    """The inference embedding (embed_all's) equals D.embed in eval mode to float rounding,
+    with BN's running statistics far from the identity, and is refused in train mode."""
+    from xdd.retrain import embed_all
+
+    torch.manual_seed(0)
+    D = Discriminator(width)
+    init_weights(D)
+    with torch.no_grad():
+        for m in D.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 2)
+                m.running_var.uniform_(0.2, 5)
+                m.bias.normal_(0, 1)
+    x = torch.rand(37, 1, 28, 28) * 2 - 1
+    with pytest.raises(RuntimeError, match="eval"):
+        D.fused_embed()
+    D.eval()
+    with torch.no_grad():
+        want = D.embed(x)
+        got = D.fused_embed()(x)
+    assert got.shape == want.shape == (37, D.embed_dim)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
+    assert torch.allclose(embed_all(D, x, batch_size=8), want, rtol=1e-4,
+                          atol=1e-5 * want.abs().max().item())

@@ -188,11 +188,13 @@ EMBED_BATCH = {"cpu": 256, "cuda": 4096}
 
 @torch.no_grad()
 def embed_all(D: Discriminator, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-    """f(x) for a large x, in batches, as float32 on the CPU.  (N, d)."""
+    """f(x) for a large x, in batches, as float32 on the CPU, BN folded into the convs (eval
+    mode: the running statistics).  (N, d)."""
     D.eval()
     dev = next(D.parameters()).device
     batch_size = batch_size or EMBED_BATCH.get(dev.type, 1024)
-    out = [D.embed(x[i:i + batch_size].to(dev)).float().cpu() for i in range(0, len(x), batch_size)]
+    f = D.fused_embed()
+    out = [f(x[i:i + batch_size].to(dev)).float().cpu() for i in range(0, len(x), batch_size)]
     return torch.cat(out) if out else torch.empty(0, D.embed_dim)
 
 
