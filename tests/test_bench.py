@@ -209,6 +209,24 @@ def test_first_demo_section_checks_each_estimate_against_the_time_after_it():
     assert "the page's estimate before the click" in text and "(error -12 %)" in text
 
 
+def test_blas_section_names_both_kernels_and_their_ratio():
+    mod = _bench_module("blas")
+    own = {"kernels": "Prescott", "env": None, "matmul_s": 0.12, "pca_fit_s": 4.2,
+           "pca_transform_s": 0.9}
+    ours = {"kernels": "SkylakeX", "env": "SkylakeX", "matmul_s": 0.04, "pca_fit_s": 1.5,
+            "pca_transform_s": 0.3}
+    out = {"machine": {"cpu": "cpu", "affinity": 2}, "chosen": "SkylakeX", "own": [own, own],
+           "ours": [ours, ours], "started": "now", "run_digit": 3,
+           "summary": {k: (own[k], ours[k]) for k in ("matmul_s", "pca_fit_s", "pca_transform_s")},
+           "loadavg": {"before": (1, 1, 1), "after": (2, 1, 1)},
+           "runs": {"own": {"wall_s": 95.8}, "ours": {"wall_s": 77.3}, "max_auprc_diff": 1.5e-6}}
+    text = mod.render(out)
+    assert text.startswith(mod.BEGIN) and text.rstrip().endswith(mod.END)
+    assert "| randomized PCA fit, 8,192 x 3,136 to 64 components | 4.200 s | 1.500 s | 2.8x |" in text
+    assert "`OPENBLAS_CORETYPE=SkylakeX`" in text and "Medians of 2 fresh processes" in text
+    assert "95.8 s with Prescott, 77.3 s with SkylakeX" in text and "1.5e-06" in text
+
+
 def test_umaps_compiled_functions_are_kept_in_numbas_disk_cache():
     """A fresh process (the CLI, a new worker) loads UMAP's compilation instead of paying it
     again; only the serial wrapper of the layout step is cached, since numba's cache does not
