@@ -283,3 +283,29 @@ def test_a_forced_run_is_estimated_though_cached_and_runs_timings_hold_their_fir
                       gan_available=lambda c: True).seconds == pytest.approx(forced.seconds + 1.5)
     assert E.estimate([tiny_run.cfg], runs, "cpu", recompute=True, umap_warm=True,
                       gan_available=lambda c: True).seconds == pytest.approx(forced.seconds)
+
+
+def test_a_reference_kept_on_disk_is_searched_not_embedded_again(monkeypatch):
+    cfg = preset("quick", ood_digit=8)  # before, mcdd, xdd under the unlabeled reference
+    _write_calibration(reference_fit_s=3.0, knn_pair_s=1e-8)
+    base = E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds
+    assert not E.reference_on_disk(cfg)
+    monkeypatch.setattr(E, "reference_on_disk", lambda c: True)
+    kept = E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds
+    # the pretrained D's 54,000 reference images are neither embedded nor fitted again; its
+    # k-NN search over them stays
+    assert base - kept == pytest.approx(54000 * 1e-4 + 3.0)
+    # only the pretrained D's are kept: a run that does not score it gains nothing
+    no_before = preset("quick", ood_digit=8, methods=("pixels", "mcdd", "xdd"))
+    on_disk = E.estimate([no_before], [], "cpu", gan_available=lambda c: True).seconds
+    monkeypatch.setattr(E, "reference_on_disk", lambda c: False)
+    assert E.estimate([no_before], [], "cpu", gan_available=lambda c: True).seconds == on_disk
+    # a run that read its reference from disk: its before timing is not a rate per image
+    run = _synthetic_run(wall=30.0)
+    del run["timings"]["score:mcdd"]
+    run["timings"]["score:before"] = 0.5
+    assert E.rates_from_runs([run], "tiny", "cpu", threads=1)["score_image_s"] \
+        == pytest.approx((0.5 + 5.0) / 2 / (400 + 512))
+    run["reference_loaded"] = ["before"]
+    assert E.rates_from_runs([run], "tiny", "cpu", threads=1)["score_image_s"] \
+        == pytest.approx(5.0 / (400 + 512))

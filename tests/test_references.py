@@ -115,3 +115,56 @@ def test_reference_features_embed_each_image_once_and_match_two_passes():
     assert feats.shape == (200, 8) and feats.dtype == np.float32
     np.testing.assert_allclose(feats, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(red.transform(all_z[:5]), want[:5], rtol=1e-5, atol=1e-6)
+
+
+def test_the_pretrained_ds_reference_is_kept_beside_its_gan_and_reused(tiny_run):
+    """A rerun of the GAN and seed with other shots reads the pretrained D's reference
+    features from disk and scores exactly as a run that computes them; another seed does
+    not share them."""
+    from xdd.reference import cached_path, load_cached
+
+    cfg = tiny_run.cfg
+    path = cached_path(cfg)
+    assert path.is_file() and path.parent == store.pretrain_dir(tiny_run.results["pretrain_key"])
+    assert tiny_run.results["reference_loaded"] == []  # the first run computed them
+    fewer = dataclasses.replace(cfg, shots=3)
+    assert cached_path(fewer) == path and cached_path(dataclasses.replace(cfg, seed=1)) != path
+    assert cached_path(dataclasses.replace(
+        cfg, score=dataclasses.replace(cfg.score, knn_pca=8))) != path
+    loaded = run_experiment(fewer, device="cpu")
+    assert loaded["reference_loaded"] == ["before"]
+    scores = store.load_npz(loaded["run_key"], "scores.npz")
+    path.unlink()
+    computed = run_experiment(fewer, device="cpu", force=True)
+    assert computed["reference_loaded"] == [] and path.is_file()  # computed, and kept again
+    again = store.load_npz(computed["run_key"], "scores.npz")
+    for m in ("before", "xdd"):
+        assert np.array_equal(scores[score_key("unlabeled", m)], again[score_key("unlabeled", m)])
+    assert computed["references"] == loaded["references"]
+    splits = make_splits(cfg, load_mnist())
+    red, feats = load_cached(cfg, reference_indices(cfg, splits))
+    assert feats.shape == (len(splits.pretrain), cfg.score.knn_pca) and feats.dtype == np.float32
+
+
+def test_an_altered_or_mismatched_reference_file_is_not_used(tiny_run):
+    from xdd.reference import cached_path, load_cached
+
+    cfg = tiny_run.cfg
+    ref_index = reference_indices(cfg, make_splits(cfg, load_mnist()))
+    path = cached_path(cfg)
+    good = path.read_bytes()
+    assert load_cached(cfg, ref_index) is not None
+    assert load_cached(cfg, ref_index[::-1].copy()) is None  # kept for other images
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["feats"] = arrays["feats"].copy()
+    arrays["feats"][3, 1] += 1.0  # a consistent file whose features changed
+    store.atomic_save_npz(path, **arrays)
+    assert load_cached(cfg, ref_index) is None
+    path.write_bytes(good[: len(good) // 2])  # cut short
+    assert load_cached(cfg, ref_index) is None
+    path.write_bytes(good)
+    assert load_cached(cfg, ref_index) is not None
+    path.write_bytes(b"not an npz file")
+    res = run_experiment(dataclasses.replace(cfg, shots=3), device="cpu")
+    assert res["reference_loaded"] == [] and load_cached(cfg, ref_index) is not None

@@ -258,3 +258,23 @@ def test_feature_reducer_fit_leaves_its_input_alone(normalize):
     assert np.array_equal(z, before)
     again = FeatureReducer(n_components=5, normalize=normalize, seed=0).fit(z.copy())
     assert np.array_equal(red.transform(z), again.transform(z))
+
+
+@pytest.mark.parametrize("n_components, normalize", [(64, True), (8, False), (0, True)])
+def test_feature_reducer_rebuilt_from_its_state_projects_to_the_same_bits(n_components, normalize):
+    from xdd.scoring import FeatureReducer
+
+    rng = np.random.default_rng(4)
+    z = (rng.normal(size=(512, 40)) @ rng.normal(size=(40, 1568))).astype(np.float32)
+    red = FeatureReducer(n_components, normalize, seed=2).fit(z)
+    state = red.state()
+    assert all(isinstance(v, np.ndarray) or np.isscalar(v) for v in state.values())
+    again = FeatureReducer.from_state(state)
+    x = rng.normal(size=(300, 1568)).astype(np.float32)
+    assert np.array_equal(red.transform(x), again.transform(x))
+    assert red.transform(x).shape == (300, n_components or 1568)
+    if n_components:
+        with pytest.raises(ValueError, match="mismatched"):
+            FeatureReducer.from_state(dict(state, mean=state["mean"][:-1]))
+    with pytest.raises(NotFittedError):
+        FeatureReducer().state()

@@ -96,6 +96,8 @@ def rates_from_runs(runs: Sequence[dict[str, Any]], preset_name: str, kind: str,
         rsteps = (cfg.get("retrain") or {}).get("steps") or 0
         n_test = r.get("n_test") or 0
         n_ref = r.get("n_reference") or 0  # unlabeled reference images embedded per method
+        # a score timing whose reference was read from disk is not a rate per image embedded
+        loaded = {f"score:{m}" for m in r.get("reference_loaded") or ()}
         umap: list[float] = []
         for k, v in t.items():
             if k.startswith("retrain:") and rsteps:
@@ -103,7 +105,7 @@ def rates_from_runs(runs: Sequence[dict[str, Any]], preset_name: str, kind: str,
                 ret.append(v / rsteps * 90 / max(1, r.get("n_labeled") or 90))
             elif k == "score:pixels":
                 pixels.append(v)
-            elif k.startswith("score:") and k != "score:pyod" and n_test:
+            elif k.startswith("score:") and k not in ("score:pyod", *loaded) and n_test:
                 score.append(v / (n_test + n_ref))
             elif k.startswith("project:"):
                 parts = k.split(":")  # project:<embedding>:<method>
@@ -138,6 +140,13 @@ def gan_on_disk(cfg: RunConfig, use_bundle: bool = True) -> bool:
     key = pretrain_key(cfg)
     return (store.pretrain_dir(key) / "checkpoint.pt").is_file() or (
         use_bundle and key in bundle.entries())
+
+
+def reference_on_disk(cfg: RunConfig) -> bool:
+    """Whether the pretrained D's unlabeled-reference features for cfg are kept on disk."""
+    from .reference import cached_path
+
+    return cached_path(cfg).is_file()
 
 
 def _pick(measured: dict[str, Any], cal: dict[str, Any] | None, name: str) -> tuple[float | None, str]:
@@ -233,15 +242,21 @@ def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: st
             n_ref = cfg.score.n_reference or cfg.data.n_pretrain or (
                 54000 if cfg.data.eval_split == "test" else 45000)
         n_scored = sum(m not in ("pixels", "pyod") for m in cfg.methods)
+        # the pretrained D's reference features, kept on disk by an earlier run of this GAN
+        # and seed, are read, not computed (xdd.reference.load_cached)
+        n_built = n_scored - int(bool(n_ref) and "before" in cfg.methods
+                                 and reference_on_disk(cfg))
         rate, src = _pick(measured, pcal, "score_image_s")
         if rate is None:
             return Estimate(None, "not measured on this machine yet", n_cached)
-        staged[src] += n_scored * (n_test + n_ref) * rate
+        staged[src] += (n_scored * n_test + n_built * n_ref) * rate
         if src == "calibration" and n_ref:  # the runs' score timings include these already
-            # (each image's projection is part of the embedding rate above)
-            staged[src] += n_scored * _reference_s(
+            # (each image's projection is part of the embedding rate above); features read
+            # from disk are still searched
+            staged[src] += n_built * _reference_s(
                 pcal.get("reference_fit_s"), pcal.get("reference_fit_rows"), 0.0,
-                pcal.get("knn_pair_s"), cfg, n_ref, n_test)
+                pcal.get("knn_pair_s"), cfg, n_ref, n_test) \
+                + (n_scored - n_built) * n_test * n_ref * float(pcal.get("knn_pair_s") or 0.0)
         used.add(src)
         if "pixels" in cfg.methods:
             if measured.get("pixels_s"):

@@ -4,15 +4,26 @@ on, without their labels, as the features a k-NN or KDE scorer searches (DESIGN.
 The reference is embedded once per network, a batch at a time; the PCA is fitted on a seeded
 subset of those same embeddings (not on a second pass over the images), then every row is
 projected.  Only the (n_reference, k) float32 features are kept.
+
+The pretrained D's features depend on the GAN, the run seed and the scoring settings, not on
+the shots or the methods: they are kept on disk beside the GAN (:func:`cached_path`), so a
+rerun of a digit with other shots or methods does not embed its 54,000 images again.
 """
 from __future__ import annotations
 
-from typing import Callable
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from .config import RunConfig
-from .scoring import FeatureReducer
+from . import store
+from .config import CODE_VERSION, RunConfig, pretrain_key
+
+if TYPE_CHECKING:  # the pages ask cached_path() without loading the scorers
+    from .scoring import FeatureReducer
 
 SCORE_BATCH = 2048  # images embedded and scored at a time (bounds the peak memory)
 
@@ -68,4 +79,57 @@ def reference_features(embed: Callable[[np.ndarray], np.ndarray], images: np.nda
     for i in range(0, len(rest), batch):
         rows = rest[i:i + batch]
         feats[rows] = reducer.transform(embed(images[ref_index[rows]]))
+    return reducer, feats
+
+
+# Bump when what the cached features are changes without CODE_VERSION changing.
+CACHE_FORMAT = 1
+
+
+def cached_path(cfg: RunConfig) -> Path:
+    """Where the pretrained D's reference features for cfg are kept: in its GAN's folder of
+    the cache, one file per run seed and reference settings (everything they depend on)."""
+    sc = cfg.score
+    blob = json.dumps({"v": CODE_VERSION, "format": CACHE_FORMAT, "seed": cfg.seed,
+                       "n_reference": sc.n_reference, "fit": sc.knn_pca_fit, "pca": sc.knn_pca,
+                       "normalize": sc.normalize}, sort_keys=True)
+    tag = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return store.pretrain_dir(pretrain_key(cfg)) / f"reference-{tag}.npz"
+
+
+def _digest(feats: np.ndarray, ref_index: np.ndarray) -> str:
+    h = hashlib.sha256(np.ascontiguousarray(feats).tobytes())
+    h.update(np.ascontiguousarray(ref_index, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def save_cached(cfg: RunConfig, reducer: FeatureReducer, feats: np.ndarray,
+                ref_index: np.ndarray) -> None:
+    """Keep the pretrained D's reference (atomically: a crash leaves no half-written file)."""
+    store.atomic_save_npz(cached_path(cfg), feats=feats,
+                          ref_index=np.asarray(ref_index, dtype=np.int64),
+                          sha256=np.array(_digest(feats, ref_index)),
+                          **{f"reducer_{k}": v for k, v in reducer.state().items()})
+
+
+def load_cached(cfg: RunConfig, ref_index: np.ndarray) -> tuple[FeatureReducer, np.ndarray] | None:
+    """(reducer, features) kept for cfg, or None when absent, unreadable, altered, or made for
+    another set of reference images."""
+    path = cached_path(cfg)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        feats, kept = arrays["feats"], arrays["ref_index"]
+        if feats.dtype != np.float32 or feats.ndim != 2 or len(feats) != len(ref_index) \
+                or not np.array_equal(kept, ref_index) \
+                or str(arrays["sha256"]) != _digest(feats, kept):
+            return None
+        from .scoring import FeatureReducer
+
+        reducer = FeatureReducer.from_state(
+            {k[len("reducer_"):]: v for k, v in arrays.items() if k.startswith("reducer_")})
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
     return reducer, feats

@@ -154,7 +154,43 @@ class FeatureReducer:
         self.pca_ = (PCA(n_components=k, svd_solver="randomized" if k < min(x.shape) // 2
                          else "full", random_state=self.seed, copy=not own).fit(x)
                      if 0 < self.n_components < x.shape[1] else None)
+        if self.pca_ is not None:
+            # The SVD leaves a strided view; a C-ordered copy projects in the same order of
+            # operations as a reducer rebuilt from state(), so both give the same bits.
+            self.pca_.components_ = np.ascontiguousarray(self.pca_.components_)
         return self
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The fitted reducer as plain arrays (an npz file keeps them without pickle)."""
+        if not hasattr(self, "dim_in_"):
+            raise NotFittedError("FeatureReducer is not fitted: call fit() first")
+        out = {"n_components": np.int64(self.n_components), "normalize": np.bool_(self.normalize),
+               "seed": np.int64(self.seed), "dim_in": np.int64(self.dim_in_)}
+        if self.pca_ is not None:
+            out.update(components=self.pca_.components_, mean=self.pca_.mean_,
+                       explained_variance=self.pca_.explained_variance_)
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> "FeatureReducer":
+        """The reducer :meth:`state` described; it projects exactly as the fitted one did (the
+        same scikit-learn transform, on the same arrays)."""
+        red = cls(int(state["n_components"]), bool(state["normalize"]), int(state["seed"]))
+        red.dim_in_ = int(state["dim_in"])
+        red.pca_ = None
+        if "components" in state:
+            from sklearn.decomposition import PCA
+
+            comps = np.asarray(state["components"])
+            if comps.ndim != 2 or comps.shape[1] != red.dim_in_ \
+                    or np.shape(state["mean"]) != (red.dim_in_,):
+                raise ValueError("a FeatureReducer state with mismatched shapes")
+            pca = PCA(n_components=len(comps), random_state=red.seed)
+            pca.components_, pca.mean_ = comps, np.asarray(state["mean"])
+            pca.explained_variance_ = np.asarray(state["explained_variance"])
+            pca.n_components_, pca.n_features_in_ = len(comps), red.dim_in_
+            red.pca_ = pca
+        return red
 
     def transform(self, z: np.ndarray) -> np.ndarray:
         if not hasattr(self, "dim_in_"):
