@@ -51,7 +51,10 @@ def test_a_run_takes_its_gan_from_the_bundle_unless_forced(tmp_path, monkeypatch
     # the same D (same process): the same scores, exactly
     assert got["methods"]["before"]["auprc"] == made["methods"]["before"]["auprc"]
     assert got["pretrain_losses"] == made["pretrain_losses"]
-    assert not (store.cache_root() / "pretrain").exists()  # nothing trained, nothing cached
+    # nothing trained, no GAN cached: only the shipped D's reference features are kept
+    pdir = store.pretrain_dir(pretrain_key(cfg))
+    assert [p.name.startswith("reference-") for p in pdir.iterdir()] == [True]
+    assert load_pretrained(cfg, "cpu") is None
     forced = run_experiment(cfg, device="cpu", force=True)
     assert forced["pretrain_source"] == "trained"
 

@@ -193,3 +193,20 @@ def test_fused_embed_is_f_in_eval_mode_with_bn_folded(width):
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
     assert torch.allclose(embed_all(D, x, batch_size=8), want, rtol=1e-4,
                           atol=1e-5 * want.abs().max().item())
+
+
+def test_weights_digest_follows_every_weight_and_running_statistic():
+    import copy
+
+    from xdd.models import weights_digest
+
+    torch.manual_seed(1)
+    D = Discriminator(0.25)
+    same = copy.deepcopy(D)
+    assert weights_digest(D) == weights_digest(same) and len(weights_digest(D)) == 64
+    with torch.no_grad():
+        same.blocks[2][0].weight[0, 0, 0, 0] += 1e-6
+    assert weights_digest(D) != weights_digest(same)
+    stats = copy.deepcopy(D)
+    stats.blocks[1][1].running_var[0] += 1e-3  # a buffer, not a parameter
+    assert weights_digest(D) != weights_digest(stats)

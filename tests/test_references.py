@@ -142,7 +142,7 @@ def test_the_pretrained_ds_reference_is_kept_beside_its_gan_and_reused(tiny_run)
         assert np.array_equal(scores[score_key("unlabeled", m)], again[score_key("unlabeled", m)])
     assert computed["references"] == loaded["references"]
     splits = make_splits(cfg, load_mnist())
-    red, feats = load_cached(cfg, reference_indices(cfg, splits))
+    red, feats = load_cached(cfg, reference_indices(cfg, splits), _pretrained_digest(cfg))
     assert feats.shape == (len(splits.pretrain), cfg.score.knn_pca) and feats.dtype == np.float32
 
 
@@ -151,20 +151,29 @@ def test_an_altered_or_mismatched_reference_file_is_not_used(tiny_run):
 
     cfg = tiny_run.cfg
     ref_index = reference_indices(cfg, make_splits(cfg, load_mnist()))
+    net = _pretrained_digest(cfg)
     path = cached_path(cfg)
     good = path.read_bytes()
-    assert load_cached(cfg, ref_index) is not None
-    assert load_cached(cfg, ref_index[::-1].copy()) is None  # kept for other images
+    assert load_cached(cfg, ref_index, net) is not None
+    assert load_cached(cfg, ref_index[::-1].copy(), net) is None  # kept for other images
+    assert load_cached(cfg, ref_index, "0" * 64) is None  # embedded by another network
     with np.load(path) as z:
         arrays = {k: z[k] for k in z.files}
     arrays["feats"] = arrays["feats"].copy()
     arrays["feats"][3, 1] += 1.0  # a consistent file whose features changed
     store.atomic_save_npz(path, **arrays)
-    assert load_cached(cfg, ref_index) is None
+    assert load_cached(cfg, ref_index, net) is None
     path.write_bytes(good[: len(good) // 2])  # cut short
-    assert load_cached(cfg, ref_index) is None
+    assert load_cached(cfg, ref_index, net) is None
     path.write_bytes(good)
-    assert load_cached(cfg, ref_index) is not None
+    assert load_cached(cfg, ref_index, net) is not None
     path.write_bytes(b"not an npz file")
     res = run_experiment(dataclasses.replace(cfg, shots=3), device="cpu")
-    assert res["reference_loaded"] == [] and load_cached(cfg, ref_index) is not None
+    assert res["reference_loaded"] == [] and load_cached(cfg, ref_index, net) is not None
+
+
+def _pretrained_digest(cfg) -> str:
+    from xdd.experiment import load_pretrained
+    from xdd.models import weights_digest
+
+    return weights_digest(load_pretrained(cfg, "cpu")[1])

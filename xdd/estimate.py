@@ -216,7 +216,8 @@ def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: st
         pcal = _calibrated_rates(cal, cfg.preset, kind, threads, mode)
         need_gan = any(m != "pixels" for m in cfg.methods)
         pk = pretrain_key(cfg)
-        if need_gan and pk not in seen and not (gan_available and gan_available(cfg)):
+        gan_here = bool(gan_available and gan_available(cfg))
+        if need_gan and pk not in seen and not gan_here:
             rate, src = _pick(measured, pcal, "pretrain_step_s")
             if rate is None:
                 return Estimate(None, "not measured on this machine yet", n_cached)
@@ -243,8 +244,9 @@ def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: st
                 54000 if cfg.data.eval_split == "test" else 45000)
         n_scored = sum(m not in ("pixels", "pyod") for m in cfg.methods)
         # the pretrained D's reference features, kept on disk by an earlier run of this GAN
-        # and seed, are read, not computed (xdd.reference.load_cached)
-        n_built = n_scored - int(bool(n_ref) and "before" in cfg.methods
+        # and seed, are read, not computed (xdd.reference.load_cached); a GAN pretrained now
+        # is another network
+        n_built = n_scored - int(bool(n_ref) and "before" in cfg.methods and gan_here
                                  and reference_on_disk(cfg))
         rate, src = _pick(measured, pcal, "score_image_s")
         if rate is None:

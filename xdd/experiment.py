@@ -151,6 +151,7 @@ def _run_experiment(cfg: RunConfig, device: str, progress: Progress | None,
     from .device import describe, resolve_device
     from .metrics import all_metrics
     from .projection import project, subsample
+    from .models import weights_digest
     from .retrain import embed_all, max_softmax_score, retrain
     from .scoring import FeatureReducer, KDEScorer, KNNScorer, PixelKDE, PyodKNN, l2_normalize
 
@@ -226,14 +227,15 @@ def _run_experiment(cfg: RunConfig, device: str, progress: Progress | None,
             pretrained D's come from disk when an earlier run of its GAN and seed kept them."""
             if name not in ref_memo:
                 t = time.perf_counter()
-                got = load_cached(cfg, ref_index) if name == "before" else None
+                network = weights_digest(model) if name == "before" else ""
+                got = load_cached(cfg, ref_index, network) if name == "before" else None
                 if got is None:
                     got = reference_features(
                         lambda u8: embed_all(model, to_tensor(u8)).numpy(), data.x_train,
                         ref_index, fit_rows, FeatureReducer(sc.knn_pca, sc.normalize,
                                                             seed=cfg.seed), batch=SCORE_BATCH)
                     if name == "before":
-                        save_cached(cfg, *got, ref_index)
+                        save_cached(cfg, *got, ref_index, network)
                 else:
                     reference_loaded.append(name)
                 ref_memo[name] = got

@@ -84,6 +84,18 @@ class Discriminator(nn.Module):
         return nn.Sequential(*layers, nn.Flatten(1))
 
 
+def weights_digest(module: nn.Module) -> str:
+    """SHA-256 of a module's parameters and buffers (names, shapes, dtypes and values)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype, 0-dim too
+    return h.hexdigest()
+
+
 def init_weights(module: nn.Module) -> None:
     """DCGAN initialisation: N(0, 0.02) weights, BN scale N(1, 0.02)."""
     for m in module.modules():

@@ -97,24 +97,29 @@ def cached_path(cfg: RunConfig) -> Path:
     return store.pretrain_dir(pretrain_key(cfg)) / f"reference-{tag}.npz"
 
 
-def _digest(feats: np.ndarray, ref_index: np.ndarray) -> str:
+def _digest(feats: np.ndarray, ref_index: np.ndarray, network: str) -> str:
     h = hashlib.sha256(np.ascontiguousarray(feats).tobytes())
     h.update(np.ascontiguousarray(ref_index, dtype=np.int64).tobytes())
+    h.update(network.encode())
     return h.hexdigest()
 
 
 def save_cached(cfg: RunConfig, reducer: FeatureReducer, feats: np.ndarray,
-                ref_index: np.ndarray) -> None:
-    """Keep the pretrained D's reference (atomically: a crash leaves no half-written file)."""
+                ref_index: np.ndarray, network: str) -> None:
+    """Keep the pretrained D's reference (atomically: a crash leaves no half-written file).
+    ``network``: the digest of the D that embedded it (xdd.models.weights_digest)."""
     store.atomic_save_npz(cached_path(cfg), feats=feats,
                           ref_index=np.asarray(ref_index, dtype=np.int64),
-                          sha256=np.array(_digest(feats, ref_index)),
+                          network=np.array(network),
+                          sha256=np.array(_digest(feats, ref_index, network)),
                           **{f"reducer_{k}": v for k, v in reducer.state().items()})
 
 
-def load_cached(cfg: RunConfig, ref_index: np.ndarray) -> tuple[FeatureReducer, np.ndarray] | None:
+def load_cached(cfg: RunConfig, ref_index: np.ndarray, network: str
+                ) -> tuple[FeatureReducer, np.ndarray] | None:
     """(reducer, features) kept for cfg, or None when absent, unreadable, altered, or made for
-    another set of reference images."""
+    another set of reference images or by another network (a GAN pretrained here with
+    ``--force`` shares its key with the shipped one, not its weights)."""
     path = cached_path(cfg)
     if not path.is_file():
         return None
@@ -123,8 +128,8 @@ def load_cached(cfg: RunConfig, ref_index: np.ndarray) -> tuple[FeatureReducer, 
             arrays = {k: z[k] for k in z.files}
         feats, kept = arrays["feats"], arrays["ref_index"]
         if feats.dtype != np.float32 or feats.ndim != 2 or len(feats) != len(ref_index) \
-                or not np.array_equal(kept, ref_index) \
-                or str(arrays["sha256"]) != _digest(feats, kept):
+                or not np.array_equal(kept, ref_index) or str(arrays["network"]) != network \
+                or str(arrays["sha256"]) != _digest(feats, kept, network):
             return None
         from .scoring import FeatureReducer
 
