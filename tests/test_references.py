@@ -177,3 +177,14 @@ def _pretrained_digest(cfg) -> str:
     from xdd.models import weights_digest
 
     return weights_digest(load_pretrained(cfg, "cpu")[1])
+
+
+def test_a_cache_that_cannot_keep_the_reference_still_runs(tiny_run, monkeypatch, tmp_path):
+    from xdd import reference
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")  # its "folder" cannot be made: the write fails with an OSError
+    monkeypatch.setattr(reference, "cached_path", lambda cfg: blocked / "reference-x.npz")
+    res = run_experiment(dataclasses.replace(tiny_run.cfg, shots=3), device="cpu")
+    assert res["reference_loaded"] == [] and "unlabeled" in res["references"]
+    assert blocked.is_file()

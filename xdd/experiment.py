@@ -150,8 +150,8 @@ def _run_experiment(cfg: RunConfig, device: str, progress: Progress | None,
 
     from .device import describe, resolve_device
     from .metrics import all_metrics
-    from .projection import project, subsample
     from .models import weights_digest
+    from .projection import project, subsample
     from .retrain import embed_all, max_softmax_score, retrain
     from .scoring import FeatureReducer, KDEScorer, KNNScorer, PixelKDE, PyodKNN, l2_normalize
 

@@ -105,14 +105,20 @@ def _digest(feats: np.ndarray, ref_index: np.ndarray, network: str) -> str:
 
 
 def save_cached(cfg: RunConfig, reducer: FeatureReducer, feats: np.ndarray,
-                ref_index: np.ndarray, network: str) -> None:
+                ref_index: np.ndarray, network: str) -> bool:
     """Keep the pretrained D's reference (atomically: a crash leaves no half-written file).
-    ``network``: the digest of the D that embedded it (xdd.models.weights_digest)."""
-    store.atomic_save_npz(cached_path(cfg), feats=feats,
-                          ref_index=np.asarray(ref_index, dtype=np.int64),
-                          network=np.array(network),
-                          sha256=np.array(_digest(feats, ref_index, network)),
-                          **{f"reducer_{k}": v for k, v in reducer.state().items()})
+    ``network``: the digest of the D that embedded it (xdd.models.weights_digest).  Returns
+    whether it was kept: a cache that cannot take the file (full, read-only) only loses the
+    shortcut, never the run."""
+    try:
+        store.atomic_save_npz(cached_path(cfg), feats=feats,
+                              ref_index=np.asarray(ref_index, dtype=np.int64),
+                              network=np.array(network),
+                              sha256=np.array(_digest(feats, ref_index, network)),
+                              **{f"reducer_{k}": v for k, v in reducer.state().items()})
+    except OSError:
+        return False
+    return True
 
 
 def load_cached(cfg: RunConfig, ref_index: np.ndarray, network: str
