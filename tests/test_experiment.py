@@ -384,6 +384,10 @@ def test_scoring_beside_the_retraining_only_where_a_core_is_free_and_the_numbers
     cpu = torch.device("cpu")
     monkeypatch.setattr(xdd.device, "usable_cores", lambda: torch.get_num_threads() + 1)
     assert xdd.experiment.side_by_side(cpu)
+    assert xdd.experiment.side_threads(cpu) == 1  # one free core: one thread beside
+    monkeypatch.setattr(xdd.device, "usable_cores", lambda: torch.get_num_threads() + 5)
+    assert xdd.experiment.side_threads(cpu) == 2
+    assert xdd.experiment.side_threads(torch.device("cuda")) == 2
     monkeypatch.setattr(xdd.device, "usable_cores", lambda: torch.get_num_threads())
     assert not xdd.experiment.side_by_side(cpu)  # torch takes every core: one thread
     assert xdd.experiment.side_by_side(torch.device("cuda"))  # the CPU is free beside a GPU
@@ -401,3 +405,9 @@ def test_scoring_beside_the_retraining_only_where_a_core_is_free_and_the_numbers
     again = run_experiment(tiny_run.cfg, device="cpu", force=True)
     assert where == [threading.current_thread().name]  # the pixel baseline ran in this thread
     assert again["references"] == tiny_run.results["references"]
+    # one core free: the pixel baseline and the pretrained D's scores share one side thread
+    monkeypatch.setattr(xdd.device, "usable_cores", lambda: torch.get_num_threads() + 1)
+    where.clear()
+    beside = run_experiment(tiny_run.cfg, device="cpu", force=True)
+    assert len(where) == 1 and where[0].startswith("score")
+    assert beside["references"] == tiny_run.results["references"]

@@ -101,6 +101,18 @@ def ensure_pretrained(cfg: RunConfig, x_pre, device, progress: Progress, use_bun
     return D, sample_images(G), last, "trained", time.perf_counter() - t0
 
 
+def side_threads(dev) -> int:
+    """Threads for the scoring beside the retraining: the cores torch leaves free on a CPU
+    (at least 1, at most 2), 2 beside a GPU."""
+    import torch
+
+    from .device import usable_cores
+
+    if dev.type != "cpu":
+        return 2
+    return max(1, min(2, usable_cores() - torch.get_num_threads()))
+
+
 def side_by_side(dev) -> bool:
     """Whether a run's scoring threads may run beside its retraining: on a GPU, or on a CPU
     whose torch leaves one of the usable cores free."""
@@ -342,9 +354,13 @@ def _run_experiment(cfg: RunConfig, device: str, progress: Progress | None,
         # progress reports come from this thread only.  Only where the retraining leaves a
         # core free (the worker's one thread on a CPU, or a GPU): with torch on every core, as
         # the CLI runs, the extra threads only competed for the cores (a quick run's process
-        # took 85 s and 150 s of CPU side by side, 81 s and 135 s one after the other).
+        # took 85 s and 150 s of CPU side by side, 81 s and 135 s one after the other).  As
+        # many side threads as torch leaves cores free (at most 2): on the worker's 2-core
+        # machine one, which runs the pixel baseline and then the pretrained D's scores (two
+        # threads there starved the retraining: the demo's job took 74.8 s, 55.9 s with one).
         beside = side_by_side(dev)
-        pool = ThreadPoolExecutor(2, thread_name_prefix="score") if beside else _InThisThread()
+        pool = ThreadPoolExecutor(side_threads(dev), thread_name_prefix="score") if beside \
+            else _InThisThread()
         futures = {}
         if "pixels" in cfg.methods:
             futures["pixels"] = pool.submit(pixel_scores)
