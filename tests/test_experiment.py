@@ -390,6 +390,7 @@ def test_scoring_beside_the_retraining_only_where_a_core_is_free_and_the_numbers
     assert xdd.experiment.side_threads(torch.device("cuda")) == 2
     monkeypatch.setattr(xdd.device, "usable_cores", lambda: torch.get_num_threads())
     assert not xdd.experiment.side_by_side(cpu)  # torch takes every core: one thread
+    assert xdd.experiment.side_threads(cpu) == 0
     assert xdd.experiment.side_by_side(torch.device("cuda"))  # the CPU is free beside a GPU
     where = []
     import xdd.scoring

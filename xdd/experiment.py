@@ -103,24 +103,20 @@ def ensure_pretrained(cfg: RunConfig, x_pre, device, progress: Progress, use_bun
 
 def side_threads(dev) -> int:
     """Threads for the scoring beside the retraining: the cores torch leaves free on a CPU
-    (at least 1, at most 2), 2 beside a GPU."""
+    (0 when it takes them all, at most 2), 2 beside a GPU."""
     import torch
 
     from .device import usable_cores
 
     if dev.type != "cpu":
         return 2
-    return max(1, min(2, usable_cores() - torch.get_num_threads()))
+    return max(0, min(2, usable_cores() - torch.get_num_threads()))
 
 
 def side_by_side(dev) -> bool:
     """Whether a run's scoring threads may run beside its retraining: on a GPU, or on a CPU
     whose torch leaves one of the usable cores free."""
-    import torch
-
-    from .device import usable_cores
-
-    return dev.type != "cpu" or torch.get_num_threads() < usable_cores()
+    return side_threads(dev) > 0
 
 
 class _InThisThread:
@@ -239,14 +235,15 @@ def _run_experiment(cfg: RunConfig, device: str, progress: Progress | None,
             pretrained D's come from disk when an earlier run of its GAN and seed kept them."""
             if name not in ref_memo:
                 t = time.perf_counter()
-                network = weights_digest(model) if name == "before" else ""
-                got = load_cached(cfg, ref_index, network) if name == "before" else None
+                keep = name == "before"  # the retrained networks are new to every run
+                network = weights_digest(model) if keep else ""
+                got = load_cached(cfg, ref_index, network) if keep else None
                 if got is None:
                     got = reference_features(
                         lambda u8: embed_all(model, to_tensor(u8)).numpy(), data.x_train,
                         ref_index, fit_rows, FeatureReducer(sc.knn_pca, sc.normalize,
                                                             seed=cfg.seed), batch=SCORE_BATCH)
-                    if name == "before":
+                    if keep:
                         save_cached(cfg, *got, ref_index, network)
                 else:
                     reference_loaded.append(name)
@@ -358,8 +355,9 @@ def _run_experiment(cfg: RunConfig, device: str, progress: Progress | None,
         # many side threads as torch leaves cores free (at most 2): on the worker's 2-core
         # machine one, which runs the pixel baseline and then the pretrained D's scores (two
         # threads there starved the retraining: the demo's job took 74.8 s, 55.9 s with one).
-        beside = side_by_side(dev)
-        pool = ThreadPoolExecutor(side_threads(dev), thread_name_prefix="score") if beside \
+        n_side = side_threads(dev)
+        beside = n_side > 0
+        pool = ThreadPoolExecutor(n_side, thread_name_prefix="score") if beside \
             else _InThisThread()
         futures = {}
         if "pixels" in cfg.methods:
