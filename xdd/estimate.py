@@ -257,8 +257,8 @@ def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: st
             # from disk are still searched
             staged[src] += n_built * _reference_s(
                 pcal.get("reference_fit_s"), pcal.get("reference_fit_rows"), 0.0,
-                pcal.get("knn_pair_s"), cfg, n_ref, n_test) \
-                + (n_scored - n_built) * n_test * n_ref * float(pcal.get("knn_pair_s") or 0.0)
+                pcal.get("knn_pair_s"), cfg, n_ref, n_test) + (n_scored - n_built) * _reference_s(
+                0.0, None, 0.0, pcal.get("knn_pair_s"), cfg, n_ref, n_test)
         used.add(src)
         if "pixels" in cfg.methods:
             if measured.get("pixels_s"):
