@@ -61,10 +61,8 @@ print(json.dumps(out))
 """
 
 
-def side(own: bool, env_value: str | None = None) -> dict:
+def side(own: bool) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
-    if env_value:
-        env["OPENBLAS_CORETYPE"] = env_value
     env["XDD_FIRST"] = "0" if own else "1"
     env["PYTHONPATH"] = str(REPO)
     got = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True,
