@@ -227,7 +227,9 @@ def test_scorers_refuse_an_empty_or_flat_fit_set_with_a_message():
         KNNScorer().fit(np.zeros(5))
 
 
-@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-6), (np.float64, 1e-14)])
+# float32: sums of 3,136 squares are rounded in SIMD lanes whose width differs between CPUs
+# (5e-7 at most here over 20 seeds with AVX-512); 1e-5 holds for any lane count
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-5), (np.float64, 1e-14)])
 def test_l2_normalize_puts_rows_on_the_sphere_and_keeps_zero_rows(dtype, rtol):
     from xdd.scoring import l2_normalize
 
