@@ -403,12 +403,27 @@ def test_scoring_beside_the_retraining_only_where_a_core_is_free_and_the_numbers
             return super().fit(*a, **k)
 
     monkeypatch.setattr(xdd.scoring, "PixelKDE", Spy)
+    import xdd.projection
+
+    real_project = xdd.projection.project
+    map_threads = []
+
+    def project(z, method, seed=0, n_threads=None):
+        map_threads.append(n_threads)
+        return real_project(z, method, seed, n_threads)
+
+    monkeypatch.setattr(xdd.projection, "project", project)
     again = run_experiment(tiny_run.cfg, device="cpu", force=True)
     assert where == [threading.current_thread().name]  # the pixel baseline ran in this thread
     assert again["references"] == tiny_run.results["references"]
-    # one core free: the pixel baseline and the pretrained D's scores share one side thread
+    n_maps = 2 * len(tiny_run.cfg.projection.methods)  # before's and xdd's
+    assert map_threads == [torch.get_num_threads()] * n_maps  # no core beside torch's
+    # one core free: the pixel baseline and the pretrained D's scores share one side thread,
+    # and the maps, after the scores, take that core as well
     monkeypatch.setattr(xdd.device, "usable_cores", lambda: torch.get_num_threads() + 1)
     where.clear()
+    map_threads.clear()
     beside = run_experiment(tiny_run.cfg, device="cpu", force=True)
     assert len(where) == 1 and where[0].startswith("score")
     assert beside["references"] == tiny_run.results["references"]
+    assert map_threads == [torch.get_num_threads() + 1] * n_maps

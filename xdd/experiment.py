@@ -426,12 +426,19 @@ def _run_experiment(cfg: RunConfig, device: str, progress: Progress | None,
     try:
         proj: dict[str, np.ndarray] = dict(index=splits.test[sub], label=y_test[sub],
                                            labeled_label=y_lab)
+        # The maps run after the scores: on a CPU they take the cores the scoring held (torch's
+        # and the side threads'), so the worker's one torch thread does not leave a core idle.
+        n_proj = torch.get_num_threads()
+        if dev.type == "cpu":
+            from .device import usable_cores
+
+            n_proj = min(usable_cores(), n_proj + side_threads(dev))
         for emb_name, (z_sub, z_lab) in embeddings.items():
             z = np.concatenate([z_sub, z_lab])
             for pm in cfg.projection.methods:
                 t = time.perf_counter()
                 progress(f"project:{pm}", 0, 1, {"embedding": emb_name})
-                proj[f"{emb_name}_{pm}"] = project(z, pm, cfg.projection.seed)
+                proj[f"{emb_name}_{pm}"] = project(z, pm, cfg.projection.seed, n_proj)
                 timings[f"project:{emb_name}:{pm}"] = time.perf_counter() - t
                 progress(f"project:{pm}", 1, 1, {"embedding": emb_name})
         scored_s = results["wall_time_s"]

@@ -7,9 +7,10 @@ disk (:func:`_cache_umap`), so this is paid once per installation, not once per 
 long-lived worker also calls :func:`warm_up` when its queue is first empty, so that no job waits
 on a compilation or on loading one.
 
-Every projection runs with the thread count that the process gives torch (the worker sets it
-to the usable cores less one): on a busy machine, OpenMP pools larger than the free cores
-spin and make t-SNE many times slower.
+Every projection runs with the thread count it is given, by default the one the process gives
+torch (the worker sets it to the usable cores less one; a run's maps add the cores its scoring
+threads held, xdd.experiment): on a busy machine, OpenMP pools larger than the free cores spin
+and make t-SNE many times slower.
 
 Heavy libraries are imported inside the functions so importing this module stays cheap.
 """
@@ -197,8 +198,10 @@ def _import(method: str) -> None:
         _cache_umap()
 
 
-def project(z: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
-    """(N, d) -> (N, 2) float32.  t-SNE and UMAP see the top 50 principal components."""
+def project(z: np.ndarray, method: str, seed: int = 0, n_threads: int | None = None
+            ) -> np.ndarray:
+    """(N, d) -> (N, 2) float32.  t-SNE and UMAP see the top 50 principal components.
+    ``n_threads``: the threads it may use (default :func:`threads`)."""
     if method not in PROJECTIONS:
         raise ValueError(f"unknown projection {method!r}; accepted: {', '.join(PROJECTIONS)}")
     z = np.asarray(z, dtype=np.float32)
@@ -206,7 +209,7 @@ def project(z: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
     if n < 3:
         return np.zeros((n, 2), np.float32)
     _import(method)
-    n_threads = threads()
+    n_threads = max(1, int(n_threads or threads()))
     with _limited(n_threads):
         if method == "pca":
             out = _pca(z, 2, seed)
