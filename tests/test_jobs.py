@@ -761,3 +761,24 @@ def test_a_job_runs_with_the_workers_thread_count_for_blas_too(monkeypatch) -> N
         outer.restore_original_limits()
     assert jobs.status(job_id)["status"] == "done"
     assert len(seen) == 1 and seen[0] and all(n == 1 for n in seen[0])
+
+
+def test_a_job_run_in_this_process_after_a_worker_stopped_here_runs(monkeypatch) -> None:
+    """run_worker leaves no stopped state behind: a run_job in the same process afterwards
+    (as the app tests do) runs its job instead of reading the old worker's stop as a Ctrl-C
+    and putting the job back on the queue."""
+    import xdd.experiment
+
+    from xdd import worker
+
+    def fake_run(cfg, device, progress, force=False):
+        return {"run_key": run_key(cfg)}
+
+    monkeypatch.setattr(xdd.experiment, "_run_experiment", fake_run)
+    monkeypatch.setattr(worker, "IDLE_POLL_S", 0.05)
+    first = jobs.submit(preset("tiny", ood_digit=2))
+    assert worker.run_worker(device="cpu", threads=1, once=True) == 1
+    assert jobs.status(first)["status"] == "done"
+    later = jobs.submit(preset("tiny", ood_digit=5))
+    worker.run_job(later)
+    assert jobs.status(later)["status"] == "done"

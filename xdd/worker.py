@@ -328,5 +328,7 @@ def run_worker(device: str = "auto", threads: int | None = None, once: bool = Fa
             st.unregister()
         except Exception:
             log.exception("could not unregister the worker")
+        if _STATE is st:  # this process is no longer that worker: a later run_job here
+            _STATE = None  # would read its stop flag as a Ctrl-C and put its job back
         log.info("worker %s stopped after %d job(s)", st.id, taken)
     return taken
