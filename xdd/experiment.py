@@ -428,11 +428,7 @@ def _run_experiment(cfg: RunConfig, device: str, progress: Progress | None,
                                            labeled_label=y_lab)
         # The maps run after the scores: on a CPU they take the cores the scoring held (torch's
         # and the side threads'), so the worker's one torch thread does not leave a core idle.
-        n_proj = torch.get_num_threads()
-        if dev.type == "cpu":
-            from .device import usable_cores
-
-            n_proj = min(usable_cores(), n_proj + side_threads(dev))
+        n_proj = torch.get_num_threads() + (n_side if dev.type == "cpu" else 0)
         for emb_name, (z_sub, z_lab) in embeddings.items():
             z = np.concatenate([z_sub, z_lab])
             for pm in cfg.projection.methods:
