@@ -91,6 +91,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     raw: dict[str, Any] = {"command": "python bench/first_demo.py " + " ".join(args.argv),
                            "machine": machine(), "load_before": loadavg(),
                            "calibration_s": round(time.time() - t, 1)}
+    from xdd.estimate import load_calibration
+
+    raw["calibration"] = load_calibration("cpu")  # the figures the page's estimate is built on
     log_path = work / "streamlit.log"
     app, url = serve_app(env, log_path)
     pw = sync_playwright().start()

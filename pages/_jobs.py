@@ -170,7 +170,8 @@ def estimate_seconds(cfgs: Sequence[RunConfig]) -> Estimate:
     (xdd.estimate); with neither, starts the calibration and returns seconds=None."""
     kind = device_info()["kind"]
     alive = bool(safe_call(jobs.worker_alive, what="check the worker", default=False))
-    est = estimate(cfgs, cached_runs(), kind, gan_available=gan_on_disk, umap_warm=alive)
+    est = estimate(cfgs, cached_runs(), kind, gan_available=gan_on_disk, umap_warm=alive,
+                   start_worker=not alive)
     if est.seconds is None:
         ensure_calibration(kind, cfgs[0].preset if cfgs else "quick")
     return est

@@ -141,8 +141,8 @@ def _settings() -> None:
             took = f" · about **{fmt_duration(est.seconds)}** in all" if est.seconds else ""
             st.markdown(f"**Runs on** {where} · **{n} job{'s' if n > 1 else ''}**{cached}{took}")
             if est.seconds is None:
-                st.caption("No estimate yet: this machine is being timed (a few seconds, in "
-                           "the background); it appears on the next refresh.")
+                st.caption("No estimate yet: this machine is being timed (about half a minute on "
+                           "a 2-core CPU, in the background); it appears on the next refresh.")
             elif est.seconds:
                 st.caption(f"Estimate {est.basis}. A pretrained GAN is cached and reused for "
                            "every seed and shot count of the same digit.")

@@ -2,6 +2,7 @@
 from a constant measured elsewhere."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -158,7 +159,11 @@ def test_measure_times_the_tiny_preset_here():
         assert all(0 < v < 5 for v in at["pretrain_step_s"].values())
     assert e["pretrain_step_s"] == e["rates"][str(E.worker_threads())]["pretrain_step_s"]["fp32"]
     assert set(e["project_point_s"]) == set(preset("tiny").projection.methods)
+    # the maps timed at the tiny run's own size: its 150 test points and 90 labeled ones
+    assert e["project_n"] == 150 + 90 and set(e["project_exp"]) == set(e["project_point_s"])
+    assert all(1.0 <= v <= 2.0 for v in e["project_exp"].values())
     assert fig["threads"] >= 1 and fig["data_s"] >= 0
+    assert fig.get("startup_s", 1.0) > 0  # this process's start, where /proc tells it
 
 
 def _synthetic_run(wall: float, threads: int = 1) -> dict:
@@ -213,6 +218,52 @@ def test_a_fresh_process_pays_the_first_calls_once():
     assert fresh == pytest.approx(two + 2.5)  # once for the process, not per run
     warm = E.estimate([cfg], [], "cpu", gan_available=lambda c: True, umap_warm=True).seconds
     assert warm == pytest.approx(base - 7.0)  # a warm worker pays neither
+
+
+def test_the_maps_are_costed_at_their_size_with_the_exponent_the_calibration_measured():
+    cfg = preset("quick", ood_digit=8)
+    n_proj = cfg.projection.n_samples + 90
+    _write_calibration()  # an older-format entry: no size, per-point rates scaled linearly
+    linear = E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds
+    # timed at 500 points, t-SNE growing as n^1.5 there: at 2,090 points each of the two
+    # maps (before, xdd) costs (2090 / 500)^0.5 times the linear extrapolation
+    _write_calibration(project_n=500, project_exp={"pca": 1.0, "tsne": 1.5, "umap": 1.0})
+    grown = E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds
+    assert grown - linear == pytest.approx(2 * n_proj * 1e-2 * ((n_proj / 500) ** 0.5 - 1))
+    # at the size it was timed at, the timing itself
+    small = dataclasses.replace(cfg, projection=dataclasses.replace(cfg.projection,
+                                                                    n_samples=410))
+    _write_calibration()
+    a = E.estimate([small], [], "cpu", gan_available=lambda c: True).seconds
+    _write_calibration(project_n=500, project_exp={"pca": 1.0, "tsne": 1.5, "umap": 1.0})
+    assert E.estimate([small], [], "cpu", gan_available=lambda c: True).seconds \
+        == pytest.approx(a)
+
+
+def test_a_job_that_starts_the_worker_waits_for_its_start_up():
+    cfg = preset("quick", ood_digit=8)
+    _write_calibration()
+    cal = store.read_json(E.calibration_path())
+    cal["cpu"]["startup_s"] = 2.25
+    store.atomic_write_json(E.calibration_path(), cal)
+    running = E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds
+    assert E.estimate([cfg], [], "cpu", gan_available=lambda c: True,
+                      start_worker=True).seconds == pytest.approx(running + 2.25)
+
+
+def test_a_process_knows_how_long_ago_it_started():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if not Path("/proc/self/stat").is_file():
+        assert E._process_age_s() is None  # no /proc: unknown, never a guess
+        return
+    out = subprocess.run([sys.executable, "-c", "import time; time.sleep(0.6); "
+                          "from xdd.estimate import _process_age_s; print(_process_age_s())"],
+                         capture_output=True, text=True, check=True, cwd=str(store.REPO_ROOT))
+    age = float(out.stdout.strip())
+    assert 0.6 <= age < 60
 
 
 def test_a_umap_compiled_on_disk_costs_its_loading_not_its_compilation(monkeypatch):

@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write D and G's samples to xdd/pretrained/ (XDD_BUNDLE)")
     _add_common(pt)
     cal = sub.add_parser("calibrate", help="time each preset's networks on this machine "
-                         "(a few seconds); the app's time estimates use the figures")
+                         "(~35 s on a 2-core CPU); the app's time estimates use the figures")
     cal.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     cal.add_argument("--presets", default="tiny,quick",
                      help="comma-separated presets to time (default tiny,quick; paper is slow "
@@ -170,7 +170,7 @@ def _run_estimate(cfg, device: str, force: bool, threads: int | None = None) -> 
     where = f"{kind}, {threads} thread{'s' * (threads != 1)}" if kind == "cpu" else kind
     if est.seconds is None:
         return (f"estimate: none yet for {where} (`python -m xdd calibrate` measures this "
-                "machine in a few seconds)")
+                "machine in about half a minute)")
     return f"estimate: about {fmt_duration(est.seconds)} ({where}; {est.basis})"
 
 

@@ -5,9 +5,10 @@ Two sources, best first, and the estimate says which one it used:
 1. **This machine's own cached runs** of the same preset and device kind: each stage's cost
    (seconds per pretraining step, per retraining step, scoring and projection seconds) is
    read from the ``timings`` every results.json records.
-2. **A calibration**: ``measure()`` (``python -m xdd calibrate``, a few seconds) times a few
-   pretraining and retraining steps of each preset's networks, one embedding pass and a small
-   t-SNE / UMAP on this machine, and ``cache/calibration.json`` keeps the figures.
+2. **A calibration**: ``measure()`` (``python -m xdd calibrate``, ~35 s on a 2-core CPU) times
+   a few pretraining and retraining steps of each preset's networks, one embedding pass and
+   the preset's t-SNE / UMAP at its own size on this machine, and ``cache/calibration.json``
+   keeps the figures.
 
 Both are per thread count: a CPU run's costs depend on how many torch threads it runs with
 (the job worker: the usable cores less one; ``python -m xdd run``: every core), so runs are
@@ -33,9 +34,11 @@ from .device import described_threads, worker_threads  # torch-free
 
 RETRAINED = ("xdd", "mcdd", "pairwise", "svdd", "softmax")
 # 2: the unlabeled reference's PCA fit and k-NN search; 3: rates per thread count and mode;
-# 4: numpy's BLAS kernels chosen for the CPU (xdd.openblas), faster where OpenBLAS misdetects it
-CALIBRATION_VERSION = 4
+# 4: numpy's BLAS kernels chosen for the CPU (xdd.openblas), faster where OpenBLAS misdetects it;
+# 5: the maps timed at the run's size (project_n, project_exp), the worker's start-up (startup_s)
+CALIBRATION_VERSION = 5
 MEASURED_MODES = ("fp32", "bf16+cl")  # pretraining modes the calibration times
+MAP_WARM_N, MAP_TIMED_MAX = 200, 1200  # points of the calibration's small and largest maps
 
 
 def run_threads(run: dict[str, Any]) -> int | None:
@@ -186,7 +189,7 @@ def _reference_s(fit_s, fit_rows, row_s, pair_s, cfg: RunConfig, n_ref: int, n_t
 
 def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: str,
              gan_available=None, umap_warm: bool = False, threads: int | None = None,
-             recompute: bool = False) -> Estimate:
+             recompute: bool = False, start_worker: bool = False) -> Estimate:
     """Seconds to run cfgs one after another on this machine, from measurement only.
 
     ``runs``: this machine's cached results; ``gan_available(cfg)``: whether a pretrained GAN
@@ -194,8 +197,10 @@ def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: st
     whose UMAP is compiled already is alive (else the runs start in a fresh process, which
     pays UMAP's compilation and the calibration's first-call cost once); ``threads``: the
     torch threads of the CPU that runs them (default: the job worker's); ``recompute``: runs
-    already cached are computed again (``run --force``).  Pretraining is counted once per
-    distinct pretraining config.
+    already cached are computed again (``run --force``); ``start_worker``: no job worker is
+    running, so the first job waits for one to start (Python and torch loading, what the
+    calibration's own process took to reach its first measurement).  Pretraining is counted
+    once per distinct pretraining config.
     """
     cal = load_calibration(kind)
     threads = threads or worker_threads()
@@ -274,12 +279,17 @@ def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: st
         n_proj = min(cfg.projection.n_samples, n_test) + 9 * cfg.shots
         for pm in cfg.projection.methods:
             rate = (measured.get("project_point_s") or {}).get(pm)
-            src = "runs"
+            src, scale = "runs", 1.0
             if not rate:
                 rate, src = ((pcal or {}).get("project_point_s") or {}).get(pm), "calibration"
+                # timed at project_n points; another size scales with the exponent measured
+                n0 = (pcal or {}).get("project_n")
+                if n0:
+                    exp = ((pcal or {}).get("project_exp") or {}).get(pm, 1.0)
+                    scale = (n_proj / n0) ** (exp - 1.0)
             if not rate:
                 return Estimate(None, "not measured on this machine yet", n_cached)
-            staged[src] += n_embs * n_proj * rate
+            staged[src] += n_embs * n_proj * rate * scale
             used.add(src)
             need_umap |= pm == "umap"
         total += staged["calibration"] + (measured.get("overlap") or 1.0) * staged["runs"]
@@ -300,6 +310,8 @@ def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: st
             own = float(((cal or {}).get("presets", {}).get(first_preset) or {}).get(
                 "first_calls_s") or 0.0)
             total += max(own, float((cal or {}).get("first_calls_s") or 0.0))
+    if start_worker and first_preset:
+        total += float((cal or {}).get("startup_s") or 0.0)
     if not total and n_cached == len(cfgs):
         return Estimate(0.0, "already cached", n_cached)
     basis = {frozenset({"runs"}): "from this machine's earlier runs",
@@ -315,9 +327,10 @@ def measure(device: str = "cpu", presets: Sequence[str] = ("tiny", "quick"), ste
             ) -> dict[str, Any]:
     """Time each preset's networks on this machine: seconds per pretraining step (batch of the
     preset; fp32 and bf16 + channels_last), per retraining step (XDD loss, 90 labeled images)
-    and per test image scored, at the job worker's thread count and (CPU) at every core; per
-    projected point (t-SNE / UMAP / PCA on a small sample, scaled linearly), and the data
-    load.  A few seconds for tiny and quick; the paper preset's G is wider."""
+    and per test image scored, at the job worker's thread count and (CPU) at every core; the
+    maps (t-SNE / UMAP / PCA) at the preset's own size (up to MAP_TIMED_MAX points, beyond it
+    extrapolated), the data load and this process's start-up.  ~35 s for tiny and quick on a
+    2-core CPU; the paper preset's G is wider."""
     import numpy as np
     import torch
 
@@ -328,6 +341,9 @@ def measure(device: str = "cpu", presets: Sequence[str] = ("tiny", "quick"), ste
     from .retrain import embed_all, retrain
 
     dev = resolve_device(device)
+    # A fresh process's start (Python, torch, this package): what a job waits for when no
+    # worker is running and the page starts one.
+    startup_s = _process_age_s()
     # What a run imports after the CLI's estimate line (scikit-learn, SciPy, openTSNE, ...),
     # before its own clock starts: a fresh process (the CLI, a new worker; this calibration
     # when the CLI or the page starts it) pays it once.
@@ -435,20 +451,37 @@ def measure(device: str = "cpu", presets: Sequence[str] = ("tiny", "quick"), ste
                                FeatureReducer(cfg.score.knn_pca, cfg.score.normalize, seed=0))
             entry.update(reference_fit_s=c["fit_s"], reference_fit_rows=c["fit_rows"],
                          knn_pair_s=c["pair_s"])
-        n_pts = 400
-        zs = z[:n_pts].numpy()
+        # The maps at the run's own size (a t-SNE or an exact-neighbour UMAP of n points costs
+        # more than n times a point's share of a smaller map: 1,090 points took 1.5x and 1.3x
+        # the linear extrapolation from 400 here), after a first call and a second at a small
+        # size (a fresh process's first call is counted apart).  Beyond MAP_TIMED_MAX points
+        # the cost is extrapolated with the exponent between the two sizes.
+        n_run = min(cfg.projection.n_samples, cfg.data.n_test or 10000) + 9 * cfg.shots
+        n_big = max(3, min(n_run, len(z), MAP_TIMED_MAX))
+        n_small = min(MAP_WARM_N, n_big)
+        entry["project_n"] = n_big
+        entry["project_exp"] = {}
         for pm in cfg.projection.methods:
             # UMAP's first call in a process compiles it, or loads an earlier compilation
             # from numba's disk cache: timed under the name of whichever this one is.
             if pm == "umap" and not umap_timed:
                 first_umap = "umap_load_s" if umap_compiled_on_disk() else "umap_compile_s"
+            small = z[:n_small].numpy()
             t = time.perf_counter()
-            project(zs, pm, 0)  # warm-up
+            project(small, pm, 0)  # warm-up
             first = time.perf_counter() - t
             t = time.perf_counter()
-            project(zs, pm, 0)
+            project(small, pm, 0)
             again = time.perf_counter() - t
-            entry["project_point_s"][pm] = again / n_pts
+            big = again
+            if n_big > n_small:
+                t = time.perf_counter()
+                project(z[:n_big].numpy(), pm, 0)
+                big = time.perf_counter() - t
+            entry["project_point_s"][pm] = big / n_big
+            # an exponent only from sizes far enough apart for the ratio to be above noise
+            entry["project_exp"][pm] = min(2.0, max(1.0, math.log(big / again) / math.log(
+                n_big / n_small))) if n_big >= 2 * n_small and again > 0 and big > 0 else 1.0
             if pm == "umap":
                 if not umap_timed:
                     out[first_umap] = max(0.0, first - again)
@@ -461,7 +494,22 @@ def measure(device: str = "cpu", presets: Sequence[str] = ("tiny", "quick"), ste
         # its shapes': what any fresh process pays, whichever preset it runs.
         out.setdefault("first_calls_s", first_calls)
     out["imports_s"] = imports_s
+    if startup_s is not None:
+        out["startup_s"] = startup_s
     return out
+
+
+def _process_age_s() -> float | None:
+    """Seconds since this process started (Linux: /proc), None where that is unknown."""
+    try:
+        with open("/proc/self/stat") as f:
+            # after the command's name in parentheses: field 3 (state) onwards; 22 is starttime
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def calibrate(device: str = "cpu", presets: Sequence[str] = ("tiny", "quick")) -> dict[str, Any]:
