@@ -35,8 +35,9 @@ from .device import described_threads, worker_threads  # torch-free
 RETRAINED = ("xdd", "mcdd", "pairwise", "svdd", "softmax")
 # 2: the unlabeled reference's PCA fit and k-NN search; 3: rates per thread count and mode;
 # 4: numpy's BLAS kernels chosen for the CPU (xdd.openblas), faster where OpenBLAS misdetects it;
-# 5: the maps timed at the run's size (project_n, project_exp), the worker's start-up (startup_s)
-CALIBRATION_VERSION = 5
+# 5: the maps timed at the run's size (project_n, project_exp), the worker's start-up (startup_s);
+# 6: imports_s is what a run pays before its clock (torch's deterministic mode), not openTSNE
+CALIBRATION_VERSION = 6
 MEASURED_MODES = ("fp32", "bf16+cl")  # pretraining modes the calibration times
 MAP_WARM_N, MAP_TIMED_MAX = 200, 1200  # points of the calibration's small and largest maps
 
@@ -344,14 +345,22 @@ def measure(device: str = "cpu", presets: Sequence[str] = ("tiny", "quick"), ste
     # A fresh process's start (Python, torch, this package): what a job waits for when no
     # worker is running and the page starts one.
     startup_s = _process_age_s()
-    # What a run imports after the CLI's estimate line (scikit-learn, SciPy, openTSNE, ...),
-    # before its own clock starts: a fresh process (the CLI, a new worker; this calibration
-    # when the CLI or the page starts it) pays it once.
+    # What a run pays after the CLI's estimate line and before its own clock starts, so that
+    # no stage timing holds it (estimates from runs add it as well): the modules it imports
+    # first (SciPy, scikit-learn's parts that xdd.scoring loads), and what run_experiment
+    # enters, torch's deterministic mode (which imports torch._inductor and torch._dynamo,
+    # ~1.3 s here) and threadpoolctl's scan of the BLAS libraries.  A fresh process (the CLI,
+    # a new worker) pays it once.  What a run imports inside a stage (openTSNE at its first
+    # map) is in that stage's first call, timed below with the others.
     t0 = time.perf_counter()
-    import openTSNE  # noqa: F401
+    from threadpoolctl import threadpool_limits
 
     from . import experiment  # noqa: F401
+    from .device import reproducible
     from .scoring import FeatureReducer, KNNScorer
+
+    with threadpool_limits(limits=torch.get_num_threads()), reproducible(dev):
+        pass
     imports_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     data = load_mnist(None)
@@ -455,7 +464,8 @@ def measure(device: str = "cpu", presets: Sequence[str] = ("tiny", "quick"), ste
         # more than n times a point's share of a smaller map: 1,090 points took 1.5x and 1.3x
         # the linear extrapolation from 400 here), after a first call and a second at a small
         # size (a fresh process's first call is counted apart).  Beyond MAP_TIMED_MAX points
-        # the cost is extrapolated with the exponent between the two sizes.
+        # the cost is extrapolated with the exponent between the two sizes (the paper
+        # preset's 5,090 points: across UMAP's switch to NN-descent at 4,096, a rougher guess).
         n_run = min(cfg.projection.n_samples, cfg.data.n_test or 10000) + 9 * cfg.shots
         n_big = max(3, min(n_run, len(z), MAP_TIMED_MAX))
         n_small = min(MAP_WARM_N, n_big)
