@@ -178,6 +178,12 @@ def _calibrated_rates(cal: dict[str, Any] | None, preset_name: str, kind: str,
             "pretrain_step_s": (at.get("pretrain_step_s") or {}).get(mode)}
 
 
+def _map_points(cfg: RunConfig) -> int:
+    """Points in each of a run's maps: its seeded test subsample and the labeled examples,
+    appended (xdd.experiment)."""
+    return min(cfg.projection.n_samples, cfg.data.n_test or 10000) + 9 * cfg.shots
+
+
 def _reference_s(fit_s, fit_rows, row_s, pair_s, cfg: RunConfig, n_ref: int, n_test: int
                  ) -> float:
     """Seconds of an unlabeled-reference scorer from the calibration's figures (None: not
@@ -277,7 +283,7 @@ def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: st
         data_s, _ = _pick(measured, cal, "data_s")  # measured once per machine
         total += data_s or 0.0
         n_embs = sum(m in ("before", "xdd") for m in cfg.methods)
-        n_proj = min(cfg.projection.n_samples, n_test) + 9 * cfg.shots
+        n_proj = _map_points(cfg)
         for pm in cfg.projection.methods:
             rate = (measured.get("project_point_s") or {}).get(pm)
             src, scale = "runs", 1.0
@@ -466,9 +472,9 @@ def measure(device: str = "cpu", presets: Sequence[str] = ("tiny", "quick"), ste
         # size (a fresh process's first call is counted apart).  Beyond MAP_TIMED_MAX points
         # the cost is extrapolated with the exponent between the two sizes (the paper
         # preset's 5,090 points: across UMAP's switch to NN-descent at 4,096, a rougher guess).
-        n_run = min(cfg.projection.n_samples, cfg.data.n_test or 10000) + 9 * cfg.shots
-        n_big = max(3, min(n_run, len(z), MAP_TIMED_MAX))
+        n_big = max(3, min(_map_points(cfg), len(z), MAP_TIMED_MAX))
         n_small = min(MAP_WARM_N, n_big)
+        small = z[:n_small].numpy()
         entry["project_n"] = n_big
         entry["project_exp"] = {}
         for pm in cfg.projection.methods:
@@ -476,7 +482,6 @@ def measure(device: str = "cpu", presets: Sequence[str] = ("tiny", "quick"), ste
             # from numba's disk cache: timed under the name of whichever this one is.
             if pm == "umap" and not umap_timed:
                 first_umap = "umap_load_s" if umap_compiled_on_disk() else "umap_compile_s"
-            small = z[:n_small].numpy()
             t = time.perf_counter()
             project(small, pm, 0)  # warm-up
             first = time.perf_counter() - t
