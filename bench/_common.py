@@ -55,7 +55,7 @@ def machine() -> dict[str, Any]:
 
 def worker_threads() -> int:
     """The torch thread count the job worker uses on this machine (its default)."""
-    from xdd.worker import default_threads
+    from xdd.jobs.worker import default_threads
 
     return default_threads()
 

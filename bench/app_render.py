@@ -54,8 +54,8 @@ def seed_5000(digit: int, threads: int, preset_name: str = "quick", n: int = 500
     import torch
 
     torch.set_num_threads(threads)
-    from xdd.config import preset
-    from xdd.experiment import run_experiment
+    from xdd.core.config import preset
+    from xdd.pipeline.experiment import run_experiment
 
     cfg = preset(preset_name, ood_digit=digit, methods=("before", "xdd"),
                  **{"projection.n_samples": n, "projection.methods": ("pca",),

@@ -116,9 +116,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     cache = work / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     os.environ["XDD_CACHE"] = str(cache)
-    from xdd import jobs, workerproc
-    from xdd.config import preset
-    from xdd.data import load_mnist
+    from xdd.jobs import api as jobs
+    from xdd.jobs import workerproc
+    from xdd.core.config import preset
+    from xdd.storage.data import load_mnist
 
     load_mnist()  # converted once, before any clock starts
     env = dict(os.environ, PYTHONPATH=str(REPO), XDD_ADMIN_TOKEN="bench")

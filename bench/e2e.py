@@ -1,7 +1,7 @@
 """Benchmarks 2 and 3: the quick preset end to end for one OOD digit, then cache reuse.
 
 A child process plays the job worker: it sets torch to the worker's thread count, calls
-``xdd.projection.warm_up()`` once (what the worker does at start), runs the quick preset with
+``xdd.core.projection.warm_up()`` once (what the worker does at start), runs the quick preset with
 10 shots into a fresh ``XDD_CACHE`` (the converted MNIST in ``XDD_DATA_CACHE`` is shared),
 records its peak resident memory, then runs the same digit with 5 shots, which reuses the
 pretrained GAN.
@@ -41,9 +41,9 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from xdd.config import preset, run_key
-    from xdd.experiment import run_experiment
-    from xdd.projection import warm_up
+    from xdd.core.config import preset, run_key
+    from xdd.pipeline.experiment import run_experiment
+    from xdd.core.projection import warm_up
 
     out: dict = {"threads": torch.get_num_threads(), "runs": []}
     t = time.perf_counter()
@@ -104,8 +104,8 @@ def main() -> None:
         child(args)
         return
 
-    from xdd import store
-    from xdd.data import load_mnist
+    from xdd.storage import store
+    from xdd.storage.data import load_mnist
 
     data_cache = str(store.data_dir())
     load_mnist()  # the shared converted copy exists before the clock starts

@@ -80,8 +80,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     cache = work / "cache"
     cache.mkdir()
     os.environ["XDD_CACHE"] = str(cache)
-    from xdd import jobs
-    from xdd.data import load_mnist
+    from xdd.jobs import api as jobs
+    from xdd.storage.data import load_mnist
 
     load_mnist()  # the converted copy, shared through XDD_DATA_CACHE
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -91,7 +91,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     raw: dict[str, Any] = {"command": "python bench/first_demo.py " + " ".join(args.argv),
                            "machine": machine(), "load_before": loadavg(),
                            "calibration_s": round(time.time() - t, 1)}
-    from xdd.estimate import load_calibration
+    from xdd.estimate.model import load_calibration
 
     raw["calibration"] = load_calibration("cpu")  # the figures the page's estimate is built on
     log_path = work / "streamlit.log"
@@ -133,7 +133,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         raw["job_s"] = round(rec["finished"] - rec["started"], 1) if rec.get("finished") else None
         raw["claim_s"] = round(rec["started"] - t0, 1) if rec.get("started") else None
         res_key = rec.get("run_key")
-        from xdd import store
+        from xdd.storage import store
 
         res = store.load_results(res_key) if res_key else None
         raw["pretrain_source"] = (res or {}).get("pretrain_source")
@@ -148,7 +148,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         # The app's worker stays a while after the demo (it exits after 30 s without work)
         # and compiles UMAP's neighbour search meanwhile: the command lines are timed once
         # it has gone, on a machine running nothing else.
-        from xdd.workerproc import worker_alive
+        from xdd.jobs.workerproc import worker_alive
 
         t = time.time()
         while worker_alive() and time.time() - t < 120:
@@ -179,7 +179,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                                     "after_estimate_s": round(end - (t_line or t), 1),
                                     "estimate_line": line, "estimate_s": _seconds(line)})
             secs = raw["cli_runs"][-1]["seconds"]
-            from xdd import store as _store
+            from xdd.storage import store as _store
 
             newest = max(_store.list_runs(), key=lambda r: r.get("started") or 0, default={})
             raw["cli_runs"][-1].update(

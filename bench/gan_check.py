@@ -27,18 +27,18 @@ def run_variant(variant: str, digit: int, steps: int, out_dir: Path) -> None:
     from PIL import Image
     from torch import nn
 
-    from xdd.config import preset
-    from xdd.data import load_mnist, make_splits, to_tensor
-    from xdd.losses import gan_d_loss, gan_g_loss
-    from xdd.models import Discriminator, Generator, init_weights
-    from xdd.pretrain import sample_images
+    from xdd.core.config import preset
+    from xdd.storage.data import load_mnist, make_splits, to_tensor
+    from xdd.core.losses import gan_d_loss, gan_g_loss
+    from xdd.core.models import Discriminator, Generator, init_weights
+    from xdd.train.pretrain import sample_images
 
     opts = set(variant.split("+"))
     cfg = preset("quick", ood_digit=digit, **{"data.eval_split": "val"})
     p = cfg.pretrain
     data = load_mnist()
     x = to_tensor(data.x_train[make_splits(cfg, data).pretrain])
-    # The same seeding and draw order as xdd.pretrain.pretrain_gan.
+    # The same seeding and draw order as xdd.train.pretrain.pretrain_gan.
     gen = torch.Generator().manual_seed(p.seed)
     torch.manual_seed(p.seed)
     G, D = Generator(p.z_dim, p.g_width), Discriminator(p.d_width)

@@ -5,9 +5,9 @@ Hopper-class GPU):
 
 1. the pretraining step of the paper's networks (batch 64) in several forms, ms/step:
    fp32; bf16 autocast; bf16 + channels_last; each + ``torch.compile`` (``--compile``);
-   the dataset lives on the device in every form, as in ``xdd.pretrain``;
+   the dataset lives on the device in every form, as in ``xdd.train.pretrain``;
 2. the ``paper`` preset for one OOD digit end to end through ``run_experiment`` on the GPU,
-   after ``xdd.projection.warm_up()``, with its stage timings;
+   after ``xdd.core.projection.warm_up()``, with its stage timings;
 3. the projected time of the full paper sweep (10 digits x 10 repetitions, one pretrained GAN
    per digit since the pretraining key does not depend on the seed), with and without the
    CPU projections.
@@ -16,7 +16,7 @@ Hopper-class GPU):
     python bench/gpu.py --device cpu --preset tiny --steps 20   # check the script on a CPU
 
 Nothing here changes the pipeline: the step variants are measured on a copy of the loop, and
-only the fp32 form is what ``xdd.pretrain`` runs today.
+only the fp32 form is what ``xdd.train.pretrain`` runs today.
 """
 from __future__ import annotations
 
@@ -45,11 +45,11 @@ def sync(device) -> None:
 
 def step_variant(pcfg, x, device, steps: int, bf16: bool, channels_last: bool,
                  compile_: bool) -> dict[str, Any]:
-    """ms/step of the GAN step (same models, init, losses, Adam as xdd.pretrain)."""
+    """ms/step of the GAN step (same models, init, losses, Adam as xdd.train.pretrain)."""
     import torch
     import torch.nn.functional as F
 
-    from xdd.models import Discriminator, Generator, init_weights
+    from xdd.core.models import Discriminator, Generator, init_weights
 
     torch.manual_seed(0)
     G, D = Generator(pcfg.z_dim, pcfg.g_width), Discriminator(pcfg.d_width)
@@ -99,8 +99,8 @@ def step_variant(pcfg, x, device, steps: int, bf16: bool, channels_last: bool,
 
 
 def end_to_end(cfg, device_name: str) -> dict[str, Any]:
-    from xdd.experiment import run_experiment
-    from xdd.projection import warm_up
+    from xdd.pipeline.experiment import run_experiment
+    from xdd.core.projection import warm_up
 
     w = warm_up()
     t = time.perf_counter()
@@ -163,11 +163,11 @@ def main() -> None:
 
     import torch
 
-    from xdd.config import preset
-    from xdd.data import load_mnist, make_splits, to_tensor
-    from xdd.device import describe, resolve_device
+    from xdd.core.config import preset
+    from xdd.storage.data import load_mnist, make_splits, to_tensor
+    from xdd.core.device import describe, resolve_device
 
-    from xdd.config import ConfigError
+    from xdd.core.config import ConfigError
 
     try:
         dev = resolve_device(args.device)

@@ -1,10 +1,10 @@
 """Benchmark 1: training-loop overhead against a minimal plain-PyTorch loop.
 
-Pretraining: ``xdd.pretrain.pretrain_gan`` with the quick preset's PretrainConfig against the
+Pretraining: ``xdd.train.pretrain.pretrain_gan`` with the quick preset's PretrainConfig against the
 shortest loop that trains the same Generator / Discriminator with the same batch, losses and
 Adam settings (the practical limit of this architecture on this machine).  Retraining:
-``xdd.retrain.retrain(..., "xdd")`` with the quick preset's RetrainConfig against a minimal
-loop calling ``xdd.losses.xdd_loss`` on the same 90 labeled images.  The two sides run
+``xdd.train.retrain.retrain(..., "xdd")`` with the quick preset's RetrainConfig against a minimal
+loop calling ``xdd.core.losses.xdd_loss`` on the same 90 labeled images.  The two sides run
 alternately (A B A B ...) after one untimed warm-up each, and the medians are compared; the
 process CPU time of each call is reported beside the wall time, since other work on the
 machine inflates wall time but hardly CPU time.
@@ -48,7 +48,7 @@ def plain_pretrain(cfg, x):
     import torch
     import torch.nn.functional as F
 
-    from xdd.models import Discriminator, Generator, init_weights
+    from xdd.core.models import Discriminator, Generator, init_weights
 
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -84,7 +84,7 @@ def plain_retrain(D0, cfg, x, y, seed: int):
     import torch.nn.functional as F
     from torch import nn
 
-    from xdd.losses import xdd_loss
+    from xdd.core.losses import xdd_loss
 
     D = copy.deepcopy(D0)
     D.requires_grad_(False)
@@ -134,10 +134,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads or worker_threads())
-    from xdd.config import preset
-    from xdd.data import load_mnist, make_splits, to_tensor
-    from xdd.pretrain import pretrain_gan
-    from xdd.retrain import retrain
+    from xdd.core.config import preset
+    from xdd.storage.data import load_mnist, make_splits, to_tensor
+    from xdd.train.pretrain import pretrain_gan
+    from xdd.train.retrain import retrain
 
     cfg = preset("quick", ood_digit=args.digit)
     pcfg = dataclasses.replace(cfg.pretrain, steps=args.pretrain_steps)

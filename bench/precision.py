@@ -6,7 +6,7 @@ puts them, from validation runs in a cache.  Rewrites its section of docs/PERFOR
     python bench/precision.py                       # the step timings (~1-2 min)
     python bench/precision.py --check /work/cache   # and the validation comparison
 
-The step is pretrain_gan's own (``xdd.pretrain``), on fresh networks of the chosen preset;
+The step is pretrain_gan's own (``xdd.train.pretrain``), on fresh networks of the chosen preset;
 the modes are alternated round by round so that background load lands on all of them.  The
 validation comparison reads every cached run on the validation split (GAN seeds >= 100) and
 pairs, per (digit, GAN seed), the fp32 run with the bf16 + channels_last run of the same
@@ -36,9 +36,9 @@ def step_times(preset_name: str, threads: int, steps: int, rounds: int) -> dict[
     """Median seconds per pretraining step of each mode (steps per call, rounds alternated)."""
     import torch
 
-    from xdd.config import preset
-    from xdd.data import load_mnist, to_tensor
-    from xdd.pretrain import pretrain_gan
+    from xdd.core.config import preset
+    from xdd.storage.data import load_mnist, to_tensor
+    from xdd.train.pretrain import pretrain_gan
 
     torch.set_num_threads(threads)
     p = preset(preset_name).pretrain
@@ -76,8 +76,8 @@ def validation_pairs(cache: str) -> dict[str, Any]:
     import numpy as np
 
     os.environ["XDD_CACHE"] = cache
-    from xdd import store
-    from xdd.config import run_variant
+    from xdd.storage import store
+    from xdd.core.config import run_variant
 
     runs = store.list_runs()
     by: dict[tuple, dict[str, dict]] = {}
@@ -189,7 +189,7 @@ def main() -> None:
     args = ap.parse_args()
     import os
 
-    from xdd.config import preset
+    from xdd.core.config import preset
 
     cores = len(os.sched_getaffinity(0))
     threads = sorted({worker_threads(), min(8, cores)})

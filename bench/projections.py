@@ -7,7 +7,7 @@ in fresh processes sharing an empty numba cache directory (``NUMBA_CACHE_DIR``):
 call in the first process (numba compiles, and keeps the result on disk), a second call in that
 process, the first call of a second process (the compilation loaded from disk: what the CLI or
 a new worker pays after the first run on a machine), and (``--warm-check``) the first call of a
-third process after ``xdd.projection.warm_up()`` (what a job in the worker pays).
+third process after ``xdd.core.projection.warm_up()`` (what a job in the worker pays).
 
     python bench/projections.py --cache CACHE --run-key KEY --json out.json
     python bench/projections.py            # MNIST pixels instead of a run's embeddings
@@ -32,8 +32,8 @@ import numpy as np  # noqa: E402
 def load_embeddings(cache: str | None, key: str | None, n: int, which: str = "xdd"
                     ) -> tuple[np.ndarray, np.ndarray, str]:
     """(z, label, description) of n test images: a cached run's embedding, or raw pixels."""
-    from xdd.data import load_mnist, to_tensor
-    from xdd.projection import subsample
+    from xdd.storage.data import load_mnist, to_tensor
+    from xdd.core.projection import subsample
 
     if cache:
         os.environ["XDD_CACHE"] = cache
@@ -42,10 +42,10 @@ def load_embeddings(cache: str | None, key: str | None, n: int, which: str = "xd
     if not key:
         z = data.x_test[idx].reshape(len(idx), -1).astype(np.float32) / 255.0
         return z, data.y_test[idx], "raw MNIST pixels (no run given)"
-    from xdd import store
-    from xdd.config import from_dict, pretrain_key
-    from xdd.models import Discriminator
-    from xdd.retrain import embed_all
+    from xdd.storage import store
+    from xdd.core.config import from_dict, pretrain_key
+    from xdd.core.models import Discriminator
+    from xdd.train.retrain import embed_all
 
     res = store.load_results(key)
     if res is None:
@@ -81,7 +81,7 @@ def umap_child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from xdd.projection import project, warm_up
+    from xdd.core.projection import project, warm_up
 
     z = np.load(args.emb)["z"]
     out: dict[str, float] = {}
@@ -184,7 +184,7 @@ def main() -> None:
 
 
 def measure(args: argparse.Namespace, z: np.ndarray, emb: str, result: dict) -> None:
-    from xdd.projection import _limited, _pca, project
+    from xdd.core.projection import _limited, _pca, project
 
     numba_cache = os.path.join(os.path.dirname(emb), "numba-cache")  # empty: nothing compiled
     if not args.skip_umap:
@@ -211,7 +211,7 @@ def measure(args: argparse.Namespace, z: np.ndarray, emb: str, result: dict) -> 
     entry = {"seconds": w, "cpu_s": c, **quality(z, y_ot)}
     if args.determinism:
         entry["deterministic"] = bool(np.array_equal(y_ot, project(z, "tsne", 0)))
-    result["methods"]["t-SNE (openTSNE, xdd.projection)"] = entry
+    result["methods"]["t-SNE (openTSNE, xdd.core.projection)"] = entry
     log(f"  openTSNE {entry}")
 
     if not args.skip_sklearn:

@@ -5,7 +5,7 @@ For a cached pretrained GAN (quick preset): the stages ``run_experiment`` adds f
 embedding method under the unlabeled reference -- the PCA fit on ``score.knn_pca_fit``
 reference embeddings, embedding + projecting every reference image, projecting the 10,000 test
 embeddings, the k-NN fit and search -- timed separately, median of ``--reps``, today's code
-(``xdd.reference``) beside the way runs did it before (2,048 images a forward pass, the PCA's
+(``xdd.pipeline.reference``) beside the way runs did it before (2,048 images a forward pass, the PCA's
 rows embedded twice), with the largest difference between their values.  The test embedding
 itself is shared with the labeled reference and not counted per method.  With ``--peak``, one
 whole quick run (the sweep's methods) is computed in a child process into a temporary cache
@@ -46,13 +46,13 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from xdd import store
-    from xdd.config import preset, pretrain_key
-    from xdd.data import eval_arrays, load_mnist, make_splits, to_tensor
-    from xdd.experiment import load_pretrained
-    from xdd.reference import SCORE_BATCH, pca_fit_rows, reference_features, reference_indices
-    from xdd.retrain import embed_all
-    from xdd.scoring import FeatureReducer, KNNScorer
+    from xdd.storage import store
+    from xdd.core.config import preset, pretrain_key
+    from xdd.storage.data import eval_arrays, load_mnist, make_splits, to_tensor
+    from xdd.pipeline.experiment import load_pretrained
+    from xdd.pipeline.reference import SCORE_BATCH, pca_fit_rows, reference_features, reference_indices
+    from xdd.train.retrain import embed_all
+    from xdd.core.scoring import FeatureReducer, KNNScorer
 
     methods = ("pixels", "before", "mcdd", "pyod", "xdd")
     cfg = preset("quick", ood_digit=args.digit, methods=methods,
@@ -95,7 +95,7 @@ def main() -> None:
         feats_old = timed("old: embed + project the reference", lambda: np.concatenate([
             red_old.transform(embed(data.x_train[ref[i:i + SCORE_BATCH]], 2048))
             for i in range(0, len(ref), SCORE_BATCH)]))
-        # Today's: xdd.reference.reference_features, 256 a pass on a CPU, each image once.
+        # Today's: xdd.pipeline.reference.reference_features, 256 a pass on a CPU, each image once.
         z_test = timed("embed the test images", lambda: embed(x_eval[splits.test]))
         red, feats = timed("embed the reference, fit the PCA, project", lambda: reference_features(
             embed, data.x_train, ref, fit_rows, FeatureReducer(sc.knn_pca, True, cfg.seed)))
@@ -129,8 +129,8 @@ def main() -> None:
         try:
             src = store.pretrain_dir(pretrain_key(cfg))
             shutil.copytree(src, tmp / "pretrain" / src.name)
-            code = ("import torch; torch.set_num_threads(1); from xdd.config import preset; "
-                    "from xdd.experiment import run_experiment; "
+            code = ("import torch; torch.set_num_threads(1); from xdd.core.config import preset; "
+                    "from xdd.pipeline.experiment import run_experiment; "
                     f"r = run_experiment(preset('quick', ood_digit={args.digit}, methods={methods!r}, "
                     f"**{{'pretrain.seed': {args.gan_seed}, 'projection.methods': ('pca',)}}), "
                     "device='cpu'); import json; print(json.dumps(r['timings']))")

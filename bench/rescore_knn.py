@@ -2,7 +2,7 @@
 already hold: the pretrained D (the run's GAN) and the XDD-retrained D (its checkpoint.pt).
 
 For every cached test-split run of a preset (10 shots): the unlabeled reference exactly as
-run_experiment builds it (xdd.reference: the GAN's pretraining images, L2-normalised,
+run_experiment builds it (xdd.pipeline.reference: the GAN's pretraining images, L2-normalised,
 PCA-64 fitted on the run's seeded 8,192 rows, exact neighbours), scored with each k of
 ``--k``, AUPRC with the held-out digit as positive.  Nothing is retrained and nothing is
 written to the cache.  The k compared here was chosen on the validation split first
@@ -38,15 +38,15 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from xdd import store
-    from xdd.config import from_dict
-    from xdd.data import eval_arrays, load_mnist, make_splits, to_tensor
-    from xdd.experiment import load_pretrained
-    from xdd.metrics import all_metrics
-    from xdd.models import Discriminator
-    from xdd.reference import pca_fit_rows, reference_features, reference_indices
-    from xdd.retrain import embed_all
-    from xdd.scoring import FeatureReducer, KNNScorer
+    from xdd.storage import store
+    from xdd.core.config import from_dict
+    from xdd.storage.data import eval_arrays, load_mnist, make_splits, to_tensor
+    from xdd.pipeline.experiment import load_pretrained
+    from xdd.core.metrics import all_metrics
+    from xdd.core.models import Discriminator
+    from xdd.pipeline.reference import pca_fit_rows, reference_features, reference_indices
+    from xdd.train.retrain import embed_all
+    from xdd.core.scoring import FeatureReducer, KNNScorer
 
     data = load_mnist()
     x_test_all, y_test_all = eval_arrays(data, "test")

@@ -74,8 +74,8 @@ def run_child(name: str, args: list[str], out: Path, env: dict[str, str], timeou
 
 
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
-    from xdd import store
-    from xdd.data import load_mnist
+    from xdd.storage import store
+    from xdd.storage.data import load_mnist
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="xdd-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -213,7 +213,7 @@ def render(raw: dict[str, Any]) -> str:
         rows.append(("2-3. Quick preset end to end", "failed", "≤ 120 s", verdict(None)))
     if pj:
         M = pj["methods"]
-        ot, sk, um = (M.get(k) for k in ("t-SNE (openTSNE, xdd.projection)",
+        ot, sk, um = (M.get(k) for k in ("t-SNE (openTSNE, xdd.core.projection)",
                                          "t-SNE (scikit-learn TSNE)", "UMAP (umap-learn)"))
         if ot:
             rows.append((f"4. t-SNE of {pj['n']:,} embeddings (openTSNE, used by the app)",
@@ -386,7 +386,7 @@ def render(raw: dict[str, Any]) -> str:
                      f"two processes are equal to the bit: {d.get('same_as_first')}).")
         if "umap_after_warm_up" in pj:
             w = pj["umap_after_warm_up"]
-            L.append(f"After `xdd.projection.warm_up()` ({f1(w['warm_up_s'])} s on 64 random "
+            L.append(f"After `xdd.core.projection.warm_up()` ({f1(w['warm_up_s'])} s on 64 random "
                      f"points) in another fresh process, the first call took "
                      f"{f1(w['first_s'])} s: the compile cost is paid once, by the warm-up.")
         if e2e and r1:
@@ -396,10 +396,10 @@ def render(raw: dict[str, Any]) -> str:
                          f"took {t['project:before:umap']:.1f} s and its second "
                          f"{t['project:xdd:umap']:.1f} s.")
         L.append("")
-        ot = pj["methods"].get("t-SNE (openTSNE, xdd.projection)")
+        ot = pj["methods"].get("t-SNE (openTSNE, xdd.core.projection)")
         sk = pj["methods"].get("t-SNE (scikit-learn TSNE)")
         if ot and sk:
-            L += [f"`xdd.projection.project(z, \"tsne\")` uses openTSNE (Barnes-Hut below 10,000 "
+            L += [f"`xdd.core.projection.project(z, \"tsne\")` uses openTSNE (Barnes-Hut below 10,000 "
                   "points, 750 iterations): "
                   f"{sk['seconds'] / ot['seconds']:.1f}x the speed of scikit-learn's TSNE "
                   f"here, trustworthiness {ot['trustworthiness']:.3f} vs "
@@ -445,7 +445,7 @@ def render(raw: dict[str, Any]) -> str:
         else:
             L += [f"Not measured: {app.get('reason', '?')}", ""]
 
-    L += ["## What `xdd/projection.py` does for speed", "",
+    L += ["## What `xdd/core/projection.py` does for speed", "",
           "- t-SNE is openTSNE's (Barnes-Hut below 10,000 points): section 4 compares it with "
           "scikit-learn's TSNE on the same points, same thread cap.",
           "- Each projection caps the OpenMP, BLAS and numba pools at the process's torch "
@@ -455,7 +455,7 @@ def render(raw: dict[str, Any]) -> str:
           "all cores when its pool started, so that every job after the first UMAP trained "
           "with two spinning threads on a machine meant to give it one.",
           "- numba keeps what it compiles for umap-learn and pynndescent on disk "
-          "(`xdd.projection._cache_umap`: the two libraries mark only some of their functions "
+          "(`xdd.core.projection._cache_umap`: the two libraries mark only some of their functions "
           "`cache=True`), so the compilation is paid once per machine, not once per process.",
           "- `warm_up()` compiles (or loads) UMAP's numba functions on 64 random points, for "
           "both of UMAP's neighbour searches (exact below 4,096 points, NN-descent above), so "

@@ -33,13 +33,13 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads or worker_threads())
-    from xdd import store
-    from xdd.config import from_dict
-    from xdd.data import eval_arrays, load_mnist, to_tensor
-    from xdd.scoring import l2_normalize as _normalize
-    from xdd.models import Discriminator
-    from xdd.retrain import embed_all
-    from xdd.scoring import KDEScorer
+    from xdd.storage import store
+    from xdd.core.config import from_dict
+    from xdd.storage.data import eval_arrays, load_mnist, to_tensor
+    from xdd.core.scoring import l2_normalize as _normalize
+    from xdd.core.models import Discriminator
+    from xdd.train.retrain import embed_all
+    from xdd.core.scoring import KDEScorer
 
     res = store.load_results(args.run_key)
     if res is None:

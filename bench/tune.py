@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from xdd.cli import _int_list  # noqa: E402  (the CLI's "0-9,3" parser)
+from xdd.cli.main import _int_list  # noqa: E402  (the CLI's "0-9,3" parser)
 
 # Each named search is (variants, start): a variant's overrides are applied on top of
 # ``start``, which spells out the settings of the time in full, so a table can be reproduced
@@ -109,7 +109,7 @@ NAMED = {"rounds1-3": (ROUNDS_1_3, ROUND1), "rounds4-6": (ROUNDS_4_6, ROUND4)}
 
 def _norm(z) -> np.ndarray:
     """A (N, d) float32 torch embedding as float64 numpy rows on the unit sphere, as scored."""
-    from xdd.scoring import l2_normalize
+    from xdd.core.scoring import l2_normalize
 
     return l2_normalize(z.double().numpy(), inplace=True)
 
@@ -120,12 +120,12 @@ def tune_digit(preset_name: str, digit: int, seeds: list[int], variants: dict[st
     import torch
 
     torch.set_num_threads(1)
-    from xdd.config import preset
-    from xdd.data import eval_arrays, load_mnist, make_splits, to_tensor
-    from xdd.experiment import load_pretrained, run_experiment
-    from xdd.metrics import auprc
-    from xdd.retrain import embed_all, retrain
-    from xdd.scoring import KDEScorer
+    from xdd.core.config import preset
+    from xdd.storage.data import eval_arrays, load_mnist, make_splits, to_tensor
+    from xdd.pipeline.experiment import load_pretrained, run_experiment
+    from xdd.core.metrics import auprc
+    from xdd.train.retrain import embed_all, retrain
+    from xdd.core.scoring import KDEScorer
 
     val = {"data.eval_split": "val", "projection.n_samples": 0}
     base = preset(preset_name, ood_digit=digit, methods=("before",), **val, **start)

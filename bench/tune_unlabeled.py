@@ -59,7 +59,7 @@ def summarize(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    from xdd.cli import _digit_list
+    from xdd.cli.main import _digit_list
 
     if len(sys.argv) > 2 and sys.argv[1] == "--summarize":
         rows = [r for f in sys.argv[2:] for r in json.loads(Path(f).read_text())]
@@ -83,13 +83,13 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from xdd.config import preset
-    from xdd.data import eval_arrays, load_mnist, make_splits, to_tensor
-    from xdd.experiment import load_pretrained
-    from xdd.reference import pca_fit_rows, reference_features, reference_indices
-    from xdd.metrics import all_metrics
-    from xdd.retrain import embed_all, retrain
-    from xdd.scoring import FeatureReducer, KNNScorer
+    from xdd.core.config import preset
+    from xdd.storage.data import eval_arrays, load_mnist, make_splits, to_tensor
+    from xdd.pipeline.experiment import load_pretrained
+    from xdd.pipeline.reference import pca_fit_rows, reference_features, reference_indices
+    from xdd.core.metrics import all_metrics
+    from xdd.train.retrain import embed_all, retrain
+    from xdd.core.scoring import FeatureReducer, KNNScorer
 
     data = load_mnist()
     x_eval_all, y_eval_all = eval_arrays(data, "val")

@@ -5,7 +5,7 @@ Served beyond this machine (``--server.address 0.0.0.0``), anyone who reaches th
 MAX_QUEUED, and they may cancel only a job no one else follows.  The person who started the
 app is the *admin* (``?admin=<token>`` once; the token is XDD_ADMIN_TOKEN, or one generated
 and printed to the terminal): no limits, any cancel.  XDD_READ_ONLY=1 shows results and
-progress but no Submit or Cancel to visitors.  The limits are enforced in xdd.jobs.submit
+progress but no Submit or Cancel to visitors.  The limits are enforced in xdd.jobs.api.submit
 under the store's write lock, so ten tabs submitting at once cannot pass them.
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ import uuid
 import streamlit as st
 
 from pages._messages import flash
-from xdd import jobs, store
+from xdd.jobs import api as jobs
+from xdd.storage import store
 
 
 def _env_int(name: str, default: int) -> int:

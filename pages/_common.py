@@ -3,7 +3,7 @@
 The rest of the page helpers live beside this module, by responsibility: ``_access`` (who may
 do what), ``_data`` (cached reads of the run cache), ``_jobs`` (submission, tracking, the demo,
 estimates), ``_messages`` (errors now or on the next run).  Text formatting and device
-detection are in the core (``xdd.fmt``, ``xdd.device``).
+detection are in the core (``xdd.core.fmt``, ``xdd.core.device``).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pages._access import MAX_JOBS_PER_VISITOR, can_submit, claim_admin, is_admi
 from pages._data import cached_runs
 from pages._jobs import device_info
 from pages._messages import safe_call
-from xdd import jobs
+from xdd.jobs import api as jobs
 
 # Ten distinguishable digit colours (Tableau 10); the OOD digit is redrawn on top in black-edged
 # red-orange so that it stands out whatever its number.

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from xdd import store
+from xdd.storage import store
 
 
 def cache_signature() -> tuple:
@@ -76,7 +76,7 @@ def eval_images(root: str | None, eval_split: str, data_dir: str) -> np.ndarray:
     """The images of a run's evaluation set (the 10k test set, or the validation split), which
     its scores' and projections' indices point into: (10000, 28, 28) uint8; loaded only when
     images are shown."""
-    from xdd.data import eval_arrays, load_mnist
+    from xdd.storage.data import eval_arrays, load_mnist
 
     return eval_arrays(load_mnist(root), eval_split)[0]
 

@@ -13,17 +13,18 @@ from pages._access import MAX_JOBS_PER_VISITOR, MAX_QUEUED, can_submit, is_admin
     jobs_readable, visitor_id
 from pages._data import cached_runs
 from pages._messages import flash, safe_call
-from xdd import device, jobs
-from xdd.config import ConfigError, RunConfig, preset
-from xdd.estimate import Estimate, ensure_calibration, estimate, gan_on_disk
-from xdd.fmt import describe_config, fmt_duration
+from xdd.core import device
+from xdd.jobs import api as jobs
+from xdd.core.config import ConfigError, RunConfig, preset
+from xdd.estimate.model import Estimate, ensure_calibration, estimate, gan_on_disk
+from xdd.core.fmt import describe_config, fmt_duration
 
 # ---------------------------------------------------------------- device
 
 
 @st.cache_resource(ttl=600, show_spinner=False)
 def device_info() -> dict[str, str]:
-    """xdd.device.device_info (kind, name, note), asked at most every 10 minutes per server."""
+    """xdd.core.device.device_info (kind, name, note), asked at most every 10 minutes per server."""
     return device.device_info()
 
 
@@ -49,7 +50,7 @@ def bad_run_panel(res: dict[str, Any]) -> None:
     if not can_submit():
         return
     if st.button("Recompute this run", key=f"recompute-{res.get('run_key')}"):
-        from xdd.config import from_dict
+        from xdd.core.config import from_dict
 
         try:
             cfg = from_dict(res.get("config") or {})
@@ -167,7 +168,7 @@ def first_visit_panel(key: str) -> bool:
 
 def estimate_seconds(cfgs: Sequence[RunConfig]) -> Estimate:
     """Wall time for cfgs on this machine, from its own runs or its calibration
-    (xdd.estimate); with neither, starts the calibration and returns seconds=None."""
+    (xdd.estimate.model); with neither, starts the calibration and returns seconds=None."""
     kind = device_info()["kind"]
     alive = bool(safe_call(jobs.worker_alive, what="check the worker", default=False))
     est = estimate(cfgs, cached_runs(), kind, gan_available=gan_on_disk, umap_warm=alive,

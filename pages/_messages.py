@@ -5,8 +5,8 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from xdd import jobs
-from xdd.config import ConfigError
+from xdd.jobs import api as jobs
+from xdd.core.config import ConfigError
 
 
 def safe_call(fn: Callable[..., Any], *args: Any, what: str, default: Any = None,

@@ -16,9 +16,9 @@ import streamlit as st
 from pages._common import DIGIT_COLORS, OOD_COLOR, require_router
 from pages._data import cached_runs, run_arrays, run_images
 from pages._jobs import bad_run_panel, first_visit_panel
-from xdd.fmt import PROJ_LABELS, config_group, describe_config
-from xdd.methods import REFERENCES
-from xdd.report import run_metrics, run_scores
+from xdd.core.fmt import PROJ_LABELS, config_group, describe_config
+from xdd.core.methods import REFERENCES
+from xdd.report.tables import run_metrics, run_scores
 
 MAX_IMAGES = 120
 SIDES = (("before", "Before: pretrained GAN discriminator"), ("xdd", "After: XDD retraining"))

@@ -1,7 +1,7 @@
 """Method page (teaching): the XDD loss, where each term comes from, and a live toy.
 
 The toy is the one place a page trains anything: a 90-point, two-second demonstration that
-imports torch only when the button is pressed (see xdd/toy.py, a pure function).
+imports torch only when the button is pressed (see xdd/core/toy.py, a pure function).
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from pages._common import DIGIT_COLORS, require_router
-from xdd.toy import N_CLASSES, TOY_STEPS, toy_claims
-from xdd.config import preset
+from xdd.core.toy import N_CLASSES, TOY_STEPS, toy_claims
+from xdd.core.config import preset
 
 
 
@@ -106,7 +106,7 @@ with tab_loss:
                 "a Fisher-like ratio that pushes classes apart *and* pulls each one together:")
     st.latex(r"\sigma^2 \;=\; \frac{1}{N}\sum_{i}\lVert \hat z_i-\hat\mu_{y_i}\rVert^2"
              r" \;+\; \varepsilon \qquad (\text{pair\_mode} = \text{ratio})")
-    st.markdown("The loss that training minimises (`xdd.losses.xdd_loss`) is")
+    st.markdown("The loss that training minimises (`xdd.core.losses.xdd_loss`) is")
     st.latex(r"\mathcal{L}_{\text{XDD}} \;=\; \beta\,\mathcal{L}_{\text{MCDD}}(\hat z)"
              r"\;+\;\lambda\,\mathcal{L}_{\text{pair}}(\hat z)")
     defaults = preset("quick").retrain
@@ -249,7 +249,7 @@ with tab_toy:
 
     params = (int(steps), float(beta), str(mode), int(seed))
     if go_btn:
-        from xdd.toy import train_toy  # torch is imported here, on demand
+        from xdd.core.toy import train_toy  # torch is imported here, on demand
 
         with st.spinner("Training two tiny networks…"):
             st.session_state["toy"] = (params, train_toy(

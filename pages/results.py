@@ -13,11 +13,11 @@ import streamlit as st
 from pages._common import require_router
 from pages._data import cache_signature, cached_runs, run_arrays, run_mtime, verified_results
 from pages._jobs import first_visit_panel
-from xdd.fmt import config_group, md_table
-from xdd.methods import REFERENCE_LABELS, REFERENCE_SHORT, REFERENCES, color, display_key, label, \
+from xdd.core.fmt import config_group, md_table
+from xdd.core.methods import REFERENCE_LABELS, REFERENCE_SHORT, REFERENCES, color, display_key, label, \
     short
-from xdd.metrics import pr_curve
-from xdd.report import AUPRC_NOTE, SD_DDOF, SD_NOTE, aggregate, over_digits, results_table, \
+from xdd.core.metrics import pr_curve
+from xdd.report.tables import AUPRC_NOTE, SD_DDOF, SD_NOTE, aggregate, over_digits, results_table, \
     run_scores
 
 require_router()
@@ -38,7 +38,7 @@ if not runs:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def runs_frame(signature: tuple) -> pd.DataFrame:
-    """One row per (run, reference, method): xdd.report's table, with the preset column naming
+    """One row per (run, reference, method): xdd.report.tables's table, with the preset column naming
     a run's variant (custom settings are never averaged with the preset's own runs)."""
     runs = cached_runs()
     df = results_table(runs)
@@ -84,7 +84,7 @@ df = df_p[(df_p["shots"] == pick_shots) & (df_p["method"].isin(pick_methods))]
 df_both = df_both[df_both["method"].isin(pick_methods)]
 ref_note = f"{pick_ref} reference"
 
-# The same aggregation as docs/RESULTS.md and the CLI (xdd.report): mean and sample s.d.
+# The same aggregation as docs/RESULTS.md and the CLI (xdd.report.tables): mean and sample s.d.
 agg = aggregate(df, ["digit", "method"]).rename(columns={"runs": "n"})
 n_seeds = int(agg["n"].max()) if len(agg) else 0
 

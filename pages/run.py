@@ -18,10 +18,10 @@ from pages._data import verified_results
 from pages._jobs import device_info, estimate_seconds, first_visit_panel, submit_configs, \
     track_jobs, tracked_job_ids, worker_device
 from pages._messages import safe_call, show_flash
-from xdd import jobs
-from xdd.config import METHODS, ConfigError, preset
-from xdd.fmt import describe_config, fmt_duration, md_table, stage_label
-from xdd.methods import BY_NAME, DISPLAY_ORDER, short
+from xdd.jobs import api as jobs
+from xdd.core.config import METHODS, ConfigError, preset
+from xdd.core.fmt import describe_config, fmt_duration, md_table, stage_label
+from xdd.core.methods import BY_NAME, DISPLAY_ORDER, short
 
 MAX_SHOTS = 1000  # well below the smallest digit's 5421 training images
 MAX_REPS = 10

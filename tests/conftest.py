@@ -44,7 +44,7 @@ def xdd_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_cache: Path)
 @pytest.fixture(scope="session")
 def mnist(data_cache: Path, tmp_path_factory: pytest.TempPathFactory):
     """The bundled MNIST (60k train, 10k test), loaded once per session."""
-    from xdd.data import load_mnist
+    from xdd.storage.data import load_mnist
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDD_DATA_CACHE", str(data_cache))
@@ -63,8 +63,8 @@ class TinyRun:
 @pytest.fixture(scope="session")
 def _tiny_run_master(data_cache: Path, tmp_path_factory: pytest.TempPathFactory):
     """Computes preset("tiny", ood_digit=8) once per session into a private cache."""
-    from xdd.config import preset, run_key
-    from xdd.experiment import run_experiment
+    from xdd.core.config import preset, run_key
+    from xdd.pipeline.experiment import run_experiment
 
     cache = tmp_path_factory.mktemp("xdd-tiny-run") / "cache"
     cache.mkdir()

@@ -2,7 +2,7 @@
 a cached tiny run, and with a failed job; the widgets, charts and numbers they show.
 
 No worker process is started here: ``jobs.ensure_worker`` is replaced by a stub, and the one
-job that has to run (the failing one) runs in this process through ``xdd.worker.run_job``.
+job that has to run (the failing one) runs in this process through ``xdd.jobs.worker.run_job``.
 """
 from __future__ import annotations
 
@@ -20,8 +20,11 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from xdd import config, jobs, store, workerproc
-from xdd.config import preset
+from xdd.core import config
+from xdd.jobs import api as jobs
+from xdd.storage import store
+from xdd.jobs import workerproc
+from xdd.core.config import preset
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "app.py")
@@ -93,7 +96,7 @@ def clone_run(key: str, new_key: str, **changes: Any) -> None:
 
 def failed_job(tmp_path: Path) -> str:
     """A job that really failed: submitted through the API, run by the worker code here."""
-    from xdd.worker import run_job
+    from xdd.jobs.worker import run_job
 
     cfg = preset("tiny", ood_digit=3, **{"data.root": str(tmp_path / "no-such-mnist")})
     job_id = jobs.submit(cfg)
@@ -170,7 +173,7 @@ def test_paper_preset_states_an_honest_time_estimate() -> None:
     # nothing measured on this machine yet: no number, a statement that it is being timed
     assert any("being timed" in c.value for c in at.caption)
     assert not any("in all" in m.value for m in at.markdown if "**Runs on**" in m.value)
-    from xdd import estimate
+    from xdd.estimate import model as estimate
 
     rates = lambda pre: {"pretrain_step_s": {"fp32": pre}, "retrain_step_s": 0.05,  # noqa: E731
                          "score_image_s": 3e-4}
@@ -431,7 +434,7 @@ def test_results_error_bars_over_seeds_and_auprc_vs_shots(tiny_run) -> None:
 
 def test_results_page_numbers_equal_the_report(tiny_run) -> None:
     """Three runs of one digit: the page's per-digit mean and s.d. are docs/RESULTS.md's."""
-    from xdd.report import cache_report
+    from xdd.report.tables import cache_report
 
     key = tiny_run.key
     x = tiny_run.results["methods"]["xdd"]["auprc"]
@@ -549,7 +552,7 @@ def test_embeddings_corrupt_run_is_reported_not_raised(tiny_run, no_worker) -> N
 
 
 def test_method_page_formulas_and_live_toy(monkeypatch: pytest.MonkeyPatch) -> None:
-    import xdd.losses
+    import xdd.core.losses
 
     at = open_page("method")
     latex = [e.value for e in at.latex]
@@ -564,7 +567,7 @@ def test_method_page_formulas_and_live_toy(monkeypatch: pytest.MonkeyPatch) -> N
     assert "Two scoring references" in [h.value for h in at.subheader][5]
 
     calls: dict[str, Any] = {"n": 0, "modes": set(), "weights": set()}
-    real = xdd.losses.xdd_loss
+    real = xdd.core.losses.xdd_loss
 
     def counting(*args: Any, **kwargs: Any):
         calls["n"] += 1
@@ -572,7 +575,7 @@ def test_method_page_formulas_and_live_toy(monkeypatch: pytest.MonkeyPatch) -> N
         calls["weights"].add(kwargs["pair_weight"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(xdd.losses, "xdd_loss", counting)
+    monkeypatch.setattr(xdd.core.losses, "xdd_loss", counting)
     trained = preset("quick").retrain.pair_mode
     expected = trained if trained in ("sphere", "ratio") else "sphere"
     assert at.segmented_control(key="toy-mode").value == expected  # what training uses
@@ -592,7 +595,7 @@ TOY_SEEDS = range(6)
 
 
 def test_toy_run_shape_and_repeatability() -> None:
-    from xdd.toy import train_toy
+    from xdd.core.toy import train_toy
 
     out = train_toy(seed=0, steps=60)
     z = out["methods"]["xdd"]["snapshots"][-1]
@@ -613,7 +616,7 @@ def test_toy_xdd_spreads_classes_more_than_mcdd_only(mode: str) -> None:
     inter-class distance beats MCDD-only's (by > 0.05; measured on seeds 0-5 with three kernel
     sets: 0.14-1.75), and in ratio mode XDD's classes also end tighter (19 of 20 seeds).
     A property of most seeds, not of one float trajectory: at least 5 of 6 must hold."""
-    from xdd.toy import toy_claims, train_toy
+    from xdd.core.toy import toy_claims, train_toy
 
     spread = pulled = 0
     for seed in TOY_SEEDS:
@@ -648,11 +651,11 @@ for page in ("results", "embeddings", "method"):
     at.switch_page("pages/" + page + ".py").run()
     assert not at.exception, (page, at.exception)
     assert at.title[0].value, page
-# xdd.device is imported (device_info, which imports torch only inside its functions): that it
+# xdd.core.device is imported (device_info, which imports torch only inside its functions): that it
 # did not import torch is what "torch" checks.
-heavy = [m for m in ("torch", "umap", "sklearn", "openTSNE", "xdd.experiment", "xdd.retrain",
-                     "xdd.pretrain") if m in sys.modules]
-assert "xdd.device" in sys.modules  # the sidebar's device line really came from xdd.device
+heavy = [m for m in ("torch", "umap", "sklearn", "openTSNE", "xdd.pipeline.experiment", "xdd.train.retrain",
+                     "xdd.train.pretrain") if m in sys.modules]
+assert "xdd.core.device" in sys.modules  # the sidebar's device line really came from xdd.core.device
 print("HEAVY", heavy)
 """
     env = dict(os.environ, XDD_CACHE=str(tiny_run.cache), PYTHONPATH=str(REPO))

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from xdd import jobs, store
-from xdd.config import preset
+from xdd.jobs import api as jobs
+from xdd.storage import store
+from xdd.core.config import preset
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "app.py")

@@ -2,7 +2,7 @@
 
 - bench/run.py: its plan parses, its verdicts follow the targets, and rewriting
   docs/PERFORMANCE.md touches only the text between its markers;
-- xdd.projection: t-SNE is reproducible, and a projection gives torch back its thread count
+- xdd.core.projection: t-SNE is reproducible, and a projection gives torch back its thread count
   (numba's OpenMP layer used to raise it to all cores, many times slower on a busy machine).
 """
 from __future__ import annotations
@@ -91,7 +91,7 @@ def test_doc_rewrite_keeps_text_outside_the_markers(tmp_path, monkeypatch):
 
 
 def test_tsne_is_reproducible_and_float32():
-    from xdd.projection import project
+    from xdd.core.projection import project
 
     z = np.random.default_rng(0).normal(size=(200, 40)).astype(np.float32)
     z[:100] += 3.0  # two clusters
@@ -105,7 +105,7 @@ def test_tsne_is_reproducible_and_float32():
 
 
 def test_projection_gives_torch_its_thread_count_back():
-    from xdd.projection import _limited
+    from xdd.core.projection import _limited
 
     before = torch.get_num_threads()
     try:
@@ -119,7 +119,7 @@ def test_projection_gives_torch_its_thread_count_back():
 
 @pytest.mark.parametrize("n", [3, 5, 9])
 def test_tiny_inputs_project_to_finite_points(n):
-    from xdd.projection import project
+    from xdd.core.projection import project
 
     z = np.random.default_rng(n).normal(size=(n, 6))
     for method in ("pca", "tsne"):
@@ -233,7 +233,7 @@ def test_umaps_compiled_functions_are_kept_in_numbas_disk_cache():
     tell the serial and the parallel compilation of one function apart."""
     from numba.core.dispatcher import Dispatcher
 
-    from xdd import projection
+    from xdd.core import projection
 
     projection._import("umap")
     import umap.layouts
@@ -251,7 +251,7 @@ def test_umaps_compiled_functions_are_kept_in_numbas_disk_cache():
 
 
 def test_a_umap_compilation_on_disk_is_found_where_numba_keeps_it(tmp_path, monkeypatch):
-    from xdd.projection import umap_compiled_on_disk
+    from xdd.core.projection import umap_compiled_on_disk
 
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
     assert not umap_compiled_on_disk()

@@ -67,7 +67,8 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90)
 
 def _worker_pids(cache: Path) -> set[int]:
     """Pids of the worker processes that the app started for this cache (this host only)."""
-    from xdd import jobs, workerproc
+    from xdd.jobs import api as jobs
+    from xdd.jobs import workerproc
 
     pids: set[int] = set()
     spawned = cache / "jobs" / "spawned.json"
@@ -187,7 +188,7 @@ def _no_exception(page) -> None:
 
 
 def _results_of(cache: Path) -> dict[str, Any]:
-    from xdd import store
+    from xdd.storage import store
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDD_CACHE", str(cache))

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from xdd import bundle, store
-from xdd.config import preset, pretrain_key
-from xdd.experiment import run_experiment
-from xdd.models import Discriminator
+from xdd.storage import bundle
+from xdd.storage import store
+from xdd.core.config import preset, pretrain_key
+from xdd.pipeline.experiment import run_experiment
+from xdd.core.models import Discriminator
 
 
 def test_every_shipped_gan_has_todays_key_and_loads_weights_only(monkeypatch):
@@ -37,10 +38,10 @@ def test_a_run_takes_its_gan_from_the_bundle_unless_forced(tmp_path, monkeypatch
     cfg = preset("tiny", ood_digit=3, methods=("before",), **{"projection.methods": "pca"})
     made = run_experiment(cfg, device="cpu")  # trains the GAN here and caches it
     assert made["pretrain_source"] == "trained"
-    from xdd.experiment import load_pretrained
+    from xdd.pipeline.experiment import load_pretrained
 
     G, D = load_pretrained(cfg, "cpu")
-    from xdd.pretrain import sample_images
+    from xdd.train.pretrain import sample_images
 
     monkeypatch.setenv("XDD_BUNDLE", str(tmp_path / "bundle"))
     bundle.write(cfg, D, sample_images(G), made["pretrain_losses"])

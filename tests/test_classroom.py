@@ -68,7 +68,7 @@ def classroom(tmp_path_factory: pytest.TempPathFactory, data_cache: Path
 
 
 def _records(cache: Path) -> list[dict[str, Any]]:
-    from xdd import jobs
+    from xdd.jobs import api as jobs
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDD_CACHE", str(cache))
@@ -120,8 +120,8 @@ def _blocker(cache: Path) -> str:
     """A long job queued by the teacher (the CLI) before the class arrives: the worker that
     the first submission starts takes it first, so the class's jobs stay queued until the
     admin cancels it from a browser -- checks of queued jobs do not race the worker."""
-    from xdd import jobs
-    from xdd.config import preset
+    from xdd.jobs import api as jobs
+    from xdd.core.config import preset
 
     cfg = preset("tiny", ood_digit=4, shots=2, methods=("before",),
                  **{"pretrain.steps": 1_000_000, "projection.n_samples": 0})
@@ -241,7 +241,7 @@ def _lesson(pages, browser, classroom, mark) -> None:
     cancelled = [r for r in recs if r["status"] == "cancelled" and r["id"] != blocker]
     assert sorted(r["id"] for r in cancelled) == sorted(extra)
     assert all(r["started"] is None for r in cancelled)  # cancelled while queued
-    from xdd import store
+    from xdd.storage import store
 
     with pytest.MonkeyPatch.context() as mp:  # a cancelled job leaves nothing in the cache
         mp.setenv("XDD_CACHE", str(cache))

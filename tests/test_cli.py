@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from xdd import store
-from xdd.config import preset, run_key
+from xdd.storage import store
+from xdd.core.config import preset, run_key
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -134,7 +134,7 @@ def test_sweep_checks_every_config_before_running_any(tmp_path, xdd_cache):
                "--set", "projection.methods=pca", "--out", str(tmp_path / "sw"))
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert no_run_left(xdd_cache), (
-        "sweep computed (and cached) digit 5 before failing on digit 0: xdd/cli.py cmd_sweep "
+        "sweep computed (and cached) digit 5 before failing on digit 0: xdd/cli/main.py cmd_sweep "
         f"checks only one config's splits; cache holds {cache_files(xdd_cache)}")
     assert proc.stderr.strip().splitlines()[-1].startswith("error:")
 
@@ -185,9 +185,9 @@ def test_run_prints_auprc_before_and_after(tiny_run):
 
 
 def test_the_run_estimate_is_the_machines_at_the_clis_thread_count(tiny_run):
-    from xdd import estimate as E
-    from xdd.cli import _run_estimate
-    from xdd.fmt import fmt_duration
+    from xdd.estimate import model as E
+    from xdd.cli.main import _run_estimate
+    from xdd.core.fmt import fmt_duration
 
     res = tiny_run.results
     n = E.run_threads(res)
@@ -210,7 +210,7 @@ def test_second_run_answers_from_the_cache(tiny_run):
     assert after == before, "a cached run was recomputed"
     assert "cache" in proc.stdout.lower(), (
         "a cache hit prints the same text as a fresh run: the user is not told the answer came "
-        f"from the cache (xdd/cli.py cmd_run):\n{proc.stdout}")
+        f"from the cache (xdd/cli/main.py cmd_run):\n{proc.stdout}")
 
 
 def test_show_prints_a_cached_run_and_lists_runs(tiny_run):

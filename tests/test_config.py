@@ -9,9 +9,9 @@ from typing import Any, Iterator
 import pytest
 import torch
 
-from xdd import config
-from xdd.config import ConfigError, from_dict, preset, pretrain_key, run_key, to_dict, validate
-from xdd.device import describe, resolve_device
+from xdd.core import config
+from xdd.core.config import ConfigError, from_dict, preset, pretrain_key, run_key, to_dict, validate
+from xdd.core.device import describe, resolve_device
 
 
 def leaves(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -104,7 +104,7 @@ def test_dotted_key_below_a_plain_field_is_a_config_error():
         return
     except Exception as exc:  # noqa: BLE001 - the point of the test
         pytest.fail(f"preset('tiny', **{{'shots.x': 1}}) raised {type(exc).__name__}: {exc} "
-                    "instead of ConfigError (xdd/config.py _replace_nested recurses into a "
+                    "instead of ConfigError (xdd/core/config.py _replace_nested recurses into a "
                     "non-dataclass field)")
     pytest.fail("preset('tiny', **{'shots.x': 1}) was accepted")
 
@@ -126,8 +126,8 @@ def test_bad_numeric_values_are_config_errors(field, value):
         return
     except Exception as exc:  # noqa: BLE001 - the point of the test
         pytest.fail(f"{field}={value!r} raised {type(exc).__name__}: {exc} instead of ConfigError "
-                    "(xdd/config.py validate does not check this field's type/range)")
-    pytest.fail(f"{field}={value!r} was accepted by validate (xdd/config.py); the run would fail later")
+                    "(xdd/core/config.py validate does not check this field's type/range)")
+    pytest.fail(f"{field}={value!r} was accepted by validate (xdd/core/config.py); the run would fail later")
 
 
 @pytest.mark.parametrize("overrides,needle", [
@@ -274,7 +274,7 @@ def test_cuda_without_gpu_is_a_config_error():
 
 def test_a_run_config_cannot_exist_invalid():
     """RunConfig validates itself on construction, and so does every dataclasses.replace."""
-    from xdd.config import RetrainConfig, RunConfig
+    from xdd.core.config import RetrainConfig, RunConfig
 
     with pytest.raises(ConfigError, match="shots 0 is out of range"):
         RunConfig(shots=0)

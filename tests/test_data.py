@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from xdd import data as xdata
-from xdd.config import ConfigError, preset
+from xdd.storage import data as xdata
+from xdd.core.config import ConfigError, preset
 
 # The standard MNIST class counts (LeCun et al.), train and test.
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -290,4 +290,4 @@ def test_test_images_labels_mismatch_is_config_error(tmp_path):
     except ConfigError:
         return
     pytest.fail(f"a folder with {len(m.x_test)} test images and {len(m.y_test)} test labels "
-                "was loaded without error (xdd/data.py _read_torchvision checks only the train files)")
+                "was loaded without error (xdd/storage/data.py _read_torchvision checks only the train files)")

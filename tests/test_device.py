@@ -1,4 +1,4 @@
-"""xdd.device.device_info: the device a job would run on, found without importing torch."""
+"""xdd.core.device.device_info: the device a job would run on, found without importing torch."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from xdd import device
+from xdd.core import device
 
 SMI_OUTPUT = ("GPU 0: NVIDIA H200 (UUID: GPU-0f3a)\n"
               "GPU 1: Tesla T4 (UUID: GPU-77c1)\n")

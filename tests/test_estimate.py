@@ -7,18 +7,18 @@ import math
 
 import pytest
 
-from xdd import estimate as E
-from xdd import store
-from xdd.config import CODE_VERSION, preset
+from xdd.estimate import model as E
+from xdd.storage import store
+from xdd.core.config import CODE_VERSION, preset
 
 
 @pytest.fixture(autouse=True)
 def _umap_not_compiled_yet(monkeypatch):
     """UMAP's compilation is not in numba's disk cache (unless a test says so): whether it is
     depends on what ran on this machine before."""
-    import xdd.projection
+    import xdd.core.projection
 
-    monkeypatch.setattr(xdd.projection, "umap_compiled_on_disk", lambda: False)
+    monkeypatch.setattr(xdd.core.projection, "umap_compiled_on_disk", lambda: False)
 
 
 def _write_calibration(pre=0.1, ret=0.02, score=1e-4, proj=None, compile_s=7.0, threads=None,
@@ -150,10 +150,10 @@ def test_the_rates_are_the_ones_measured_at_the_runs_thread_count_and_mode():
 def test_measure_times_the_tiny_preset_here(monkeypatch):
     import contextlib
 
-    import xdd.device
+    import xdd.core.device
 
     entered = []
-    real = xdd.device.reproducible
+    real = xdd.core.device.reproducible
 
     @contextlib.contextmanager
     def recorded(device):
@@ -161,7 +161,7 @@ def test_measure_times_the_tiny_preset_here(monkeypatch):
         with real(device):
             yield
 
-    monkeypatch.setattr(xdd.device, "reproducible", recorded)
+    monkeypatch.setattr(xdd.core.device, "reproducible", recorded)
     fig = E.measure("cpu", ["tiny"], steps=2)
     # what a run enters before its clock starts (torch's deterministic mode) is timed with
     # the imports, which every estimate for a fresh process adds
@@ -187,7 +187,7 @@ def _synthetic_run(wall: float, threads: int = 1) -> dict:
     """A cached tiny run as results.json records it: its stages' timings, and a wall clock
     shorter than their sum (the pixel baseline and the pretrained D's scores run in threads
     beside the retraining)."""
-    from xdd.config import to_dict
+    from xdd.core.config import to_dict
 
     cfg = preset("tiny", ood_digit=8)
     t = {"data": 1.0, "pretrain": 0.0, "retrain:mcdd": 10.0, "retrain:xdd": 10.0,
@@ -277,21 +277,21 @@ def test_a_process_knows_how_long_ago_it_started():
         assert E._process_age_s() is None  # no /proc: unknown, never a guess
         return
     out = subprocess.run([sys.executable, "-c", "import time; time.sleep(0.6); "
-                          "from xdd.estimate import _process_age_s; print(_process_age_s())"],
+                          "from xdd.estimate.model import _process_age_s; print(_process_age_s())"],
                          capture_output=True, text=True, check=True, cwd=str(store.REPO_ROOT))
     age = float(out.stdout.strip())
     assert 0.6 <= age < 60
 
 
 def test_a_umap_compiled_on_disk_costs_its_loading_not_its_compilation(monkeypatch):
-    import xdd.projection
+    import xdd.core.projection
 
     cfg = preset("quick", ood_digit=8)
     _write_calibration(compile_s=7.0)
     warm = E.estimate([cfg], [], "cpu", gan_available=lambda c: True, umap_warm=True).seconds
     fresh = E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds
     assert fresh - warm == pytest.approx(7.0)  # nothing on disk: a fresh process compiles
-    monkeypatch.setattr(xdd.projection, "umap_compiled_on_disk", lambda: True)
+    monkeypatch.setattr(xdd.core.projection, "umap_compiled_on_disk", lambda: True)
     cal = store.read_json(E.calibration_path())
     cal["cpu"]["umap_load_s"] = 1.5
     store.atomic_write_json(E.calibration_path(), cal)

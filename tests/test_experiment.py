@@ -9,12 +9,12 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-import xdd.retrain
-from xdd import store
-from xdd.config import CODE_VERSION, preset, pretrain_key, run_key, to_dict
-from xdd.data import labeled_indices, to_tensor
-from xdd.experiment import load_pretrained, run_experiment, sweep_configs
-from xdd.retrain import embed_all, retrain
+import xdd.train.retrain
+from xdd.storage import store
+from xdd.core.config import CODE_VERSION, preset, pretrain_key, run_key, to_dict
+from xdd.storage.data import labeled_indices, to_tensor
+from xdd.pipeline.experiment import load_pretrained, run_experiment, sweep_configs
+from xdd.train.retrain import embed_all, retrain
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def test_saved_scores_reproduce_auprc_exactly(tiny_run):
         if v["auprc"] != ap:
             mismatches[m] = (v["auprc"], ap)
     assert not mismatches, (f"saved AUPRC != sklearn average_precision_score in the last bits: "
-                            f"{mismatches} (xdd/metrics.py auprc summation order)")
+                            f"{mismatches} (xdd/core/metrics.py auprc summation order)")
 
 
 def test_scores_npz_holds_the_protocol(tiny_run, mnist):
@@ -123,8 +123,8 @@ def test_force_recomputes_identical_numbers(tiny_run, monkeypatch):
                  **{"projection.methods": ("pca",)})
     first = run_experiment(cfg, device="cpu")
     calls = []
-    real = xdd.retrain.retrain
-    monkeypatch.setattr(xdd.retrain, "retrain", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = xdd.train.retrain.retrain
+    monkeypatch.setattr(xdd.train.retrain, "retrain", lambda *a, **k: calls.append(1) or real(*a, **k))
     assert run_experiment(cfg, device="cpu") == first and not calls  # a hit
     res = run_experiment(cfg, device="cpu", force=True)
     assert len(calls) == 1  # xdd
@@ -157,7 +157,7 @@ def test_sweep_configs_is_the_full_product():
     assert all(dataclasses.replace(c, ood_digit=0, seed=0, shots=10, pretrain=base.pretrain)
                == base for c in cfgs)
     # ... and runs of one GAN seed share one pretrained GAN across shot counts
-    from xdd.config import pretrain_key
+    from xdd.core.config import pretrain_key
     assert len({pretrain_key(c) for c in cfgs}) == 2 * 3
     # or one GAN for every repetition, when asked
     fixed = sweep_configs(base, digits=[1], seeds=[0, 1], shots_list=[5], gan_seeds=[7, 7])
@@ -198,7 +198,7 @@ def test_retrain_changes_only_the_chosen_blocks_of_a_copy(pretrained):
 
 @pytest.mark.parametrize("mode", ["ratio", "sphere"])
 def test_xdd_retraining_lowers_its_loss(pretrained, mode):
-    from xdd.losses import RATIO_EPS
+    from xdd.core.losses import RATIO_EPS
 
     cfg, D0, x, y = pretrained
     rcfg = dataclasses.replace(cfg.retrain, steps=30, pair_mode=mode)  # the preset's lr
@@ -264,21 +264,21 @@ def test_projected_rows_are_the_embeddings_of_the_subsampled_test_images(tiny_ru
     recomputed here from the pretrained D in one piece."""
     import torch
 
-    import xdd.experiment
-    from xdd.experiment import run_experiment
+    import xdd.pipeline.experiment
+    from xdd.pipeline.experiment import run_experiment
 
     one_batch = store.load_npz(tiny_run.key, "scores.npz")
-    monkeypatch.setattr(xdd.experiment, "SCORE_BATCH", 97)
+    monkeypatch.setattr(xdd.pipeline.experiment, "SCORE_BATCH", 97)
     assert len(one_batch["test_index"]) > 3 * 97
     run_experiment(tiny_run.cfg, device="cpu", force=True)
     batched = store.load_npz(tiny_run.key, "scores.npz")
     for m in ("before", "mcdd", "xdd"):
         assert np.allclose(batched[f"score_labeled_{m}"], one_batch[f"score_labeled_{m}"], rtol=1e-9, atol=1e-6)
 
-    from xdd.data import eval_arrays, load_mnist, make_splits
-    from xdd.experiment import load_pretrained
-    from xdd.projection import project, subsample
-    from xdd.scoring import l2_normalize
+    from xdd.storage.data import eval_arrays, load_mnist, make_splits
+    from xdd.pipeline.experiment import load_pretrained
+    from xdd.core.projection import project, subsample
+    from xdd.core.scoring import l2_normalize
 
     cfg = tiny_run.cfg
     proj = store.load_npz(tiny_run.key, "projections.npz")
@@ -327,7 +327,7 @@ def test_scores_are_in_the_cache_before_the_maps(mnist):
             assert res is not None and res["projections_pending"] is True
             assert "xdd" in res["methods"] and "projections.npz" not in res["files"]
             assert store.load_npz(key, "scores.npz") is not None
-            from xdd.experiment import cached_results
+            from xdd.pipeline.experiment import cached_results
 
             assert cached_results(cfg) is None  # not complete: a new job would redo it
 
@@ -354,15 +354,15 @@ def test_a_cpu_run_uses_torchs_deterministic_algorithms_and_gives_the_setting_ba
     """With two torch threads on a busy CPU, accumulating gradients into indexed rows is left
     in timing order by default, and a retraining differed from one run to the next; a run on
     the CPU switches torch's deterministic versions on, and only for its duration."""
-    import xdd.experiment
+    import xdd.pipeline.experiment
 
     seen = []
-    monkeypatch.setattr(xdd.experiment, "_run_experiment", lambda cfg, device, progress, force:
+    monkeypatch.setattr(xdd.pipeline.experiment, "_run_experiment", lambda cfg, device, progress, force:
                         seen.append(torch.are_deterministic_algorithms_enabled()) or {})
     assert not torch.are_deterministic_algorithms_enabled()
-    xdd.experiment.run_experiment(preset("tiny", ood_digit=2), device="cpu")
+    xdd.pipeline.experiment.run_experiment(preset("tiny", ood_digit=2), device="cpu")
     assert seen == [True] and not torch.are_deterministic_algorithms_enabled()
-    from xdd.device import reproducible
+    from xdd.core.device import reproducible
 
     with reproducible("cuda"):  # a GPU keeps torch's defaults
         assert not torch.are_deterministic_algorithms_enabled()
@@ -378,41 +378,41 @@ def test_scoring_beside_the_retraining_only_where_a_core_is_free_and_the_numbers
         tiny_run, monkeypatch):
     import threading
 
-    import xdd.device
-    import xdd.experiment
+    import xdd.core.device
+    import xdd.pipeline.experiment
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(xdd.device, "usable_cores", lambda: torch.get_num_threads() + 1)
-    assert xdd.experiment.side_by_side(cpu)
-    assert xdd.experiment.side_threads(cpu) == 1  # one free core: one thread beside
-    monkeypatch.setattr(xdd.device, "usable_cores", lambda: torch.get_num_threads() + 5)
-    assert xdd.experiment.side_threads(cpu) == 2
-    assert xdd.experiment.side_threads(torch.device("cuda")) == 2
-    monkeypatch.setattr(xdd.device, "usable_cores", lambda: torch.get_num_threads())
-    assert not xdd.experiment.side_by_side(cpu)  # torch takes every core: one thread
-    assert xdd.experiment.side_threads(cpu) == 0
-    assert xdd.experiment.side_by_side(torch.device("cuda"))  # the CPU is free beside a GPU
+    monkeypatch.setattr(xdd.core.device, "usable_cores", lambda: torch.get_num_threads() + 1)
+    assert xdd.pipeline.experiment.side_by_side(cpu)
+    assert xdd.pipeline.experiment.side_threads(cpu) == 1  # one free core: one thread beside
+    monkeypatch.setattr(xdd.core.device, "usable_cores", lambda: torch.get_num_threads() + 5)
+    assert xdd.pipeline.experiment.side_threads(cpu) == 2
+    assert xdd.pipeline.experiment.side_threads(torch.device("cuda")) == 2
+    monkeypatch.setattr(xdd.core.device, "usable_cores", lambda: torch.get_num_threads())
+    assert not xdd.pipeline.experiment.side_by_side(cpu)  # torch takes every core: one thread
+    assert xdd.pipeline.experiment.side_threads(cpu) == 0
+    assert xdd.pipeline.experiment.side_by_side(torch.device("cuda"))  # the CPU is free beside a GPU
     where = []
-    import xdd.scoring
+    import xdd.core.scoring
 
-    real = xdd.scoring.PixelKDE
+    real = xdd.core.scoring.PixelKDE
 
     class Spy(real):
         def fit(self, *a, **k):
             where.append(threading.current_thread().name)
             return super().fit(*a, **k)
 
-    monkeypatch.setattr(xdd.scoring, "PixelKDE", Spy)
-    import xdd.projection
+    monkeypatch.setattr(xdd.core.scoring, "PixelKDE", Spy)
+    import xdd.core.projection
 
-    real_project = xdd.projection.project
+    real_project = xdd.core.projection.project
     map_threads = []
 
     def project(z, method, seed=0, n_threads=None):
         map_threads.append(n_threads)
         return real_project(z, method, seed, n_threads)
 
-    monkeypatch.setattr(xdd.projection, "project", project)
+    monkeypatch.setattr(xdd.core.projection, "project", project)
     again = run_experiment(tiny_run.cfg, device="cpu", force=True)
     assert where == [threading.current_thread().name]  # the pixel baseline ran in this thread
     assert again["references"] == tiny_run.results["references"]
@@ -420,7 +420,7 @@ def test_scoring_beside_the_retraining_only_where_a_core_is_free_and_the_numbers
     assert map_threads == [torch.get_num_threads()] * n_maps  # no core beside torch's
     # one core free: the pixel baseline and the pretrained D's scores share one side thread,
     # and the maps, after the scores, take that core as well
-    monkeypatch.setattr(xdd.device, "usable_cores", lambda: torch.get_num_threads() + 1)
+    monkeypatch.setattr(xdd.core.device, "usable_cores", lambda: torch.get_num_threads() + 1)
     where.clear()
     map_threads.clear()
     beside = run_experiment(tiny_run.cfg, device="cpu", force=True)

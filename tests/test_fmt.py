@@ -1,9 +1,9 @@
-"""xdd.fmt: the text the CLI and the pages show (stage names, run names, markdown tables)."""
+"""xdd.core.fmt: the text the CLI and the pages show (stage names, run names, markdown tables)."""
 from __future__ import annotations
 
 import numpy as np
 
-from xdd.fmt import PROJ_LABELS, config_group, describe_config, md_table, stage_label
+from xdd.core.fmt import PROJ_LABELS, config_group, describe_config, md_table, stage_label
 
 
 def test_stage_labels():

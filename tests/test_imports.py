@@ -1,4 +1,5 @@
-"""The core's import graph has no cycle, and every module imports on its own."""
+"""The core's import graph has no cycle, imports point down the layers, and every module imports
+on its own."""
 from __future__ import annotations
 
 import ast
@@ -9,32 +10,61 @@ from pathlib import Path
 import pytest
 
 XDD = Path(__file__).resolve().parent.parent / "xdd"
-MODULES = sorted(p.stem for p in XDD.glob("*.py") if p.stem not in ("__init__", "__main__"))
+# Bottom to top: a module may import its own layer's modules and those of the layers below.
+LAYERS = ("core", "storage", "train", "report", "pipeline", "estimate", "jobs", "cli")
+MODULES = sorted(".".join(p.relative_to(XDD).with_suffix("").parts) for p in XDD.rglob("*.py")
+                 if p.stem not in ("__init__", "__main__"))
+
+
+def _resolve(module: str, node: ast.ImportFrom) -> list[str]:
+    """The xdd modules an ImportFrom names (package-relative dotted names)."""
+    if node.level:
+        here = module.split(".")[:-node.level] if node.level <= module.count(".") + 1 else []
+        base = ".".join(here + ([node.module] if node.module else []))
+    elif (node.module or "").startswith("xdd."):
+        base = node.module[4:]
+    elif node.module == "xdd":
+        base = ""
+    else:
+        return []
+    cands = [f"{base}.{a.name}".lstrip(".") for a in node.names] + [base]
+    return [c for c in cands if c in MODULES][:1] if base in MODULES else \
+        [c for c in cands if c in MODULES]
 
 
 def _imports(module: str) -> set[str]:
     """xdd modules that ``module`` imports, at module level or inside a function."""
-    tree = ast.parse((XDD / f"{module}.py").read_text())
+    tree = ast.parse((XDD / (module.replace(".", "/") + ".py")).read_text())
     out: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level == 1 and not base:  # from . import x, y
-                out |= {a.name for a in node.names}
-            elif node.level == 1:  # from .x import y
-                out.add(base.split(".")[0])
-            elif base.startswith("xdd."):
-                out.add(base.split(".")[1])
-            elif base == "xdd":
-                out |= {a.name for a in node.names}
+            out |= set(_resolve(module, node))
         elif isinstance(node, ast.Import):
-            out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("xdd.")}
-    return out & set(MODULES)
+            out |= {a.name[4:] for a in node.names if a.name[4:] in MODULES
+                    and a.name.startswith("xdd.")}
+    return out - {module}
+
+
+def _layer(module: str) -> int:
+    top = module.split(".")[0]
+    return LAYERS.index(top) if top in LAYERS else -1  # xdd/openblas.py: below everything
+
+
+def test_every_module_is_in_a_layer():
+    assert all(_layer(m) >= 0 or m == "openblas" for m in MODULES), MODULES
+
+
+def test_imports_point_down_the_layers():
+    graph = {m: _imports(m) for m in MODULES}
+    assert "pipeline.experiment" in graph["jobs.api"]  # the graph is really read
+    assert "core.config" in graph["train.retrain"]
+    up = [(m, n) for m, deps in graph.items() for n in deps if _layer(n) > _layer(m)]
+    assert not up, up
 
 
 def test_no_import_cycle_in_the_core():
     graph = {m: _imports(m) for m in MODULES}
-    assert graph["jobs"] and "worker" not in graph["jobs"]  # the graph is really read
+    assert graph["jobs.api"] and "jobs.worker" not in graph["jobs.api"]
     state: dict[str, int] = {}
     cycles = []
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from xdd import jobrecord as jr
-from xdd.jobrecord import JobRecord, Progress
+from xdd.jobs import record as jr
+from xdd.jobs.record import JobRecord, Progress
 
 REPO = Path(__file__).resolve().parent.parent
 W1 = {"id": "a" * 32, "pid": 101, "host": "here", "pid_space": "here/boot/pid:[1]"}
 W2 = {"id": "b" * 32, "pid": 202, "host": "there", "pid_space": "there/boot/pid:[1]"}
 CONFIG = {"preset": "tiny", "ood_digit": 3, "shots": 2, "seed": 0, "methods": ["pixels"]}
-# The keys a record had when it was an untyped dict (xdd/jobs.py _new_record).
+# The keys a record had when it was an untyped dict (xdd/jobs/api.py _new_record).
 LEGACY_KEYS = {"id", "status", "config", "run_key", "created", "started", "finished",
                "progress", "device", "error", "cancel_requested", "attempts", "cached",
                "worker", "heartbeat", "enqueued", "note", "owner", "followers"}
@@ -273,7 +273,7 @@ def test_a_whole_life():
 
 
 def test_the_record_module_imports_no_store_queue_or_torch():
-    code = ("import sys, xdd.jobrecord\n"
+    code = ("import sys, xdd.jobs.record\n"
             "bad = [m for m in ('torch', 'huey', 'sqlite3', 'redis', 'streamlit') "
             "if m in sys.modules]\n"
             "assert not bad, bad\n")

@@ -16,9 +16,14 @@ from typing import Any, Callable
 
 import pytest
 
-from xdd import jobqueue, jobs, jobstore, jobstore_redis, store, workerproc
-from xdd.config import preset, run_key, to_dict
-from xdd.experiment import run_experiment
+from xdd.jobs import queue as jobqueue
+from xdd.jobs import api as jobs
+from xdd.jobs import store as jobstore
+from xdd.jobs import store_redis as jobstore_redis
+from xdd.storage import store
+from xdd.jobs import workerproc
+from xdd.core.config import preset, run_key, to_dict
+from xdd.pipeline.experiment import run_experiment
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -443,7 +448,7 @@ def test_visitor_caps_followers_and_cancel_rights():
 def test_idle_exit_rechecks_the_queue(monkeypatch):
     """A worker about to exit idle unregisters, then looks at the queue: a job that arrived
     in between keeps it (its submitter saw a live worker and started none)."""
-    from xdd import worker
+    from xdd.jobs import worker
 
     st = worker.WorkerState(device="cpu")
     st.registered.set()
@@ -550,7 +555,7 @@ def test_client_restart_finds_running_job(workers):
     # A client submits, starts a detached worker, sees the job running and dies (SIGKILL).
     client = _py(
         "import os, signal, sys, time\n"
-        "from xdd import jobs\nfrom xdd.config import preset\n"
+        "from xdd import jobs\nfrom xdd.core.config import preset\n"
         "cfg = preset('tiny', ood_digit=4, seed=1, shots=2, methods=('before',),"
         " **{'pretrain.steps': 100_000, 'projection.n_samples': 0})\n"
         "job = jobs.submit(cfg)\nassert jobs.ensure_worker()\n"
@@ -582,8 +587,8 @@ def test_client_restart_finds_running_job(workers):
 _SUBMITTER = """
 import json, os, sys, time
 from pathlib import Path
-from xdd import jobs
-from xdd.config import preset
+from xdd.jobs import api as jobs
+from xdd.core.config import preset
 go, seeds = Path(sys.argv[1]), json.loads(sys.argv[2])
 while not go.exists():
     time.sleep(0.005)
@@ -719,12 +724,12 @@ def test_bad_queue_url(monkeypatch):
 def test_worker_started_for_a_job_runs_it_before_compiling_umap(monkeypatch) -> None:
     """UMAP's compilation (~25 s, mostly under the GIL) must not compete with the job a worker
     was started for: it begins the first time the queue is empty."""
-    import xdd.projection
-    from xdd import worker
+    import xdd.core.projection
+    from xdd.jobs import worker
 
     events: list[str] = []
     monkeypatch.setenv("XDD_WARMUP", "1")
-    monkeypatch.setattr(xdd.projection, "warm_up", lambda: events.append("warm-up") or 0.0)
+    monkeypatch.setattr(xdd.core.projection, "warm_up", lambda: events.append("warm-up") or 0.0)
     monkeypatch.setattr(jobqueue, "_HANDLER", [lambda job_id: events.append(f"job {job_id}")])
     job_id = jobs.submit(preset("tiny", ood_digit=4))
     monkeypatch.setattr(worker, "IDLE_POLL_S", 0.05)
@@ -738,10 +743,10 @@ def test_worker_started_for_a_job_runs_it_before_compiling_umap(monkeypatch) -> 
 def test_a_job_runs_with_the_workers_thread_count_for_blas_too(monkeypatch) -> None:
     """numpy's / scikit-learn's pools take every core by default; inside a job they get the
     worker's thread count, so the job's scoring threads do not oversubscribe the CPU."""
-    import xdd.experiment
+    import xdd.pipeline.experiment
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from xdd import worker
+    from xdd.jobs import worker
 
     seen: list[list[int]] = []
     job_id = jobs.submit(preset("tiny", ood_digit=2))
@@ -752,7 +757,7 @@ def test_a_job_runs_with_the_workers_thread_count_for_blas_too(monkeypatch) -> N
         return {"run_key": rk}
 
     # the run's body is replaced; run_experiment itself (which sets the cap) still runs
-    monkeypatch.setattr(xdd.experiment, "_run_experiment", fake_run)
+    monkeypatch.setattr(xdd.pipeline.experiment, "_run_experiment", fake_run)
     monkeypatch.setattr(worker, "IDLE_POLL_S", 0.05)
     outer = threadpool_limits(limits=2)  # the libraries' default on a 2-core machine
     try:
@@ -767,14 +772,14 @@ def test_a_job_run_in_this_process_after_a_worker_stopped_here_runs(monkeypatch)
     """run_worker leaves no stopped state behind: a run_job in the same process afterwards
     (as the app tests do) runs its job instead of reading the old worker's stop as a Ctrl-C
     and putting the job back on the queue."""
-    import xdd.experiment
+    import xdd.pipeline.experiment
 
-    from xdd import worker
+    from xdd.jobs import worker
 
     def fake_run(cfg, device, progress, force=False):
         return {"run_key": run_key(cfg)}
 
-    monkeypatch.setattr(xdd.experiment, "_run_experiment", fake_run)
+    monkeypatch.setattr(xdd.pipeline.experiment, "_run_experiment", fake_run)
     monkeypatch.setattr(worker, "IDLE_POLL_S", 0.05)
     first = jobs.submit(preset("tiny", ood_digit=2))
     assert worker.run_worker(device="cpu", threads=1, once=True) == 1

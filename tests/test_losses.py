@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xdd import losses
+from xdd.core import losses
 
 
 # ---------------------------------------------------------------- numpy references (slow, plain)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from xdd import metrics
+from xdd.core import metrics
 
 
 def _data(seed: int, n: int = 500, rate: float = 0.1, decimals: int = 1):
@@ -28,7 +28,7 @@ def test_auprc_is_bit_identical_to_sklearn(seed, n, rate, dec):
     to run in sklearn's order (lowest threshold first) for the last bit to agree."""
     y, s = _data(seed, n, rate, dec)
     ours, ref = metrics.auprc(y, s), skm.average_precision_score(y, s)
-    assert ours == ref, (f"auprc {ours!r} != sklearn {ref!r}: xdd/metrics.py auprc sums "
+    assert ours == ref, (f"auprc {ours!r} != sklearn {ref!r}: xdd/core/metrics.py auprc sums "
                          "diff(recall) * precision in the opposite order to sklearn")
 
 

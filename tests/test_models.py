@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from xdd.models import Discriminator, Generator, init_weights
+from xdd.core.models import Discriminator, Generator, init_weights
 
 
 def _convs(module: nn.Module, kind: type) -> list:
@@ -92,8 +92,8 @@ def test_pretrain_uses_separate_learning_rates_for_g_and_d(frozen):
     of them leaves that network's weights where they started while the other one moves."""
     import copy
 
-    from xdd.config import PretrainConfig
-    from xdd.pretrain import pretrain_gan
+    from xdd.core.config import PretrainConfig
+    from xdd.train.pretrain import pretrain_gan
 
     tiny, normal = 1e-12, 1e-3
     cfg = PretrainConfig(g_width=0.125, d_width=0.5, steps=3, batch_size=8,
@@ -126,8 +126,8 @@ def test_pretraining_modes_train_the_same_networks_another_way(precision, channe
     trajectory really differs from fp32's (the mode is applied), while fp32 repeats itself."""
     import dataclasses
 
-    from xdd.config import PretrainConfig
-    from xdd.pretrain import pretrain_gan
+    from xdd.core.config import PretrainConfig
+    from xdd.train.pretrain import pretrain_gan
 
     x = torch.rand(64, 1, 28, 28) * 2 - 1
     cfg = PretrainConfig(g_width=0.125, d_width=0.5, steps=4, batch_size=16)
@@ -154,8 +154,8 @@ def test_pretraining_modes_train_the_same_networks_another_way(precision, channe
 def test_pretraining_starts_g_from_a_dark_background():
     """G's output bias starts at pretrain.g_out_bias, so a fresh G's images are dark like MNIST
     (mean pixel about -0.75 in [-1, 1]) instead of grey."""
-    from xdd.config import PretrainConfig
-    from xdd.pretrain import pretrain_gan
+    from xdd.core.config import PretrainConfig
+    from xdd.train.pretrain import pretrain_gan
 
     x = torch.rand(16, 1, 28, 28) * 2 - 1
     for bias, lo, hi in ((-1.0, -0.9, -0.6), (0.0, -0.15, 0.15)):
@@ -171,7 +171,7 @@ def test_pretraining_starts_g_from_a_dark_background():
 def test_fused_embed_is_f_in_eval_mode_with_bn_folded(width):
     """The inference embedding (embed_all's) equals D.embed in eval mode to float rounding,
     with BN's running statistics far from the identity, and is refused in train mode."""
-    from xdd.retrain import embed_all
+    from xdd.train.retrain import embed_all
 
     torch.manual_seed(0)
     D = Discriminator(width)
@@ -198,7 +198,7 @@ def test_fused_embed_is_f_in_eval_mode_with_bn_folded(width):
 def test_weights_digest_follows_every_weight_and_running_statistic():
     import copy
 
-    from xdd.models import weights_digest
+    from xdd.core.models import weights_digest
 
     torch.manual_seed(1)
     D = Discriminator(0.25)

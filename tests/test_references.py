@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from xdd import store
-from xdd.config import ConfigError, preset, run_key
-from xdd.data import N_VAL, eval_arrays, load_mnist, make_splits
-from xdd.experiment import run_experiment, score_key
-from xdd.reference import reference_indices
-from xdd.report import run_scores
+from xdd.storage import store
+from xdd.core.config import ConfigError, preset, run_key
+from xdd.storage.data import N_VAL, eval_arrays, load_mnist, make_splits
+from xdd.pipeline.experiment import run_experiment, score_key
+from xdd.pipeline.reference import reference_indices
+from xdd.report.tables import run_scores
 
 
 def test_unlabeled_reference_holds_no_test_image_and_no_ood_digit(mnist):
@@ -90,8 +90,8 @@ def test_unlabeled_kde_and_pyod_and_faiss(tiny_run):
 
 
 def test_reference_features_embed_each_image_once_and_match_two_passes():
-    from xdd.reference import reference_features
-    from xdd.scoring import FeatureReducer
+    from xdd.pipeline.reference import reference_features
+    from xdd.core.scoring import FeatureReducer
 
     rng = np.random.default_rng(5)
     images = rng.integers(0, 256, size=(300, 28, 28), dtype=np.uint8)
@@ -121,7 +121,7 @@ def test_the_pretrained_ds_reference_is_kept_beside_its_gan_and_reused(tiny_run)
     """A rerun of the GAN and seed with other shots reads the pretrained D's reference
     features from disk and scores exactly as a run that computes them; another seed does
     not share them."""
-    from xdd.reference import cached_path, load_cached
+    from xdd.pipeline.reference import cached_path, load_cached
 
     cfg = tiny_run.cfg
     path = cached_path(cfg)
@@ -147,7 +147,7 @@ def test_the_pretrained_ds_reference_is_kept_beside_its_gan_and_reused(tiny_run)
 
 
 def test_an_altered_or_mismatched_reference_file_is_not_used(tiny_run):
-    from xdd.reference import cached_path, load_cached
+    from xdd.pipeline.reference import cached_path, load_cached
 
     cfg = tiny_run.cfg
     ref_index = reference_indices(cfg, make_splits(cfg, load_mnist()))
@@ -173,14 +173,14 @@ def test_an_altered_or_mismatched_reference_file_is_not_used(tiny_run):
 
 
 def _pretrained_digest(cfg) -> str:
-    from xdd.experiment import load_pretrained
-    from xdd.models import weights_digest
+    from xdd.pipeline.experiment import load_pretrained
+    from xdd.core.models import weights_digest
 
     return weights_digest(load_pretrained(cfg, "cpu")[1])
 
 
 def test_a_cache_that_cannot_keep_the_reference_still_runs(tiny_run, monkeypatch, tmp_path):
-    from xdd import reference
+    from xdd.pipeline import reference
 
     blocked = tmp_path / "a-file"
     blocked.write_text("")  # its "folder" cannot be made: the write fails with an OSError

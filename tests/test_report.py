@@ -6,9 +6,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from xdd.config import preset, to_dict, variant
-from xdd.experiment import run_experiment
-from xdd.report import (SD_DDOF, aggregate, cache_report, fmt_cell, over_digits, results_table,
+from xdd.core.config import preset, to_dict, variant
+from xdd.pipeline.experiment import run_experiment
+from xdd.report.tables import (SD_DDOF, aggregate, cache_report, fmt_cell, over_digits, results_table,
                         run_metrics)
 
 
@@ -109,9 +109,9 @@ def test_report_separates_preset_runs_shot_counts_and_ablations(tiny_run):
 def test_a_run_keeps_the_variant_it_ran_as_when_a_preset_default_changes(tiny_run, monkeypatch):
     """A run records what made it a variant when it ran: changing a preset's default later
     relabels no cached run (neither in the report nor on the pages)."""
-    from xdd.fmt import config_group
-    from xdd import config
-    from xdd.report import variant_of
+    from xdd.core.fmt import config_group
+    from xdd.core import config
+    from xdd.report.tables import variant_of
 
     res = tiny_run.results
     assert res["variant"] == [] and variant_of(res) == "" and config_group(res) == "tiny"
@@ -127,7 +127,7 @@ def test_a_run_keeps_the_variant_it_ran_as_when_a_preset_default_changes(tiny_ru
 
 
 def test_one_duration_format_for_cli_and_pages():
-    from xdd.fmt import fmt_duration
+    from xdd.core.fmt import fmt_duration
 
     assert fmt_duration(44.6) == "45 s"
     assert fmt_duration(150) == "2.5 min"

@@ -9,7 +9,7 @@ from scipy.spatial.distance import pdist
 from sklearn.decomposition import PCA
 from sklearn.neighbors import KernelDensity
 
-from xdd.scoring import (KDEScorer, NotFittedError, PixelKDE, gaussian_kde_logpdf,
+from xdd.core.scoring import (KDEScorer, NotFittedError, PixelKDE, gaussian_kde_logpdf,
                          loo_log_likelihood)
 
 
@@ -153,7 +153,7 @@ def _brute_knn(ref: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
 @pytest.mark.parametrize("backend", ["sklearn", "faiss"])
 @pytest.mark.parametrize("k", [1, 3, 10])
 def test_knn_scorer_equals_brute_force_loop(backend, k):
-    from xdd.scoring import KNNScorer
+    from xdd.core.scoring import KNNScorer
 
     rng = np.random.default_rng(k)
     ref = rng.normal(size=(60, 6)).astype(np.float32)
@@ -166,7 +166,7 @@ def test_knn_scorer_equals_brute_force_loop(backend, k):
 
 
 def test_knn_scorer_k_larger_than_reference_and_unfitted():
-    from xdd.scoring import KNNScorer
+    from xdd.core.scoring import KNNScorer
 
     ref = np.eye(3, dtype=np.float32)
     s = KNNScorer(k=10).fit(ref)
@@ -180,7 +180,7 @@ def test_knn_scorer_k_larger_than_reference_and_unfitted():
 
 
 def test_feature_reducer_normalises_and_keeps_distances():
-    from xdd.scoring import FeatureReducer, l2_normalize
+    from xdd.core.scoring import FeatureReducer, l2_normalize
 
     rng = np.random.default_rng(5)
     basis = rng.normal(size=(4, 40))
@@ -209,7 +209,7 @@ def test_kde_bandwidth_on_a_subsample_is_that_subsample_s_loo_choice():
 
 
 def test_pyod_knn_is_the_fifth_neighbour_distance():
-    from xdd.scoring import KNNScorer, PyodKNN
+    from xdd.core.scoring import KNNScorer, PyodKNN
 
     rng = np.random.default_rng(9)
     ref, x = rng.normal(size=(80, 4)), rng.normal(size=(20, 4))
@@ -219,7 +219,7 @@ def test_pyod_knn_is_the_fifth_neighbour_distance():
 
 
 def test_scorers_refuse_an_empty_or_flat_fit_set_with_a_message():
-    from xdd.scoring import KDEScorer, KNNScorer
+    from xdd.core.scoring import KDEScorer, KNNScorer
 
     with pytest.raises(ValueError, match=r"KDE needs a \(n, d\) array with n >= 1, got shape \(0, 3\)"):
         KDEScorer().fit(np.zeros((0, 3)))
@@ -231,7 +231,7 @@ def test_scorers_refuse_an_empty_or_flat_fit_set_with_a_message():
 # (5e-7 at most here over 20 seeds with AVX-512); 1e-5 holds for any lane count
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-5), (np.float64, 1e-14)])
 def test_l2_normalize_puts_rows_on_the_sphere_and_keeps_zero_rows(dtype, rtol):
-    from xdd.scoring import l2_normalize
+    from xdd.core.scoring import l2_normalize
 
     rng = np.random.default_rng(11)
     z = (rng.normal(size=(300, 3136)) * rng.uniform(0.1, 50, size=(300, 1))).astype(dtype)
@@ -251,7 +251,7 @@ def test_l2_normalize_puts_rows_on_the_sphere_and_keeps_zero_rows(dtype, rtol):
 @pytest.mark.parametrize("normalize", [True, False])
 def test_feature_reducer_fit_leaves_its_input_alone(normalize):
     """fit() lets the PCA centre its own normalised copy in place, never the caller's array."""
-    from xdd.scoring import FeatureReducer
+    from xdd.core.scoring import FeatureReducer
 
     rng = np.random.default_rng(2)
     z = rng.normal(3.0, 1.0, size=(120, 30)).astype(np.float32)
@@ -264,7 +264,7 @@ def test_feature_reducer_fit_leaves_its_input_alone(normalize):
 
 @pytest.mark.parametrize("n_components, normalize", [(64, True), (8, False), (0, True)])
 def test_feature_reducer_rebuilt_from_its_state_projects_to_the_same_bits(n_components, normalize):
-    from xdd.scoring import FeatureReducer
+    from xdd.core.scoring import FeatureReducer
 
     rng = np.random.default_rng(4)
     z = (rng.normal(size=(512, 40)) @ rng.normal(size=(40, 1568))).astype(np.float32)

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-import xdd.pretrain
-import xdd.retrain
-from xdd import store
-from xdd.config import preset, pretrain_key, run_key
-from xdd.experiment import cached_results, run_experiment
+import xdd.train.pretrain
+import xdd.train.retrain
+from xdd.storage import store
+from xdd.core.config import preset, pretrain_key, run_key
+from xdd.pipeline.experiment import cached_results, run_experiment
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -30,9 +30,9 @@ def forbid_training(monkeypatch: pytest.MonkeyPatch, pretrain: bool = True, retr
         raise AssertionError("training was called on what should have been a cache hit")
 
     if pretrain:
-        monkeypatch.setattr(xdd.pretrain, "pretrain_gan", boom)
+        monkeypatch.setattr(xdd.train.pretrain, "pretrain_gan", boom)
     if retrain:
-        monkeypatch.setattr(xdd.retrain, "retrain", boom)
+        monkeypatch.setattr(xdd.train.retrain, "retrain", boom)
 
 
 def count_calls(monkeypatch: pytest.MonkeyPatch, module, name: str) -> list:
@@ -263,7 +263,7 @@ def test_edited_results_json_is_detected(tiny_run):
     p.write_text(json.dumps(res, indent=2, sort_keys=True) + "\n")
     got = store.load_results(tiny_run.key)
     assert got is None, ("an edited results.json (xdd auprc -> 0.999) was loaded: "
-                         "xdd/store.py hashes every file except results.json itself")
+                         "xdd/storage/store.py hashes every file except results.json itself")
 
 
 @pytest.mark.slow
@@ -271,7 +271,7 @@ def test_corrupt_run_is_recomputed_identically(tiny_run, monkeypatch):
     p = store.run_dir(tiny_run.key) / "scores.npz"
     p.write_bytes(p.read_bytes()[:100])
     forbid_training(monkeypatch, pretrain=True, retrain=False)
-    retrains = count_calls(monkeypatch, xdd.retrain, "retrain")
+    retrains = count_calls(monkeypatch, xdd.train.retrain, "retrain")
     res = run_experiment(tiny_run.cfg, device="cpu")
     assert len(retrains) == len([m for m in tiny_run.cfg.methods if m in ("mcdd", "xdd")])
     assert res["pretrain_reused"] is True
@@ -289,7 +289,7 @@ def test_truncated_pretrain_checkpoint_is_retrained(tiny_run, monkeypatch):
     pdir = store.pretrain_dir(tiny_run.results["pretrain_key"])
     ck = pdir / "checkpoint.pt"
     ck.write_bytes(ck.read_bytes()[: ck.stat().st_size // 3])
-    pretrains = count_calls(monkeypatch, xdd.pretrain, "pretrain_gan")
+    pretrains = count_calls(monkeypatch, xdd.train.pretrain, "pretrain_gan")
     res = run_experiment(fast(shots=2, methods=("before",)), device="cpu")
     assert len(pretrains) == 1
     assert res["pretrain_reused"] is False
@@ -314,11 +314,11 @@ def test_corrupt_pretrain_checkpoint_is_not_loaded(tiny_run, monkeypatch):
     ck = store.pretrain_dir(tiny_run.results["pretrain_key"]) / "checkpoint.pt"
     _flip_tensor_byte(ck)
     assert store.load_checkpoint(ck) is not None  # torch.load itself does not notice
-    pretrains = count_calls(monkeypatch, xdd.pretrain, "pretrain_gan")
+    pretrains = count_calls(monkeypatch, xdd.train.pretrain, "pretrain_gan")
     res = run_experiment(fast(shots=2, methods=("before",)), device="cpu")
     assert len(pretrains) == 1 and res["pretrain_reused"] is False, (
         "a pretrained GAN checkpoint with a flipped weight byte was loaded and reused: "
-        "xdd/experiment.py load_pretrained does not verify a hash of checkpoint.pt")
+        "xdd/pipeline/experiment.py load_pretrained does not verify a hash of checkpoint.pt")
 
 
 class Stop(Exception):

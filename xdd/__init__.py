@@ -2,7 +2,7 @@
 
 The core never imports streamlit.  See README.md for the layout.
 """
-from . import openblas as _openblas
+from xdd import openblas as _openblas
 
 # Before anything imports numpy: its bundled OpenBLAS misdetects CPUs newer than itself.
 _openblas.configure()

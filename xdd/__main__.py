@@ -1,7 +1,7 @@
 import gc
 import sys
 
-from .cli import main
+from xdd.cli.main import main
 
 rc = main()
 # What is left is freed by the OS at exit.  Python's last collection would walk every object
