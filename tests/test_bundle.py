@@ -38,7 +38,7 @@ def test_a_run_takes_its_gan_from_the_bundle_unless_forced(tmp_path, monkeypatch
     cfg = preset("tiny", ood_digit=3, methods=("before",), **{"projection.methods": "pca"})
     made = run_experiment(cfg, device="cpu")  # trains the GAN here and caches it
     assert made["pretrain_source"] == "trained"
-    from xdd.pipeline.experiment import load_pretrained
+    from xdd.pipeline.gan import load_pretrained
 
     G, D = load_pretrained(cfg, "cpu")
     from xdd.train.pretrain import sample_images

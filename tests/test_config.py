@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import pytest
 import torch
 
-from xdd.core import config
+from xdd.core import config, variants
 from xdd.core.config import ConfigError, from_dict, preset, pretrain_key, run_key, to_dict, validate
 from xdd.core.device import describe, resolve_device
 
@@ -230,9 +230,9 @@ def test_the_pretraining_mode_keys_only_when_it_departs_from_fp32():
     keys = {pretrain_key(c) for c in (base, fast, replace_dotted(base, "pretrain.precision", "bf16"),
                                       replace_dotted(base, "pretrain.channels_last", True))}
     assert len(keys) == 4
-    assert config.variant(to_dict(fast)) == ["pretrain.channels_last=True",
+    assert variants.variant(to_dict(fast)) == ["pretrain.channels_last=True",
                                              "pretrain.precision=bf16"]
-    assert config.variant(to_dict(base)) == []
+    assert variants.variant(to_dict(base)) == []
     assert config.pretrain_mode(fast.pretrain) == "bf16+cl"
     assert config.pretrain_mode({"steps": 3}) == "fp32"  # a config saved before the fields
     with pytest.raises(ConfigError, match="accepted: fp32, bf16"):

@@ -13,7 +13,8 @@ import xdd.train.retrain
 from xdd.storage import store
 from xdd.core.config import CODE_VERSION, preset, pretrain_key, run_key, to_dict
 from xdd.storage.data import labeled_indices, to_tensor
-from xdd.pipeline.experiment import load_pretrained, run_experiment, sweep_configs
+from xdd.pipeline.experiment import run_experiment, sweep_configs
+from xdd.pipeline.gan import load_pretrained
 from xdd.train.retrain import embed_all, retrain
 
 pytestmark = pytest.mark.slow
@@ -264,11 +265,11 @@ def test_projected_rows_are_the_embeddings_of_the_subsampled_test_images(tiny_ru
     recomputed here from the pretrained D in one piece."""
     import torch
 
-    import xdd.pipeline.experiment
+    import xdd.pipeline.scorers
     from xdd.pipeline.experiment import run_experiment
 
     one_batch = store.load_npz(tiny_run.key, "scores.npz")
-    monkeypatch.setattr(xdd.pipeline.experiment, "SCORE_BATCH", 97)
+    monkeypatch.setattr(xdd.pipeline.scorers, "SCORE_BATCH", 97)
     assert len(one_batch["test_index"]) > 3 * 97
     run_experiment(tiny_run.cfg, device="cpu", force=True)
     batched = store.load_npz(tiny_run.key, "scores.npz")
@@ -276,7 +277,7 @@ def test_projected_rows_are_the_embeddings_of_the_subsampled_test_images(tiny_ru
         assert np.allclose(batched[f"score_labeled_{m}"], one_batch[f"score_labeled_{m}"], rtol=1e-9, atol=1e-6)
 
     from xdd.storage.data import eval_arrays, load_mnist, make_splits
-    from xdd.pipeline.experiment import load_pretrained
+    from xdd.pipeline.gan import load_pretrained
     from xdd.core.projection import project, subsample
     from xdd.core.scoring import l2_normalize
 
@@ -357,7 +358,7 @@ def test_a_cpu_run_uses_torchs_deterministic_algorithms_and_gives_the_setting_ba
     import xdd.pipeline.experiment
 
     seen = []
-    monkeypatch.setattr(xdd.pipeline.experiment, "_run_experiment", lambda cfg, device, progress, force:
+    monkeypatch.setattr(xdd.pipeline.experiment, "_run", lambda cfg, device, progress, force:
                         seen.append(torch.are_deterministic_algorithms_enabled()) or {})
     assert not torch.are_deterministic_algorithms_enabled()
     xdd.pipeline.experiment.run_experiment(preset("tiny", ood_digit=2), device="cpu")
@@ -380,18 +381,19 @@ def test_scoring_beside_the_retraining_only_where_a_core_is_free_and_the_numbers
 
     import xdd.core.device
     import xdd.pipeline.experiment
+    import xdd.pipeline.threads
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(xdd.core.device, "usable_cores", lambda: torch.get_num_threads() + 1)
-    assert xdd.pipeline.experiment.side_by_side(cpu)
-    assert xdd.pipeline.experiment.side_threads(cpu) == 1  # one free core: one thread beside
+    assert xdd.pipeline.threads.side_by_side(cpu)
+    assert xdd.pipeline.threads.side_threads(cpu) == 1  # one free core: one thread beside
     monkeypatch.setattr(xdd.core.device, "usable_cores", lambda: torch.get_num_threads() + 5)
-    assert xdd.pipeline.experiment.side_threads(cpu) == 2
-    assert xdd.pipeline.experiment.side_threads(torch.device("cuda")) == 2
+    assert xdd.pipeline.threads.side_threads(cpu) == 2
+    assert xdd.pipeline.threads.side_threads(torch.device("cuda")) == 2
     monkeypatch.setattr(xdd.core.device, "usable_cores", lambda: torch.get_num_threads())
-    assert not xdd.pipeline.experiment.side_by_side(cpu)  # torch takes every core: one thread
-    assert xdd.pipeline.experiment.side_threads(cpu) == 0
-    assert xdd.pipeline.experiment.side_by_side(torch.device("cuda"))  # the CPU is free beside a GPU
+    assert not xdd.pipeline.threads.side_by_side(cpu)  # torch takes every core: one thread
+    assert xdd.pipeline.threads.side_threads(cpu) == 0
+    assert xdd.pipeline.threads.side_by_side(torch.device("cuda"))  # the CPU is free beside a GPU
     where = []
     import xdd.core.scoring
 

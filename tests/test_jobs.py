@@ -555,7 +555,7 @@ def test_client_restart_finds_running_job(workers):
     # A client submits, starts a detached worker, sees the job running and dies (SIGKILL).
     client = _py(
         "import os, signal, sys, time\n"
-        "from xdd import jobs\nfrom xdd.core.config import preset\n"
+        "from xdd.jobs import api as jobs\nfrom xdd.core.config import preset\n"
         "cfg = preset('tiny', ood_digit=4, seed=1, shots=2, methods=('before',),"
         " **{'pretrain.steps': 100_000, 'projection.n_samples': 0})\n"
         "job = jobs.submit(cfg)\nassert jobs.ensure_worker()\n"
@@ -568,7 +568,7 @@ def test_client_restart_finds_running_job(workers):
     # The worker outlived its parent (own session) and a new process finds the job.
     (w,) = jobs.workers()
     assert os.getsid(w["pid"]) == w["pid"]
-    reader = _py("import json, sys\nfrom xdd import jobs\n"
+    reader = _py("import json, sys\nfrom xdd.jobs import api as jobs\n"
                  "print(json.dumps(jobs.status(sys.argv[1])))", job)
     assert reader.returncode == 0, reader.stderr
     seen = json.loads(reader.stdout)
@@ -697,7 +697,7 @@ def test_redis_queue_end_to_end(redis_url, workers, tmp_path):
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     assert json.loads(r.get(f"{jobstore.QUEUE_NAME}:job:{a}"))["status"] == "done"
     assert {x["id"] for x in jobs.list_jobs()} == {a, bad}
-    reader = _py("import sys\nfrom xdd import jobs\nprint(jobs.status(sys.argv[1])['status'])", a)
+    reader = _py("import sys\nfrom xdd.jobs import api as jobs\nprint(jobs.status(sys.argv[1])['status'])", a)
     assert reader.stdout.strip() == "done", reader.stderr
     with pytest.raises(jobs.JobError, match="no job"):
         jobs.status("e" * 32)

@@ -11,7 +11,8 @@ from sklearn.metrics import average_precision_score
 from xdd.storage import store
 from xdd.core.config import ConfigError, preset, run_key
 from xdd.storage.data import N_VAL, eval_arrays, load_mnist, make_splits
-from xdd.pipeline.experiment import run_experiment, score_key
+from xdd.pipeline.experiment import run_experiment
+from xdd.pipeline.scores import score_key
 from xdd.pipeline.reference import reference_indices
 from xdd.report.tables import run_scores
 
@@ -173,7 +174,7 @@ def test_an_altered_or_mismatched_reference_file_is_not_used(tiny_run):
 
 
 def _pretrained_digest(cfg) -> str:
-    from xdd.pipeline.experiment import load_pretrained
+    from xdd.pipeline.gan import load_pretrained
     from xdd.core.models import weights_digest
 
     return weights_digest(load_pretrained(cfg, "cpu")[1])

@@ -8,7 +8,8 @@ import time
 from typing import Any
 
 from xdd.cli.common import CLIError, check_device, config_from_args, format_results
-from xdd.core.config import METHODS, PRESETS, ConfigError
+from xdd.core import methods as _methods
+from xdd.core.config import PRESETS, ConfigError
 from xdd.core.fmt import fmt_duration
 
 
@@ -29,7 +30,7 @@ def add_job_commands(sub) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)} (default quick)")
     s.add_argument("--methods", default=None,
-                   help=f"comma-separated, from {', '.join(METHODS)} (default: the preset's)")
+                   help=f"comma-separated, from {', '.join(_methods.names())} (default: the preset's)")
     s.add_argument("--data-root", default=None, help="a torchvision MNIST folder (default: bundled)")
     s.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field, e.g. --set retrain.lr=1e-4 (repeatable)")

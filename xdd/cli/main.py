@@ -13,7 +13,8 @@ from typing import Sequence
 
 from xdd.cli.common import CLIError, check_device, config_from_args, format_results
 from xdd.cli.jobs import add_job_commands, cmd_cancel, cmd_jobs, cmd_submit, cmd_worker
-from xdd.core.config import METHODS, PRESETS, ConfigError, RunConfig
+from xdd.core import methods as _methods
+from xdd.core.config import PRESETS, ConfigError, RunConfig
 
 
 def _digit_list(text: str) -> list[int]:
@@ -39,7 +40,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)} (default quick)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--methods", default=None,
-                   help=f"comma-separated, from {', '.join(METHODS)} (default: the preset's)")
+                   help=f"comma-separated, from {', '.join(_methods.names())} (default: the preset's)")
     p.add_argument("--data-root", default=None, help="a torchvision MNIST folder (default: bundled)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field, e.g. --set retrain.lr=1e-4 (repeatable)")
@@ -222,7 +223,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from xdd.core.config import pretrain_key
     from xdd.storage.data import load_mnist, make_splits, to_tensor
     from xdd.core.device import reproducible, resolve_device
-    from xdd.pipeline.experiment import ensure_pretrained
+    from xdd.pipeline.gan import ensure_pretrained
 
     base = config_from_args(args)
     cfgs = [dataclasses.replace(base, ood_digit=d,
@@ -282,6 +283,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from xdd.core.methods import AFTER
     from xdd.storage import store
 
     if not args.key:
@@ -289,9 +291,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         if not runs:
             print("no cached runs")
         for r in runs:
-            best = r["methods"].get("xdd", next(iter(r["methods"].values())))
+            best = r["methods"].get(AFTER, next(iter(r["methods"].values())))
             print(f"{r['run_key']}  {r['preset']:<6} digit={r['ood_digit']} shots={r['shots']:<3} "
-                  f"seed={r['seed']:<3} AUPRC(first/xdd)={best['auprc']:.4f}")
+                  f"seed={r['seed']:<3} AUPRC(first/{AFTER})={best['auprc']:.4f}")
         return 0
     try:
         res = store.load_results(args.key)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xdd.core import methods as _methods
+from xdd.core.terms import PAIR_MODES
 
 # Bump when a change to the code changes what a cached run would contain.
 CODE_VERSION = "1"
@@ -21,12 +22,10 @@ CODE_VERSION = "1"
 N_CLASSES = 10
 PRESETS = ("tiny", "quick", "paper")
 DEVICES = ("auto", "cpu", "cuda")
-# Named scoring methods (declared in xdd.core.methods); "before" and "xdd" are the paper's pair.
-METHODS = _methods.NAMES
+# Scoring methods are declared in xdd.core.methods (names(): the registered ones, in order).
 REFERENCES = _methods.REFERENCES
 PROJECTIONS = ("pca", "tsne", "umap")
 EVAL_SPLITS = ("test", "val")
-PAIR_MODES = ("sphere", "ratio", "raw")  # how the pairwise term is made well posed
 SIGMA_INITS = ("mle", "unit")
 PRECISIONS = ("fp32", "bf16")
 
@@ -113,7 +112,7 @@ class ScoreConfig:
     # Embeddings are L2-normalised before the KDE when True (both before and after).
     normalize: bool = True
     pixel_pca: int = 30  # components of the raw-pixel baseline
-    # Scoring references computed by every run (DESIGN.md section 2): "labeled" (the paper's
+    # Scoring references computed by every run (docs/DESIGN.md §2): "labeled" (the paper's
     # KDE over the labeled embeddings) and "unlabeled" (the in-distribution training images
     # the GAN was pretrained on, without their labels).
     references: tuple[str, ...] = ("labeled", "unlabeled")
@@ -195,7 +194,7 @@ def canonical(cfg: RunConfig) -> RunConfig:
     """Methods (and references) in their declared order without repeats, so equal configs get
     equal run keys."""
     refs = tuple(r for r in REFERENCES if r in cfg.score.references)
-    return dataclasses.replace(cfg, methods=tuple(m for m in METHODS if m in cfg.methods),
+    return dataclasses.replace(cfg, methods=tuple(m for m in _methods.names() if m in cfg.methods),
                                score=dataclasses.replace(cfg.score, references=refs))
 
 
@@ -245,11 +244,12 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"shots {cfg.shots!r} is out of range; accepted: an integer >= 1")
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"seed {cfg.seed!r} is out of range; accepted: an integer >= 0")
+    known = _methods.names()
     if not cfg.methods:
-        raise ConfigError("no method selected; accepted: " + ", ".join(METHODS))
+        raise ConfigError("no method selected; accepted: " + ", ".join(known))
     for m in cfg.methods:
-        if m not in METHODS:
-            raise ConfigError(f"unknown method {m!r}; accepted: {', '.join(METHODS)}")
+        if m not in known:
+            raise ConfigError(f"unknown method {m!r}; accepted: {', '.join(known)}")
     sc = cfg.score
     if not sc.references or any(r not in REFERENCES for r in sc.references):
         raise ConfigError(f"score.references {sc.references!r}; accepted: a non-empty subset of "
@@ -388,42 +388,3 @@ def pretrain_key(cfg: RunConfig) -> str:
 
 def run_key(cfg: RunConfig) -> str:
     return _hash({"v": CODE_VERSION, "cfg": key_dict(cfg)})
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"retrain": {"lr": 1}} -> {"retrain.lr": 1}."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-# What a sweep varies (a repetition redraws the GAN: pretrain.seed), and projections (they
-# change no metric): not part of a run's variant.
-_NOT_VARIANT = ("ood_digit", "seed", "shots", "methods", "pretrain.seed")
-
-
-def variant(cfg: dict[str, Any]) -> list[str]:
-    """The settings (as "field=value") in which a saved config departs from its preset, other
-    than digit, seed, GAN seed, shots, methods and projections: [] for a plain preset run.  Fields the
-    preset does not know (older configs) are ignored."""
-    try:
-        ref = flatten(to_dict(preset(str(cfg.get("preset")))))
-    except ConfigError:
-        return [f"preset={cfg.get('preset')!r}"]
-    return [f"{k}={v}" for k, v in sorted(flatten(cfg).items())
-            if k in ref and k not in _NOT_VARIANT and not k.startswith("projection.")
-            and v != ref[k]]
-
-
-def run_variant(res: dict[str, Any]) -> list[str]:
-    """A run's variant as recorded in its results when it ran (so a later change of a preset's
-    defaults relabels no old run); derived from its config only for runs saved before runs
-    recorded it."""
-    recorded = res.get("variant")
-    if isinstance(recorded, list):
-        return [str(v) for v in recorded]
-    return variant(res.get("config") or {})

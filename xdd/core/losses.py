@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from xdd.core.config import PAIR_MODES
+from xdd.core.terms import PAIR_MODES, SPHERE_MODES
 
 
 # ---------------------------------------------------------------- GAN
@@ -92,7 +92,7 @@ def xdd_loss(z: torch.Tensor, y: torch.Tensor, centers: torch.Tensor, log_sigma:
     """
     if pair_mode not in PAIR_MODES:
         raise ValueError(f"unknown pair_mode {pair_mode!r}")
-    if pair_mode in ("sphere", "ratio"):
+    if pair_mode in SPHERE_MODES:
         z = F.normalize(z, dim=1)
     mc = mcdd_loss(z, y, centers, log_sigma, bias)
     sigma2 = within_class_spread(z, y) + RATIO_EPS if pair_mode == "ratio" else 1.0

@@ -277,51 +277,8 @@ def run_worker(device: str = "auto", threads: int | None = None, once: bool = Fa
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     taken = 0
     try:
-        import torch
-
-        st.threads = threads or default_threads()
-        torch.set_num_threads(st.threads)
-        # UMAP's numba compilation (~25 s of CPU, holding the GIL much of the time) is paid
-        # once per worker, in a background thread started the first time the queue is empty:
-        # a worker started for a job (the app's demo click) runs that job first, undisturbed,
-        # and compiles UMAP in its maps stage, after the scores are committed; an idle worker
-        # is warm for the next job.  XDD_WARMUP=0 skips it (the test suite: its workers never
-        # project with UMAP).
-        warm_pending = os.environ.get("XDD_WARMUP", "1") != "0"
-        _resolve_device(st)
-        st.beat()
-        log.info("worker %s (pid %d) on %s, queue %s", st.id, os.getpid(), st.device_desc,
-                 describe_queue())
-        jobs.clean_tmp()  # run folders half-written by a killed worker
-        jobs.recover()
-        h = jobqueue.get_huey()
-        redis = queue_url() is not None
-        last_work = last_house = time.monotonic()
-        while not st.stop.is_set():
-            task = h.dequeue()  # RedisHuey blocks up to 1 s here
-            if task is None:
-                if warm_pending:
-                    warm_pending = False
-                    from xdd.core.projection import warm_up
-
-                    threading.Thread(target=warm_up, name="umap-warm-up", daemon=True).start()
-                now = time.monotonic()
-                if now - last_house > HOUSEKEEPING_S:
-                    last_house = now
-                    jobs.recover()
-                    jobs.resend_lost()
-                if max_idle is not None and now - last_work > max_idle:
-                    if _retire(st, h):
-                        break
-                    last_work = now
-                if not redis:
-                    st.stop.wait(IDLE_POLL_S)
-                continue
-            taken += 1
-            h.execute(task)
-            last_work = time.monotonic()
-            if once:
-                break
+        _start(st, threads)
+        taken = _consume(st, once, max_idle)
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
@@ -333,4 +290,59 @@ def run_worker(device: str = "auto", threads: int | None = None, once: bool = Fa
         if _STATE is st:  # this process is no longer that worker: a later run_job here
             _STATE = None  # would read its stop flag as a Ctrl-C and put its job back
         log.info("worker %s stopped after %d job(s)", st.id, taken)
+    return taken
+
+
+def _start(st: WorkerState, threads: int | None) -> None:
+    """Torch's thread count and the device, then the queue's housekeeping."""
+    import torch
+
+    st.threads = threads or default_threads()
+    torch.set_num_threads(st.threads)
+    _resolve_device(st)
+    st.beat()
+    log.info("worker %s (pid %d) on %s, queue %s", st.id, os.getpid(), st.device_desc,
+             describe_queue())
+    jobs.clean_tmp()  # run folders half-written by a killed worker
+    jobs.recover()
+
+
+def _consume(st: WorkerState, once: bool, max_idle: float | None) -> int:
+    """Take jobs until stopped, ``once`` job, or ``max_idle`` seconds without work; returns
+    how many were taken.
+
+    UMAP's numba compilation (~25 s of CPU, holding the GIL much of the time) is paid once per
+    worker, in a background thread started the first time the queue is empty: a worker started
+    for a job (the app's demo click) runs that job first, undisturbed, and an idle worker is
+    warm for the next job.  XDD_WARMUP=0 skips it (the test suite's workers never use UMAP)."""
+    warm_pending = os.environ.get("XDD_WARMUP", "1") != "0"
+    h = jobqueue.get_huey()
+    redis = queue_url() is not None
+    last_work = last_house = time.monotonic()
+    taken = 0
+    while not st.stop.is_set():
+        task = h.dequeue()  # RedisHuey blocks up to 1 s here
+        if task is not None:
+            taken += 1
+            h.execute(task)
+            last_work = time.monotonic()
+            if once:
+                break
+            continue
+        if warm_pending:
+            warm_pending = False
+            from xdd.core.projection import warm_up
+
+            threading.Thread(target=warm_up, name="umap-warm-up", daemon=True).start()
+        now = time.monotonic()
+        if now - last_house > HOUSEKEEPING_S:
+            last_house = now
+            jobs.recover()
+            jobs.resend_lost()
+        if max_idle is not None and now - last_work > max_idle:
+            if _retire(st, h):
+                break
+            last_work = now
+        if not redis:
+            st.stop.wait(IDLE_POLL_S)
     return taken

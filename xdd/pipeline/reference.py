@@ -1,5 +1,5 @@
 """The unlabeled scoring reference: the in-distribution training images the GAN was pretrained
-on, without their labels, as the features a k-NN or KDE scorer searches (DESIGN.md section 2).
+on, without their labels, as the features a k-NN or KDE scorer searches (docs/DESIGN.md §2).
 
 The reference is embedded once per network, a batch at a time; the PCA is fitted on a seeded
 subset of those same embeddings (not on a second pass over the images), then every row is
@@ -144,3 +144,70 @@ def load_cached(cfg: RunConfig, ref_index: np.ndarray, network: str
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
     return reducer, feats
+
+
+class ReferenceStore:
+    """Each network's unlabeled-reference features, computed once per run and shared by the
+    scorers that search them (the pretrained D's: by its own scores and pyod's).  The
+    pretrained D's are read from disk when an earlier run of its GAN and seed kept them, and
+    kept otherwise; a retrained network's are new to every run.  Safe to call from the side
+    threads: a network's features are computed by the first caller while the others wait."""
+
+    def __init__(self, cfg: RunConfig, images: np.ndarray, ref_index: np.ndarray,
+                 fit_rows: np.ndarray, timings) -> None:
+        import threading
+
+        self.cfg, self.images, self.ref_index, self.fit_rows = cfg, images, ref_index, fit_rows
+        self.timings = timings
+        self.loaded: list[str] = []  # the methods whose reference came from disk
+        self._got: dict[str, tuple] = {}
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    def _lock_for(self, network: str):
+        import threading
+
+        with self._lock:
+            return self._locks.setdefault(network, threading.Lock())
+
+    def features(self, network: str, name: str, model, keep: bool) -> tuple:
+        """(reducer, (n_ref, k) float32 features) of ``model`` (``network``: what identifies
+        it in this run; ``name``: the method asking, which names the timing)."""
+        with self._lock_for(network):
+            if network not in self._got:
+                with self.timings.stage(f"reference:{name}"):
+                    self._got[network] = self._compute(name, model, keep)
+            return self._got[network]
+
+    def _compute(self, name: str, model, keep: bool) -> tuple:
+        from xdd.core.models import weights_digest
+        from xdd.core.scoring import FeatureReducer
+        from xdd.storage.data import to_tensor
+        from xdd.train.retrain import embed_all
+
+        cfg, sc = self.cfg, self.cfg.score
+        digest = weights_digest(model) if keep else ""
+        got = load_cached(cfg, self.ref_index, digest) if keep else None
+        if got is not None:
+            self.loaded.append(name)
+            return got
+        got = reference_features(
+            lambda u8: embed_all(model, to_tensor(u8)).numpy(), self.images, self.ref_index,
+            self.fit_rows, FeatureReducer(sc.knn_pca, sc.normalize, seed=cfg.seed),
+            batch=SCORE_BATCH)
+        if keep:
+            save_cached(cfg, *got, self.ref_index, digest)
+        return got
+
+    def pixels(self) -> tuple:
+        """(reducer, features) of the raw pixels in [0, 1], not normalised: distances between
+        images as such."""
+        from xdd.core.scoring import FeatureReducer
+
+        return reference_features(
+            lambda u8: u8.reshape(len(u8), -1) / 255.0, self.images, self.ref_index,
+            self.fit_rows, FeatureReducer(self.cfg.score.pixel_knn_pca, normalize=False,
+                                          seed=self.cfg.seed), batch=SCORE_BATCH)
+
+    def clear(self) -> None:
+        self._got.clear()

@@ -1,0 +1,160 @@
+"""A run as a list of stages, and a method as one row: the stage list, the objects the stages
+share (scores, reference features), and a method registered here, in the test alone, run
+through the tiny pipeline, the report and the CLI's table."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from xdd.core import methods
+from xdd.core.config import preset
+from xdd.core.methods import Method
+from xdd.core.objectives import IB
+from xdd.pipeline.plan import plan
+
+
+def _names(stages):
+    return [s.name for s in stages]
+
+
+def test_the_plan_lists_the_stages_a_run_executes_in_order():
+    cfg = preset("quick", ood_digit=3)  # pixels, before, mcdd, xdd; maps pca, tsne, umap
+    stages = plan(cfg)
+    assert _names(stages) == [
+        "data", "pretrain", "score:pixels", "score:before", "retrain:mcdd", "score:mcdd",
+        "retrain:xdd", "score:xdd", "commit",
+        "project:before:pca", "project:before:tsne", "project:before:umap",
+        "project:xdd:pca", "project:xdd:tsne", "project:xdd:umap"]
+    by = {s.name: s for s in stages}
+    assert by["score:pixels"].beside and by["score:before"].beside
+    assert not by["score:xdd"].beside and not by["score:mcdd"].beside
+    assert by["score:pixels"].reference == "pixels" and not by["score:pixels"].embeds_test
+    assert by["score:before"].reference == "build" and by["score:before"].keeps_reference
+    assert by["score:xdd"].reference == "build" and not by["score:xdd"].keeps_reference
+
+
+def test_the_plan_reads_each_methods_row():
+    all_methods = preset("tiny", ood_digit=3, methods=tuple(methods.names()),
+                         **{"projection.methods": ()})
+    by = {s.name: s for s in plan(all_methods)}
+    assert by["score:pyod"].reference == "reuse"  # the pretrained D's, built for "before"
+    assert by["score:softmax"].reference is None and by["score:softmax"].embeds_test
+    assert not any(s.kind == "project" for s in by.values())
+    pixels_only = plan(preset("tiny", ood_digit=3, methods=("pixels",)))
+    assert _names(pixels_only) == ["data", "score:pixels", "commit"]  # no GAN, no map
+    only_pyod = {s.name: s for s in plan(preset("tiny", ood_digit=3, methods=("pyod",)))}
+    assert only_pyod["score:pyod"].reference == "build"  # nothing built it before
+
+
+def test_scores_record_metrics_in_the_order_asked():
+    from xdd.core.metrics import all_metrics
+    from xdd.pipeline.scores import Scores
+
+    rng = np.random.default_rng(0)
+    is_ood = (rng.random(200) < 0.2).astype(np.int8)
+    sc = Scores(("labeled", "unlabeled"), is_ood)
+    a, b = rng.normal(size=200), rng.normal(size=200) + is_ood
+    sc.record("unlabeled", "b", b)
+    sc.record("labeled", "a", a, bandwidth=0.5)
+    m = sc.metrics(["a", "b"])
+    assert list(m) == ["labeled", "unlabeled"]
+    assert m["labeled"]["a"] == dict(all_metrics(is_ood, a), bandwidth=0.5)
+    assert m["unlabeled"] == {"b": all_metrics(is_ood, b)}
+    arrays = sc.arrays(["a", "b"])
+    assert sorted(arrays) == ["score_labeled_a", "score_unlabeled_b"]
+    assert arrays["score_unlabeled_b"] is b
+    assert m["unlabeled"]["b"]["auprc"] > m["labeled"]["a"]["auprc"]  # b knows the labels
+
+
+class _CountingNet:
+    """Stands in for a network: ReferenceStore only hands it to its embedding function."""
+
+
+def test_the_reference_store_computes_each_networks_features_once(monkeypatch):
+    from xdd.pipeline import reference
+    from xdd.pipeline.timing import Timings
+
+    calls = []
+    started = threading.Event()
+
+    def fake_compute(self, name, model, keep):
+        calls.append((name, keep))
+        started.set()
+        threading.Event().wait(0.05)  # a second caller arrives while this one computes
+        return ("reducer", np.full((3, 2), len(calls), dtype=np.float32))
+
+    monkeypatch.setattr(reference.ReferenceStore, "_compute", fake_compute)
+    timings = Timings()
+    store = reference.ReferenceStore(preset("tiny", ood_digit=1), np.zeros((5, 28, 28)),
+                                     np.arange(3), np.arange(2), timings)
+    net = _CountingNet()
+    out = []
+    threads = [threading.Thread(target=lambda n=n: out.append(
+        store.features("pretrained", n, net, keep=True))) for n in ("before", "pyod")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and out[0] is out[1]  # one computation, shared
+    assert calls[0][1] is True and list(timings.seconds) == [f"reference:{calls[0][0]}"]
+    other = store.features("retrained:xdd", "xdd", net, keep=False)
+    assert len(calls) == 2 and other[1][0, 0] == 2
+    store.clear()
+    store.features("pretrained", "before", net, keep=True)
+    assert len(calls) == 3  # cleared: computed again
+
+
+@pytest.fixture
+def beta_two():
+    """A throw-away method: the XDD loss at beta = 2, declared here and nowhere else."""
+    row = methods.register(Method(
+        "beta2", "XDD at beta = 2 (test)", "beta 2", "#123456", "a test's method",
+        "embedding", {"labeled": "KDE", "unlabeled": "k-NN"}, objective=IB(beta=2.0)))
+    try:
+        yield row
+    finally:
+        methods.unregister(row.name)
+
+
+def test_a_method_registered_in_a_test_runs_through_the_pipeline_the_report_and_the_cli(
+        beta_two, capsys):
+    from xdd.cli.main import main
+    from xdd.pipeline.experiment import run_experiment
+    from xdd.report.tables import digit_table, results_table
+
+    cfg = preset("tiny", ood_digit=4, methods=("before", "beta2", "xdd"),
+                 **{"projection.methods": ()})
+    assert cfg.methods == ("before", "xdd", "beta2")  # registered methods come after the table
+    assert [s.name for s in plan(cfg) if s.method == "beta2"] == ["retrain:beta2", "score:beta2"]
+    res = run_experiment(cfg, device="cpu")
+    for ref in ("labeled", "unlabeled"):
+        got = res["references"][ref]["beta2"]
+        assert 0.0 < got["auprc"] <= 1.0
+        assert got["auprc"] != res["references"][ref]["xdd"]["auprc"]  # another loss
+    assert "retrain:beta2" in res["timings"] and "score:beta2" in res["timings"]
+
+    df = results_table([res])
+    assert set(df[df.method == "beta2"].reference) == {"labeled", "unlabeled"}
+    assert "beta 2" in digit_table(df, "unlabeled")
+
+    assert main(["show", res["run_key"]]) == 0
+    table = [ln.split() for ln in capsys.readouterr().out.splitlines()]
+    rows = [ln for ln in table if ln[:1] == ["beta2"]]
+    assert [r[1] for r in rows] == ["labeled", "unlabeled"]
+    assert float(rows[0][2]) == pytest.approx(res["references"]["labeled"]["beta2"]["auprc"],
+                                              abs=5e-5)
+
+
+def test_a_registered_name_is_refused_once_it_is_gone(beta_two):
+    from xdd.core.config import ConfigError
+
+    methods.unregister(beta_two.name)
+    try:
+        with pytest.raises(ConfigError, match="unknown method 'beta2'"):
+            preset("tiny", ood_digit=4, methods=("beta2",))
+    finally:
+        methods.register(beta_two)  # the fixture unregisters it
+    with pytest.raises(ValueError, match="exists already"):
+        methods.register(beta_two)
