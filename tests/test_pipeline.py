@@ -158,3 +158,52 @@ def test_a_registered_name_is_refused_once_it_is_gone(beta_two):
         methods.register(beta_two)  # the fixture unregisters it
     with pytest.raises(ValueError, match="exists already"):
         methods.register(beta_two)
+
+
+def test_a_run_keeps_each_retrainings_curves_verified_and_the_last_loss_is_the_reported_one(
+        tiny_run):
+    from xdd.pipeline.curves import CURVES_FILE, load_curves
+    from xdd.storage import store
+
+    curves = load_curves(tiny_run.key)
+    steps = tiny_run.cfg.retrain.steps
+    retrained = [m for m in tiny_run.cfg.methods if methods.BY_NAME[m].objective]
+    assert sorted(curves) == sorted(retrained) and steps > 1
+    for m in retrained:
+        c = curves[m]
+        assert list(c["step"]) == list(range(1, steps + 1))
+        assert np.all(c["lr"] == tiny_run.cfg.retrain.lr)
+        assert np.all(c["within"] >= 0) and np.all(c["between"] > 0)
+        # the loss is the sum of its two sides, each weighed as the loss weighs it
+        assert np.allclose(c["ixz"] + c["izy"], c["loss"], rtol=1e-5, atol=1e-6)
+    beta = tiny_run.cfg.retrain.beta
+    xdd = curves[methods.AFTER]
+    assert np.allclose(xdd["izy"], beta * (xdd["mcdd"] + tiny_run.cfg.retrain.pull_weight
+                                           * xdd.get("pull", 0.0)), rtol=1e-6)
+    assert np.all(curves["mcdd"]["ixz"] == 0)  # the MCDD-only method has no pairwise side
+    # an altered file is not read
+    path = store.run_dir(tiny_run.key) / CURVES_FILE
+    path.write_bytes(path.read_bytes()[:-8] + b"12345678")
+    assert load_curves(tiny_run.key) is None
+
+
+def test_the_last_curve_value_is_the_last_loss_the_retraining_reported():
+    import torch
+
+    from xdd.core.models import Discriminator
+    from xdd.train.retrain import retrain
+
+    cfg = preset("tiny", ood_digit=0).retrain
+    torch.manual_seed(0)
+    D0 = Discriminator(0.5).eval()
+    x = torch.rand(18, 1, 28, 28) * 2 - 1
+    y = torch.arange(9).repeat(2)
+    out = retrain(D0, cfg, x, y, methods.AFTER, seed=1, report_every=4)
+    assert out.curves["loss"][-1] == out.history[-1]["loss"]
+    assert len(out.curves["loss"]) == cfg.steps and out.history[-1]["step"] == cfg.steps
+
+
+def test_a_run_made_before_curves_has_none():
+    from xdd.pipeline.curves import load_curves
+
+    assert load_curves("0123456789abcdef") is None

@@ -81,8 +81,13 @@ class IB(Objective):
         beta, pw = self.weights_for(cfg)
 
         def loss(z, yb):
-            return xdd_loss(z, yb, centers, log_sigma, bias, beta=beta, pair_weight=pw,
-                            pair_mode=cfg.pair_mode, pull_weight=cfg.pull_weight)
+            out, parts = xdd_loss(z, yb, centers, log_sigma, bias, beta=beta, pair_weight=pw,
+                                  pair_mode=cfg.pair_mode, pull_weight=cfg.pull_weight)
+            # the two sides of L = I(X;Z) - beta I(Z;Y), each as the loss weighs it
+            # (estimators: the pairwise term and the MCDD term with its centre pull)
+            side_x = pw * parts["pairwise"]
+            side_y = beta * (parts["mcdd"] + cfg.pull_weight * parts.get("pull", 0.0))
+            return out, dict(parts, ixz=side_x, izy=side_y)
         return Trainer([centers, log_sigma, bias], loss)
 
 

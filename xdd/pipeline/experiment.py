@@ -18,6 +18,7 @@ import numpy as np
 from xdd.core.config import CODE_VERSION, RunConfig, pretrain_key, run_key, to_dict
 from xdd.core.methods import BY_NAME
 from xdd.core.variants import variant
+from xdd.pipeline.curves import CURVES_FILE, curve_arrays
 from xdd.pipeline.gan import ensure_pretrained
 from xdd.pipeline.inputs import RunData, prepare
 from xdd.pipeline.plan import Stage, network_key, plan
@@ -58,6 +59,7 @@ class Run:
         self.D = None  # the pretrained discriminator
         self.gan: dict[str, Any] = {"source": None, "losses": None, "samples": None}
         self.nets: dict[str, Net] = {}  # method -> its retrained network, until scored
+        self.curves: dict[str, dict[str, list[float]]] = {}  # method -> its training curves
         self.scores: Scores | None = None
         self.refs: ReferenceStore | None = None
 
@@ -99,6 +101,7 @@ class Run:
         out = retrain(self.D, cfg.retrain, self.data.x_lab, self.data.y_lab_idx, stage.method,
                       cfg.seed, self.progress, x_unlabeled=x_unl)
         self.nets[stage.method] = Net(out.D, out.head)
+        self.curves[stage.method] = out.curves
 
     def stage_score(self, stage: Stage, report: bool = True) -> None:
         method = BY_NAME[stage.method]
@@ -178,6 +181,8 @@ class Run:
                         is_ood=d.is_ood, labeled_index=d.splits.labeled, labeled_label=d.y_lab,
                         reference_index=d.ref_index.astype(np.int32),
                         **self.scores.arrays(order))
+        if self.curves:
+            self.writer.npz(CURVES_FILE, **curve_arrays(self.curves))
         self.writer.json("config.json", to_dict(self.cfg))
         results = self.results(t_all, started)
         if maps:

@@ -26,7 +26,31 @@ Progress = Callable[[str, int, int, dict], None]
 class Retrained:
     D: Discriminator  # a retrained copy; the pretrained D is left untouched
     head: nn.Linear | None = None  # the softmax objective's classifier
-    history: list[dict] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)  # what progress reported, every few steps
+    # every step: the loss and each of its terms as the loss weighs them, the labeled
+    # embedding's within-class spread and mean inter-class distance, the learning rate
+    curves: dict[str, list[float]] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def class_geometry(z: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(within-class spread, mean squared distance between class centres) of embeddings z
+    (N, d) on the unit sphere, classes y (N,): how tight the classes are and how far apart."""
+    from xdd.core.losses import within_class_spread
+
+    z = F.normalize(z.detach(), dim=1)
+    classes, inv = torch.unique(y, return_inverse=True)
+    means = torch.zeros(len(classes), z.shape[1], dtype=z.dtype).index_add_(0, inv, z)
+    means /= torch.bincount(inv, minlength=len(classes)).to(z.dtype)[:, None]
+    k = len(classes)
+    between = (torch.cdist(means, means) ** 2).sum() / max(1, k * (k - 1))
+    return float(within_class_spread(z, y)), float(between)
+
+
+def _record(curves: dict[str, list[float]], step: int, parts: dict, z, y, lr: float) -> None:
+    within, between = class_geometry(z, y)
+    for name, value in dict(parts, step=step, within=within, between=between, lr=lr).items():
+        curves.setdefault(name, []).append(float(value))
 
 
 def shift_images(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
@@ -123,13 +147,17 @@ def retrain(D0: Discriminator, cfg: RetrainConfig, x: torch.Tensor, y: torch.Ten
     if progress:
         progress(stage, 0, cfg.steps, {})
     for step in range(1, cfg.steps + 1):
-        loss, parts = trainer.loss(embed(shift_images(x, cfg.augment_shift, gen)), y)
+        z = embed(shift_images(x, cfg.augment_shift, gen))
+        loss, parts = trainer.loss(z, y)
         if anchored:
             anchor = _anchor(D, D0, cfg, x_unlabeled, gen, device)
             loss = loss + cfg.anchor_weight * anchor
             parts = dict(parts, anchor=float(anchor.detach()))
         if cfg.l2sp > 0:
             loss = loss + cfg.l2sp * sum(((p - a) ** 2).sum() for p, a in zip(trainable, anchors))
+        if cfg.l2sp > 0 or anchored:
+            parts = dict(parts, loss=float(loss.detach()))
+        _record(out.curves, step, parts, z, y, opt.param_groups[0]["lr"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
