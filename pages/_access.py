@@ -20,6 +20,7 @@ import streamlit as st
 
 from pages._messages import flash
 from xdd.jobs import api as jobs
+from xdd.jobs import store as jobstore
 from xdd.storage import store
 
 
@@ -50,7 +51,7 @@ def _generated_token() -> str:
     token = secrets.token_urlsafe(18)
     where = ""
     try:
-        path = jobs.jobs_dir() / "admin-token"
+        path = jobstore.jobs_dir() / "admin-token"
         store.atomic_write_bytes(path, (token + "\n").encode())
         os.chmod(path, 0o600)
         where = f" (also in {path})"

@@ -2,8 +2,13 @@
 
 The rest of the page helpers live beside this module, by responsibility: ``_access`` (who may
 do what), ``_data`` (cached reads of the run cache), ``_jobs`` (submission, tracking, the demo,
-estimates), ``_messages`` (errors now or on the next run).  Text formatting and device
-detection are in the core (``xdd.core.fmt``, ``xdd.core.device``).
+estimates), ``_board`` (the followed jobs' cards and the job list), ``_charts`` (the look all
+charts share), ``_messages`` (errors now or on the next run).  Text formatting and device
+detection are in the core (``xdd.core.fmt``, ``xdd.core.device``); what the Results page shows
+is shaped in the report package (``xdd.report.views``).
+
+Each page (run.py, results.py, embeddings.py, method.py) is a ``render()`` made of named
+sections, called once at the end of the file: st.navigation runs the file as a script.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from pages._data import cached_runs
 from pages._jobs import device_info
 from pages._messages import safe_call
 from xdd.jobs import api as jobs
+from xdd.jobs import workerproc
 
 # Ten distinguishable digit colours (Tableau 10); the OOD digit is redrawn on top in black-edged
 # red-orange so that it stands out whatever its number.
@@ -81,7 +87,7 @@ def _sidebar_body() -> None:
         st.markdown("**Jobs** &nbsp; unavailable: the cache folder cannot be written")
     else:
         # Two reads of the job store per refresh: the workers and the active jobs.
-        live = safe_call(jobs.workers, what="check the worker", default=[]) or []
+        live = safe_call(workerproc.workers, what="check the worker", default=[]) or []
         counts = safe_call(jobs.queue_counts, what="count the jobs",
                            default={"queued": 0, "running": 0}) or {"queued": 0, "running": 0}
         alive = bool(live)
@@ -96,7 +102,7 @@ def _sidebar_body() -> None:
         if waiting and not alive and can_submit():
             if st.button("Start the worker", key="sidebar-start-worker"):
                 with st.spinner("Starting…"):
-                    ok = safe_call(jobs.ensure_worker, what="start the worker", default=False)
+                    ok = safe_call(workerproc.ensure_worker, what="start the worker", default=False)
                 if not ok:
                     st.error("The worker did not start; see cache/jobs/worker.log.")
     if is_admin():

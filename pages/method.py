@@ -5,15 +5,23 @@ imports torch only when the button is pressed (see xdd/core/toy.py, a pure funct
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from pages._charts import MAIN_WIDTH, legend_row, show, styled
 from pages._common import DIGIT_COLORS, require_router
-from xdd.core.toy import N_CLASSES, TOY_STEPS, toy_claims
 from xdd.core.config import preset
+from xdd.core.methods import color, short
+from xdd.core.toy import N_CLASSES, TOY_STEPS, toy_claims
 
+# The pairwise weight λ of the toy's two runs, in xdd.core.toy.train_toy's order: the MCDD
+# term alone, then the XDD loss (train_toy's default pair weight).
+TOY_LAMBDAS = (0, 1)
+PAIR_MODES = ["sphere", "ratio"]
 
 
 def reference_picture() -> go.Figure:
@@ -40,21 +48,16 @@ def reference_picture() -> go.Figure:
         go.Scatter(x=[test[0]], y=[test[1]], mode="markers", name="an ordinary test image",
                    marker=dict(size=14, color="#d62728", symbol="star")),
     ])
-    fig.update_layout(height=360, margin=dict(l=5, r=5, t=10, b=5), plot_bgcolor="white",
-                      xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x"),
-                      legend=dict(x=1.0, xanchor="left"))
-    return fig
+    return styled(fig, 360, margin=(5, 5, 10, 5), xaxis=dict(visible=False),
+                  yaxis=dict(visible=False, scaleanchor="x"),
+                  legend=dict(x=1.0, xanchor="left"))
 
 
-require_router()
-st.title("Method: the XDD loss")
-st.caption("S. Ando, *Deep Representation Learning with an Information-theoretic Loss*. "
-           "The network is the discriminator of a GAN; retraining reshapes its embedding "
-           "z = f(x) with a few labeled images per digit.")
+# ---------------------------------------------------------------- the loss, step by step
 
-tab_loss, tab_toy = st.tabs(["The loss, step by step", "Try it: MCDD only vs XDD"])
 
-with tab_loss:
+def objective_section() -> None:
+    """1 · the information bottleneck the loss starts from."""
     st.subheader("1 · The objective: an information bottleneck")
     st.markdown("The embedding $Z=f(X)$ should forget as much about the image $X$ as it can "
                 "while keeping what tells the classes $Y$ apart:")
@@ -63,6 +66,9 @@ with tab_loss:
                 "estimate on a batch of $N$ labeled embeddings $z_1,\\dots,z_N$ with classes "
                 "$y_1,\\dots,y_N$.")
 
+
+def mcdd_section() -> None:
+    """2 · the MCDD term: a lower bound on I(Z;Y)."""
     st.subheader("2 · Keeping the class information: the MCDD term")
     st.markdown("Give every in-distribution class $k$ a Gaussian with center $\\mu_k$, width "
                 "$\\sigma_k$ and log-prior $b_k$ (Deep MCDD, Lee et al. 2020). Its posterior is a "
@@ -78,6 +84,9 @@ with tab_loss:
                 "center and away from the others' centers, i.e. it makes each class a tight "
                 "Gaussian blob. It only needs the classes to be *separable*, not far apart.")
 
+
+def pairwise_section() -> None:
+    """3 · the pairwise term: the paper's estimate of I(X;Z), between classes only."""
     st.subheader("3 · Forgetting the rest: the pairwise term")
     st.markdown("The paper estimates $I(X;Z)$ from the distances between embeddings (a Gaussian "
                 "kernel estimate of the entropy of $Z$ with width $\\sigma$) and reads it as the "
@@ -92,6 +101,9 @@ with tab_loss:
                 "the class blobs spread out over the whole embedding space and leave empty room "
                 "between them, which is where an unseen digit can land and be noticed.")
 
+
+def well_posed_section() -> None:
+    """4 · the unit sphere (and the ratio mode), the loss training minimises, its settings."""
     st.subheader("4 · Making it well posed")
     st.markdown("As written, $\\mathcal{L}_{\\text{pair}}$ has no minimum: multiplying every "
                 "$z$ by 10 multiplies it by 100, so a network could lower it forever by growing "
@@ -119,6 +131,9 @@ with tab_loss:
                 + ". docs/METHOD.md says how they were chosen (on a validation split, never "
                   "the test set).")
 
+
+def scoring_section() -> None:
+    """5 · the paper's score: a KDE over the labeled embeddings."""
     st.subheader("5 · Scoring")
     st.markdown("After retraining, a kernel density estimate is fitted on the embeddings of the "
                 "labeled images only. A test image's anomaly score is its negative log density: "
@@ -127,6 +142,9 @@ with tab_loss:
     st.latex(r"s(x) \;=\; -\log \frac{1}{L}\sum_{l=1}^{L} "
              r"\mathcal{N}\big(\hat f(x);\,\hat f(x_l),\,h^2 I\big)")
 
+
+def references_section() -> None:
+    """6 · the two references, with a sketch."""
     st.subheader("6 · Two scoring references")
     st.markdown("The paper measures how far a test image is from the **labeled** images only "
                 "(90 of them, black crosses below), so a perfectly ordinary image that happens "
@@ -136,12 +154,24 @@ with tab_loss:
                 "test image): every run reports both, each number named by its reference.")
     st.latex(r"s_{\text{unlabeled}}(x) \;=\; \big\lVert \hat f(x) - "
              r"\hat f(x_{(k)})\big\rVert,\quad x_{(k)} = k\text{-th nearest unlabeled image}")
-    st.plotly_chart(reference_picture(), key="ref-fig", config={"displaylogo": False})
+    show(reference_picture(), "ref-fig")
+
+
+def loss_tab() -> None:
+    for section in (objective_section, mcdd_section, pairwise_section, well_posed_section,
+                    scoring_section, references_section):
+        section()
+
 
 # ---------------------------------------------------------------- live toy
 
 
-def _sphere_wire() -> list[go.Scatter3d]:
+def toy_runs(out: dict[str, Any]) -> list[tuple[str, str]]:
+    """(method, title) of the toy's two runs: the MCDD-only baseline, then XDD."""
+    return [(m, f"{short(m)} (λ = {lam:g})") for m, lam in zip(out["methods"], TOY_LAMBDAS)]
+
+
+def _sphere_wire() -> go.Scatter3d:
     """A few latitude and longitude circles, so the eye reads the points as on a sphere."""
     t = np.linspace(0, 2 * np.pi, 73)
     lines = []
@@ -162,13 +192,13 @@ def _sphere_wire() -> list[go.Scatter3d]:
 def toy_figure(out: dict) -> go.Figure:
     """Both runs side by side on the unit sphere, animated over the training snapshots."""
     y = out["y"]
-    names = (("mcdd", "MCDD only (λ = 0)"), ("xdd", "XDD (λ = 1)"))
-    fig = make_subplots(rows=1, cols=2, subplot_titles=[t for _, t in names],
+    runs = toy_runs(out)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[t for _, t in runs],
                         specs=[[{"type": "scene"}, {"type": "scene"}]], horizontal_spacing=0.02)
 
     def traces(frame: int) -> list[go.Scatter3d]:
         tr = []
-        for col, (m, _) in enumerate(names, start=1):
+        for col, (m, _) in enumerate(runs, start=1):
             z = out["methods"][m]["snapshots"][frame]
             for k in range(N_CLASSES):
                 tr.append(go.Scatter3d(
@@ -191,9 +221,9 @@ def toy_figure(out: dict) -> go.Figure:
     scene = dict(xaxis=axis, yaxis=axis, zaxis=axis, aspectmode="cube",
                  camera=dict(eye=dict(x=0.95, y=0.95, z=0.6)))
     anim = dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))
-    fig.update_layout(
-        scene=scene, scene2=scene, height=600, margin=dict(l=0, r=0, t=40, b=0),
-        legend=dict(orientation="h", y=-0.02, x=0.5, xanchor="center"),
+    return styled(
+        fig, 600, margin=(0, 0, 40, 0), scene=scene, scene2=scene,
+        legend=legend_row(-0.02, x=0.5, xanchor="center"),
         updatemenus=[dict(type="buttons", showactive=False, x=0.0, y=-0.16, xanchor="left",
                           buttons=[dict(label="▶ play", method="animate",
                                         args=[None, dict(frame=dict(duration=120, redraw=True),
@@ -203,86 +233,114 @@ def toy_figure(out: dict) -> go.Figure:
                       currentvalue=dict(prefix="training step "),
                       steps=[dict(label=str(s), method="animate", args=[[str(s)], anim])
                              for s in out["steps"]])])
-    return fig
 
 
 def stats_figure(out: dict) -> go.Figure:
-    names = (("mcdd", "MCDD only (λ = 0)"), ("xdd", "XDD (λ = 1)"))
     fig = make_subplots(rows=1, cols=2, subplot_titles=[
         "within-class spread (lower = tighter classes)",
         "mean distance² between classes (higher = further apart)"])
-    for m, label in names:
+    for m, title in toy_runs(out):
         stats = out["methods"][m]["stats"]
-        color = "#1f77b4" if m == "mcdd" else "#d62728"
+        line = dict(color=color(m), width=MAIN_WIDTH)
         xs = [s["step"] for s in stats]
-        fig.add_trace(go.Scatter(x=xs, y=[s["within"] for s in stats], name=label,
-                                 line=dict(color=color, width=3), legendgroup=m), 1, 1)
-        fig.add_trace(go.Scatter(x=xs, y=[s["between"] for s in stats], name=label,
-                                 line=dict(color=color, width=3), legendgroup=m,
-                                 showlegend=False), 1, 2)
-    fig.update_layout(height=300, margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white",
-                      legend=dict(orientation="h", y=1.25, x=0))
-    fig.update_xaxes(title_text="training step", gridcolor="#eee")
-    fig.update_yaxes(gridcolor="#eee", rangemode="tozero")
+        fig.add_trace(go.Scatter(x=xs, y=[s["within"] for s in stats], name=title,
+                                 line=line, legendgroup=m), 1, 1)
+        fig.add_trace(go.Scatter(x=xs, y=[s["between"] for s in stats], name=title,
+                                 line=line, legendgroup=m, showlegend=False), 1, 2)
+    styled(fig, 300, margin=(10, 10, 40, 10), grid="xy", legend=legend_row(1.25))
+    fig.update_xaxes(title_text="training step")
+    fig.update_yaxes(rangemode="tozero")
     return fig
 
 
-with tab_toy:
+def toy_controls() -> tuple[tuple[int, float, str, int], bool]:
+    """The toy's settings and its button: (steps, beta, pair mode, seed), pressed."""
+    trained = preset("quick").retrain
+    t1, t2, t3, t4, t5 = st.columns([1, 1, 1, 0.8, 1.1], vertical_alignment="bottom")
+    steps = t1.slider("Training steps", 100, 600, TOY_STEPS, step=50, key="toy-steps")
+    beta = t2.slider("β (MCDD weight)", 0.25, 4.0, 1.0, step=0.25, key="toy-beta")
+    mode = t3.segmented_control(
+        "Pairwise term", PAIR_MODES, required=True, key="toy-mode",
+        default=trained.pair_mode if trained.pair_mode in PAIR_MODES else "sphere",
+        help="sphere: distances on the unit sphere; ratio: the same, in units of the "
+             "within-class spread (see 4 · Making it well posed).")
+    seed = t4.number_input("Seed", 0, 999, 0, key="toy-seed")
+    go_btn = t5.button("▶ Train both", type="primary", key="toy-run", width="stretch")
+    return (int(steps), float(beta), str(mode), int(seed)), go_btn
+
+
+def toy_caption(out: dict[str, Any], mode: str) -> None:
+    """The two runs' last within-class spread and distance between classes, in words."""
+    (mb, base), (mx, full) = [(m, out["methods"][m]["stats"][-1]) for m, _ in toy_runs(out)]
+    st.caption(
+        f"After {out['steps'][-1]} steps: within-class spread {base['within']:.2f} "
+        f"({short(mb)}) vs {full['within']:.2f} ({short(mx)}); mean distance² between classes "
+        f"{base['between']:.2f} vs {full['between']:.2f}. The MCDD term is "
+        "content once the classes can be told apart, even if they all sit on one side of "
+        "the sphere. The pairwise term pushes the distance between classes toward its "
+        "largest possible value, 2.25 for nine equal classes, reached when every class is "
+        "tight and the classes balance around the centre of the sphere."
+        + (" In ratio mode the same term also shrinks every class toward a point."
+           if mode == "ratio" else ""))
+
+
+def toy_results(params: tuple[int, float, str, int]) -> None:
+    """The last toy run's spheres, statistics and what to watch (or how to start one)."""
+    toy = st.session_state.get("toy")
+    if toy is None:
+        st.caption("Press **Train both** (a few seconds on a CPU), then press ▶ play under the "
+                   "spheres or drag the step slider.")
+        return
+    used, out = toy
+    if used != params:
+        st.caption("The plots show the previous settings; press **Train both** to retrain.")
+    show(toy_figure(out), "toy-fig")
+    st.markdown("**What to watch**")
+    show(stats_figure(out), "toy-stats")
+    toy_caption(out, used[2])
+    claims = toy_claims(out, used[2])
+    failed = [c for c, ok in claims.items() if not ok]
+    if failed:
+        what = {"spreads": "XDD did not spread the classes further apart than MCDD only",
+                "pulls": "XDD's classes did not end tighter than MCDD only's"}
+        st.warning(f"Seed {used[3]} is one of the exceptions: " + "; ".join(
+            what[c] for c in failed) + ". With the default settings (300 steps, β = 1) that "
+            "happens on about 1 seed in 20 (a class splits in two, or two classes share "
+            "a spot); try another seed.")
+
+
+def toy_tab() -> None:
     st.subheader("MCDD only vs XDD on a toy problem")
     st.markdown(f"{N_CLASSES} classes × 10 points in the plane (blobs on a 3×3 grid that "
                 "almost touch) go through a small network (2 → 64 → 64 → 3) whose output is "
                 "put on the unit sphere. Both runs start from the same network and use the same "
                 "loss function as the real retraining (`xdd_loss`); the only difference is the "
                 "pairwise weight λ. Drag a sphere to turn it.")
-    trained = preset("quick").retrain
-    modes = ["sphere", "ratio"]
-    t1, t2, t3, t4, t5 = st.columns([1, 1, 1, 0.8, 1.1], vertical_alignment="bottom")
-    steps = t1.slider("Training steps", 100, 600, TOY_STEPS, step=50, key="toy-steps")
-    beta = t2.slider("β (MCDD weight)", 0.25, 4.0, 1.0, step=0.25, key="toy-beta")
-    mode = t3.segmented_control(
-        "Pairwise term", modes, required=True, key="toy-mode",
-        default=trained.pair_mode if trained.pair_mode in modes else "sphere",
-        help="sphere: distances on the unit sphere; ratio: the same, in units of the "
-             "within-class spread (see 4 · Making it well posed).")
-    seed = t4.number_input("Seed", 0, 999, 0, key="toy-seed")
-    go_btn = t5.button("▶ Train both", type="primary", key="toy-run", width="stretch")
-
-    params = (int(steps), float(beta), str(mode), int(seed))
-    if go_btn:
+    params, pressed = toy_controls()
+    if pressed:
         from xdd.core.toy import train_toy  # torch is imported here, on demand
 
+        steps, beta, mode, seed = params
         with st.spinner("Training two tiny networks…"):
-            st.session_state["toy"] = (params, train_toy(
-                seed=int(seed), steps=int(steps), beta=float(beta), pair_mode=str(mode)))
+            st.session_state["toy"] = (params, train_toy(seed=seed, steps=steps, beta=beta,
+                                                         pair_mode=mode))
+    toy_results(params)
 
-    toy = st.session_state.get("toy")
-    if toy is None:
-        st.caption("Press **Train both** (a few seconds on a CPU), then press ▶ play under the "
-                   "spheres or drag the step slider.")
-    else:
-        used, out = toy
-        if used != params:
-            st.caption("The plots show the previous settings; press **Train both** to retrain.")
-        st.plotly_chart(toy_figure(out), key="toy-fig", config={"displaylogo": False})
-        st.markdown("**What to watch**")
-        st.plotly_chart(stats_figure(out), key="toy-stats", config={"displaylogo": False})
-        last = {m: out["methods"][m]["stats"][-1] for m in ("mcdd", "xdd")}
-        st.caption(
-            f"After {out['steps'][-1]} steps: within-class spread {last['mcdd']['within']:.2f} "
-            f"(MCDD only) vs {last['xdd']['within']:.2f} (XDD); mean distance² between classes "
-            f"{last['mcdd']['between']:.2f} vs {last['xdd']['between']:.2f}. The MCDD term is "
-            "content once the classes can be told apart, even if they all sit on one side of "
-            "the sphere. The pairwise term pushes the distance between classes toward its "
-            "largest possible value, 2.25 for nine equal classes, reached when every class is "
-            "tight and the classes balance around the centre of the sphere."
-            + (" In ratio mode the same term also shrinks every class toward a point."
-               if used[2] == "ratio" else ""))
-        claims = toy_claims(out, used[2])
-        failed = [c for c, ok in claims.items() if not ok]
-        if failed:
-            what = {"spreads": "XDD did not spread the classes further apart than MCDD only",
-                    "pulls": "XDD's classes did not end tighter than MCDD only's"}
-            st.warning(f"Seed {used[3]} is one of the exceptions: " + "; ".join(
-                what[c] for c in failed) + ". With the default settings (300 steps, β = 1) that "
-                "happens on about 1 seed in 20 (a class splits in two, or two classes share "
-                "a spot); try another seed.")
+
+# ---------------------------------------------------------------- the page
+
+
+def render() -> None:
+    require_router()
+    st.title("Method: the XDD loss")
+    st.caption("S. Ando, *Deep Representation Learning with an Information-theoretic Loss*. "
+               "The network is the discriminator of a GAN; retraining reshapes its embedding "
+               "z = f(x) with a few labeled images per digit.")
+    tab_loss, tab_toy = st.tabs(["The loss, step by step", "Try it: MCDD only vs XDD"])
+    with tab_loss:
+        loss_tab()
+    with tab_toy:
+        toy_tab()
+
+
+render()

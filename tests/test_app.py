@@ -1,7 +1,7 @@
 """The Streamlit pages under streamlit.testing's AppTest: every page with an empty cache, with
 a cached tiny run, and with a failed job; the widgets, charts and numbers they show.
 
-No worker process is started here: ``jobs.ensure_worker`` is replaced by a stub, and the one
+No worker process is started here: ``workerproc.ensure_worker`` is replaced by a stub, and the one
 job that has to run (the failing one) runs in this process through ``xdd.jobs.worker.run_job``.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from xdd.core import config
+from xdd.core import config, variants
 from xdd.jobs import api as jobs
 from xdd.storage import store
 from xdd.jobs import workerproc
@@ -43,7 +43,7 @@ def no_worker(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         calls.append(1)
         return False
 
-    monkeypatch.setattr(jobs, "ensure_worker", fake_ensure_worker)
+    monkeypatch.setattr(workerproc, "ensure_worker", fake_ensure_worker)
     return calls
 
 
@@ -138,7 +138,7 @@ def test_quick_demo_submits_one_quick_job_and_follows_it(no_worker: list[int]) -
     # before vs XDD with the pixel baseline, both references; the rest is the quick preset
     assert cfg["methods"] == ["pixels", "before", "xdd"]
     assert cfg["score"]["references"] == ["labeled", "unlabeled"]
-    assert config.variant(cfg) == []  # grouped with the quick preset's runs
+    assert variants.variant(cfg) == []  # grouped with the quick preset's runs
     assert at.query_params["job"] == listed[0]["id"]
     assert no_worker == [1]
     assert at.title[0].value == "Run an experiment"  # switched to the Run page
@@ -173,7 +173,7 @@ def test_paper_preset_states_an_honest_time_estimate() -> None:
     # nothing measured on this machine yet: no number, a statement that it is being timed
     assert any("being timed" in c.value for c in at.caption)
     assert not any("in all" in m.value for m in at.markdown if "**Runs on**" in m.value)
-    from xdd.estimate import model as estimate
+    import xdd.estimate as estimate
 
     rates = lambda pre: {"pretrain_step_s": {"fp32": pre}, "retrain_step_s": 0.05,  # noqa: E731
                          "score_image_s": 3e-4}
@@ -242,7 +242,7 @@ def test_the_fast_pretraining_is_a_setting_of_the_submitted_runs(no_worker: list
     assert cfg.pretrain.precision == "bf16" and cfg.pretrain.channels_last is True
     # another GAN than the fp32 one of the same digit and seed, named as the run's variant
     assert config.pretrain_key(cfg) != config.pretrain_key(preset("tiny", ood_digit=4))
-    assert config.variant(job["config"]) == ["pretrain.channels_last=True",
+    assert variants.variant(job["config"]) == ["pretrain.channels_last=True",
                                              "pretrain.precision=bf16"]
 
 
@@ -434,7 +434,7 @@ def test_results_error_bars_over_seeds_and_auprc_vs_shots(tiny_run) -> None:
 
 def test_results_page_numbers_equal_the_report(tiny_run) -> None:
     """Three runs of one digit: the page's per-digit mean and s.d. are docs/RESULTS.md's."""
-    from xdd.report.tables import cache_report
+    from xdd.report.document import cache_report
 
     key = tiny_run.key
     x = tiny_run.results["methods"]["xdd"]["auprc"]

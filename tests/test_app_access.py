@@ -11,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from xdd.jobs import api as jobs
+from xdd.jobs import workerproc
 from xdd.storage import store
 from xdd.core.config import preset
 
@@ -20,7 +21,7 @@ APP = str(REPO / "app.py")
 
 @pytest.fixture(autouse=True)
 def no_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobs, "ensure_worker", lambda *a, **k: False)
+    monkeypatch.setattr(workerproc, "ensure_worker", lambda *a, **k: False)
 
 
 def open_run(**query: Any) -> AppTest:

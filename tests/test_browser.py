@@ -80,7 +80,7 @@ def _worker_pids(cache: Path) -> set[int]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDD_CACHE", str(cache))
         try:
-            for w in jobs.workers(alive_only=False):
+            for w in workerproc.workers(alive_only=False):
                 if w.get("host") == workerproc.HOST and isinstance(w.get("pid"), int):
                     pids.add(w["pid"])
         except Exception:

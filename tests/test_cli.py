@@ -185,7 +185,7 @@ def test_run_prints_auprc_before_and_after(tiny_run):
 
 
 def test_the_run_estimate_is_the_machines_at_the_clis_thread_count(tiny_run):
-    from xdd.estimate import model as E
+    import xdd.estimate as E
     from xdd.cli.main import _run_estimate
     from xdd.core.fmt import fmt_duration
 

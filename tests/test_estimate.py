@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from xdd.estimate import model as E
+import xdd.estimate as E
+from xdd.estimate import costs
 from xdd.storage import store
 from xdd.core.config import CODE_VERSION, preset
 
@@ -93,11 +94,11 @@ def test_this_machines_runs_take_precedence(tiny_run):
     res = tiny_run.results
     cfg = preset("tiny", ood_digit=3)  # not cached; its GAN is not either
     rates = E.rates_from_runs([res], "tiny", "cpu")
-    assert rates["pretrain_step_s"] == pytest.approx(
+    assert rates.pretrain_step_s == pytest.approx(
         res["timings"]["pretrain"] / tiny_run.cfg.pretrain.steps)
     per_step = sorted(v / tiny_run.cfg.retrain.steps for k, v in res["timings"].items()
                       if k.startswith("retrain:"))  # mcdd, xdd
-    assert rates["retrain_step_s"] == pytest.approx(sum(per_step) / 2)
+    assert rates.retrain_step_s == pytest.approx(sum(per_step) / 2)
     n = E.run_threads(res)  # the torch threads the tiny run recorded
     assert n is not None and n >= 1
     est = E.estimate([cfg], [res], "cpu", threads=n)
@@ -107,11 +108,11 @@ def test_this_machines_runs_take_precedence(tiny_run):
     # a cached config costs nothing
     assert E.estimate([tiny_run.cfg], [res], "cpu").seconds == 0.0
     # runs made at another thread count, or pretrained in another mode, are not this run's cost
-    assert E.rates_from_runs([res], "tiny", "cpu", threads=n + 1)["pretrain_step_s"] is None
-    assert E.rates_from_runs([res], "tiny", "cpu", threads=n, mode="bf16+cl")[
-        "pretrain_step_s"] is None
-    assert E.rates_from_runs([res], "tiny", "cpu", threads=n)["retrain_step_s"] \
-        == rates["retrain_step_s"]
+    assert E.rates_from_runs([res], "tiny", "cpu", threads=n + 1).pretrain_step_s is None
+    assert E.rates_from_runs([res], "tiny", "cpu", threads=n,
+                             mode="bf16+cl").pretrain_step_s is None
+    assert E.rates_from_runs([res], "tiny", "cpu", threads=n).retrain_step_s \
+        == rates.retrain_step_s
 
 
 def test_the_rates_are_the_ones_measured_at_the_runs_thread_count_and_mode():
@@ -204,7 +205,7 @@ def test_runs_whose_stages_overlap_are_counted_at_the_wall_clock_they_took():
     staged = 10 + 10 + 4 + 5 + 5 + 5 + 1 + 1 + 3 + 3  # 47 s of stages, 1 s of data
     run = _synthetic_run(wall=1.0 + 0.5 * staged)
     rates = E.rates_from_runs([run], "tiny", "cpu", threads=1)
-    assert rates["overlap"] == pytest.approx(0.5)
+    assert rates.overlap == pytest.approx(0.5)
     # the same config again: the estimate is the wall clock that run took, not its stage sum
     est = E.estimate([preset("tiny", ood_digit=8)], [run], "cpu", threads=1,
                      gan_available=lambda c: True)
@@ -212,15 +213,15 @@ def test_runs_whose_stages_overlap_are_counted_at_the_wall_clock_they_took():
     assert est.seconds == pytest.approx(run["wall_time_s"])
     # two runs: the median overlap; a run at another thread count does not count
     runs = [run, _synthetic_run(wall=1.0 + 0.7 * staged), _synthetic_run(wall=5.0, threads=2)]
-    assert E.rates_from_runs(runs, "tiny", "cpu", threads=1)["overlap"] == pytest.approx(0.6)
-    assert E.rates_from_runs(runs, "tiny", "cpu", threads=2)["overlap"] == pytest.approx(4 / staged)
+    assert E.rates_from_runs(runs, "tiny", "cpu", threads=1).overlap == pytest.approx(0.6)
+    assert E.rates_from_runs(runs, "tiny", "cpu", threads=2).overlap == pytest.approx(4 / staged)
 
 
 def test_a_runs_first_umap_compiles_it_and_is_not_counted_as_its_rate():
     run = _synthetic_run(wall=30.0)
     run["timings"].update({"project:before:umap": 24.0, "project:xdd:umap": 2.4})
     n = 150 + 90  # projected points: the test subsample and the labeled images
-    assert E.rates_from_runs([run], "tiny", "cpu")["project_point_s"]["umap"] \
+    assert E.rates_from_runs([run], "tiny", "cpu").project_point_s["umap"] \
         == pytest.approx(2.4 / n)
 
 
@@ -274,10 +275,10 @@ def test_a_process_knows_how_long_ago_it_started():
     from pathlib import Path
 
     if not Path("/proc/self/stat").is_file():
-        assert E._process_age_s() is None  # no /proc: unknown, never a guess
+        assert E.process_age_s() is None  # no /proc: unknown, never a guess
         return
     out = subprocess.run([sys.executable, "-c", "import time; time.sleep(0.6); "
-                          "from xdd.estimate.model import _process_age_s; print(_process_age_s())"],
+                          "from xdd.estimate import process_age_s; print(process_age_s())"],
                          capture_output=True, text=True, check=True, cwd=str(store.REPO_ROOT))
     age = float(out.stdout.strip())
     assert 0.6 <= age < 60
@@ -312,7 +313,7 @@ def test_the_pixel_baseline_is_counted_from_the_calibration_until_a_run_measured
     # a tiny run of this machine measured it: its figure, not the calibration's
     tiny = preset("tiny", ood_digit=3)
     runs = store.list_runs()
-    assert E.rates_from_runs(runs, "tiny", "cpu")["pixels_s"] > 0
+    assert E.rates_from_runs(runs, "tiny", "cpu").pixels_s > 0
     _write_calibration(pixels=dict(px, fit_s=500.0))  # would dominate if it were counted
     a = E.estimate([tiny], runs, "cpu", gan_available=lambda c: True).seconds
     _write_calibration()
@@ -358,7 +359,7 @@ def test_a_reference_kept_on_disk_is_searched_not_embedded_again(monkeypatch):
     _write_calibration(reference_fit_s=3.0, knn_pair_s=1e-8)
     base = E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds
     assert not E.reference_on_disk(cfg)
-    monkeypatch.setattr(E, "reference_on_disk", lambda c: True)
+    monkeypatch.setattr(costs, "reference_on_disk", lambda c: True)
     kept = E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds
     # the pretrained D's 54,000 reference images are neither embedded nor fitted again; its
     # k-NN search over them stays
@@ -366,14 +367,120 @@ def test_a_reference_kept_on_disk_is_searched_not_embedded_again(monkeypatch):
     # only the pretrained D's are kept: a run that does not score it gains nothing
     no_before = preset("quick", ood_digit=8, methods=("pixels", "mcdd", "xdd"))
     on_disk = E.estimate([no_before], [], "cpu", gan_available=lambda c: True).seconds
-    monkeypatch.setattr(E, "reference_on_disk", lambda c: False)
+    monkeypatch.setattr(costs, "reference_on_disk", lambda c: False)
     assert E.estimate([no_before], [], "cpu", gan_available=lambda c: True).seconds == on_disk
     # a run that read its reference from disk: its before timing is not a rate per image
     run = _synthetic_run(wall=30.0)
     del run["timings"]["score:mcdd"]
     run["timings"]["score:before"] = 0.5
-    assert E.rates_from_runs([run], "tiny", "cpu", threads=1)["score_image_s"] \
+    assert E.rates_from_runs([run], "tiny", "cpu", threads=1).score_image_s \
         == pytest.approx((0.5 + 5.0) / 2 / (400 + 512))
     run["reference_loaded"] = ["before"]
-    assert E.rates_from_runs([run], "tiny", "cpu", threads=1)["score_image_s"] \
+    assert E.rates_from_runs([run], "tiny", "cpu", threads=1).score_image_s \
         == pytest.approx(5.0 / (400 + 512))
+
+
+# ---------------------------------------------------------------- the estimate follows the plan
+
+
+@pytest.fixture
+def beta_two():
+    """A throw-away method: the XDD loss at beta = 2, declared here and nowhere else."""
+    from xdd.core import methods
+    from xdd.core.methods import Method
+    from xdd.core.objectives import IB
+
+    row = methods.register(Method(
+        "beta2", "XDD at beta = 2 (test)", "beta 2", "#123456", "a test's method",
+        "embedding", {"labeled": "KDE", "unlabeled": "k-NN"}, objective=IB(beta=2.0)))
+    try:
+        yield row
+    finally:
+        methods.unregister(row.name)
+
+
+def _seconds(cfg, **kw) -> float:
+    return E.estimate([cfg], [], "cpu", gan_available=lambda c: True, **kw).seconds
+
+
+def test_a_method_registered_at_run_time_costs_one_retraining_and_one_scoring(beta_two):
+    cfg = preset("quick", ood_digit=8)
+    more = preset("quick", ood_digit=8, methods=cfg.methods + (beta_two.name,))
+    assert beta_two.name in more.methods
+    _write_calibration(ret=0.02, score=1e-4, reference_fit_s=3.0, knn_pair_s=1e-8)
+    # retrained with its own objective, then its embedding scored: the test images and the
+    # 54,000 reference images embedded, the reference's PCA fitted and searched; not projected
+    assert _seconds(more) - _seconds(cfg) == pytest.approx(
+        cfg.retrain.steps * 0.02 + (10000 + 54000) * 1e-4 + 3.0 + 10000 * 54000 * 1e-8)
+    labeled = {"score.references": ("labeled",)}
+    assert _seconds(preset("quick", ood_digit=8, methods=more.methods, **labeled)) \
+        - _seconds(preset("quick", ood_digit=8, **labeled)) == pytest.approx(
+            cfg.retrain.steps * 0.02 + 10000 * 1e-4)
+    # at another shot count a retraining step costs in proportion to the labeled images
+    five = {"shots": 5}
+    assert _seconds(preset("quick", ood_digit=8, methods=more.methods, **five)) \
+        - _seconds(preset("quick", ood_digit=8, **five)) == pytest.approx(
+            cfg.retrain.steps * 0.02 * 45 / 90 + (10000 + 54000) * 1e-4 + 3.0
+            + 10000 * 54000 * 1e-8)
+
+
+def test_no_estimate_module_names_a_method():
+    """Every decision comes from the stages and the method rows: no method's name is written
+    in xdd/estimate/ ("pixels" is also the stage's name for the raw-pixel reference and the
+    calibration's key for its cost)."""
+    import ast
+    from pathlib import Path
+
+    from xdd.core import methods
+
+    found = {}
+    for path in Path(costs.__file__).parent.glob("*.py"):
+        consts = {n.value for n in ast.walk(ast.parse(path.read_text()))
+                  if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+        found[path.name] = sorted(consts & (set(methods.names()) - {"pixels"}))
+    assert not any(found.values()), found
+
+
+def test_the_softmax_method_is_costed_without_a_reference():
+    cfg = preset("quick", ood_digit=8)
+    more = preset("quick", ood_digit=8, methods=cfg.methods + ("softmax",))
+    _write_calibration(ret=0.02, score=1e-4, reference_fit_s=3.0, knn_pair_s=1e-8)
+    # its scorer reads a classifier head: the test images embedded, no reference embedded,
+    # fitted or searched
+    assert _seconds(more) - _seconds(cfg) == pytest.approx(
+        cfg.retrain.steps * 0.02 + 10000 * 1e-4)
+
+
+def test_pyod_searches_the_pretrained_ds_reference_again():
+    cfg = preset("quick", ood_digit=8)
+    more = preset("quick", ood_digit=8, methods=cfg.methods + ("pyod",))
+    _write_calibration(score=1e-4, reference_fit_s=3.0, knn_pair_s=1e-8)
+    # the reference the pretrained D's scores built is reused: the test images embedded and
+    # the reference searched, nothing retrained
+    assert _seconds(more) - _seconds(cfg) == pytest.approx(10000 * 1e-4 + 10000 * 54000 * 1e-8)
+    # alone, it builds that reference itself
+    alone = preset("quick", ood_digit=8, methods=("pyod",))
+    before = preset("quick", ood_digit=8, methods=("before",))
+    assert _seconds(alone, umap_warm=True) == pytest.approx(
+        _seconds(before, umap_warm=True) - (1000 + 90) * (1e-5 + 1e-2 + 5e-3))  # no maps
+
+
+def test_a_run_without_maps_compiles_no_umap():
+    cfg = preset("quick", ood_digit=8, methods=("pixels", "mcdd"))  # neither is projected
+    _write_calibration(compile_s=7.0)
+    assert _seconds(cfg) == pytest.approx(_seconds(cfg, umap_warm=True))
+
+
+def test_a_runs_score_timings_are_read_through_its_stages():
+    """A score stage's timing is a rate per image it embedded: the softmax method's only the
+    test images, the raw pixels' none (a whole stage's cost)."""
+    from xdd.core.config import to_dict
+
+    run = _synthetic_run(wall=30.0)
+    cfg = preset("tiny", ood_digit=8, methods=("pixels", "softmax"))
+    run["config"] = to_dict(cfg)
+    run["timings"] = {"data": 1.0, "pretrain": 0.0, "retrain:softmax": 10.0,
+                      "score:pixels": 4.0, "score:softmax": 2.0}
+    rates = E.rates_from_runs([run], "tiny", "cpu", threads=1)
+    assert rates.score_image_s == pytest.approx(2.0 / 400)
+    assert rates.pixels_s == pytest.approx(4.0)

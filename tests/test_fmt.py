@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from xdd.core.fmt import PROJ_LABELS, config_group, describe_config, md_table, stage_label
+from xdd.core.fmt import PROJ_LABELS, config_group, describe_config, md_table, stage_label, \
+    thread_count, thread_counts, threads_note
 
 
 def test_stage_labels():
@@ -51,3 +52,16 @@ def test_md_table():
         "| pixels | 0.500 | x |",  # a format that does not fit: the value as it is
     ]
     assert md_table([], [("m", "method", "")]) == "| method |\n| :--- |"
+
+
+def test_thread_counts_as_runs_recorded_them():
+    assert thread_count("cpu (1 thread)") == "1" and thread_count("cpu (12 threads)") == "12"
+    assert thread_count("cuda (NVIDIA H100 80GB HBM3)") == "GPU"
+    assert thread_count(None) == "?" and thread_count("cpu") == "?"
+    # distinct, numerically (10 after 2), a GPU and unknown runs last
+    assert thread_counts(["cpu (10 threads)", "cpu (2 threads)", "cpu (2 threads)",
+                          "cuda (x)", None, "cpu (1 thread)"]) == "1, 2, 10, ?, GPU"
+    assert thread_counts(["cpu (4 threads)"]) == "4"
+    assert threads_note("cpu (1 thread)") == "1 thread"
+    assert threads_note("cpu (4 threads)") == "4 threads"
+    assert threads_note("cuda (x)") == "GPU" and threads_note(None) == "threads not recorded"

@@ -49,7 +49,7 @@ def _env() -> dict[str, str]:
 
 def _log_tail() -> str:
     out = []
-    for p in sorted(jobs.jobs_dir().glob("*.log")):
+    for p in sorted(jobstore.jobs_dir().glob("*.log")):
         out.append(f"--- {p.name}\n" + p.read_text(errors="replace")[-3000:])
     return "\n".join(out)
 
@@ -102,12 +102,12 @@ def workers(xdd_cache: Path):
     procs: list[subprocess.Popen] = []
 
     def start() -> subprocess.Popen:
-        jobs.jobs_dir().mkdir(parents=True, exist_ok=True)
-        with open(jobs.jobs_dir() / "test-worker.log", "ab") as log:
+        jobstore.jobs_dir().mkdir(parents=True, exist_ok=True)
+        with open(jobstore.jobs_dir() / "test-worker.log", "ab") as log:
             p = subprocess.Popen(workerproc.worker_command("cpu", 1), cwd=REPO, env=_env(),
                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(p)
-        wait_for(lambda: any(w["pid"] == p.pid for w in jobs.workers()) or p.poll() is not None,
+        wait_for(lambda: any(w["pid"] == p.pid for w in workerproc.workers()) or p.poll() is not None,
                  60, f"worker {p.pid} to register")
         assert p.poll() is None, _log_tail()
         return p
@@ -115,11 +115,11 @@ def workers(xdd_cache: Path):
     yield start
     pids = {p.pid for p in procs}
     try:
-        pids |= {w["pid"] for w in jobs.workers(alive_only=False)
+        pids |= {w["pid"] for w in workerproc.workers(alive_only=False)
                  if w.get("pid_space") == workerproc.PID_SPACE}
     except Exception:
         pass
-    spawned = store.read_json(jobs.jobs_dir() / "spawned.json")
+    spawned = store.read_json(jobstore.jobs_dir() / "spawned.json")
     if isinstance(spawned, dict) and isinstance(spawned.get("pid"), int):
         pids.add(spawned["pid"])
     for pid in pids:
@@ -251,7 +251,7 @@ def test_failing_job_then_good_job(workers, tmp_path):
     assert rg["started"] >= rb["finished"]  # the same worker went on with the next job
     assert rg["device"].startswith("cpu (1 thread") and rg["cached"] is False and rg["attempts"] == 1
     assert store.load_results(rg["run_key"]) is not None
-    assert jobs.worker_alive()
+    assert workerproc.worker_alive()
     assert _tmp_runs() == []
 
     # The CLI follows a job to its end and prints the results.
@@ -260,7 +260,7 @@ def test_failing_job_then_good_job(workers, tmp_path):
                    "--wait")
     assert out.returncode == 0, out.stderr
     assert "AUPRC" in out.stdout and "pixels" in out.stdout
-    assert len([w for w in jobs.workers()]) == 1  # it used the running worker
+    assert len([w for w in workerproc.workers()]) == 1  # it used the running worker
 
 
 def test_cancel_running_job(workers):
@@ -285,7 +285,7 @@ def test_cancel_running_job(workers):
     assert _tmp_runs() == []
     assert not (store.cache_root() / "pretrain").exists() or not any(
         (store.cache_root() / "pretrain").rglob("checkpoint.pt"))
-    assert jobs.worker_alive()
+    assert workerproc.worker_alive()
 
 
 def test_sigkill_mid_pretraining(workers):
@@ -298,7 +298,7 @@ def test_sigkill_mid_pretraining(workers):
     assert len(_tmp_runs()) == 1  # the run folder being assembled
     os.kill(w1.pid, signal.SIGKILL)
     w1.wait(timeout=10)
-    assert not jobs.worker_alive()  # noticed at once: the heartbeat's pid is gone
+    assert not workerproc.worker_alive()  # noticed at once: the heartbeat's pid is gone
 
     rec = jobs.status(job)  # a status read only reads; recovery is the workers' business
     assert rec["status"] == "running" and rec["worker_gone"] is True, rec
@@ -330,15 +330,15 @@ def test_ctrl_c_stops_worker_and_requeues_its_job(workers):
     assert w.wait(timeout=15) == 0
     rec = jobs.status(job)
     assert rec["status"] == "queued" and rec["attempts"] == 0 and "stopped" in rec["note"]
-    assert _tmp_runs() == [] and not jobs.worker_alive()
-    assert jobs.workers(alive_only=False) == []  # it unregistered on the way out
+    assert _tmp_runs() == [] and not workerproc.worker_alive()
+    assert workerproc.workers(alive_only=False) == []  # it unregistered on the way out
 
 
 def test_worker_exits_when_idle():
     out = _run_cli("worker", "--device", "cpu", "--threads", "1", "--max-idle", "0.5")
     assert out.returncode == 0, out.stderr
     assert "stopped after 0 job(s)" in out.stderr
-    assert jobs.workers(alive_only=False) == []
+    assert workerproc.workers(alive_only=False) == []
 
 
 def _as_dead_running(job: str, attempts: int = 1) -> None:
@@ -365,7 +365,7 @@ def test_reads_only_read():
     jobs.records().update(orphan, lambda r: dict(r, enqueued=None, created=r["created"] - 60))
     tmp = store.runs_dir() / f".tmp-x-{workerproc.HOST}-999999999-abcd1234"  # a dead pid's folder
     tmp.mkdir(parents=True)
-    files = [jobs.jobs_dir() / n for n in ("jobs.db", "jobs.db-wal")]
+    files = [jobstore.jobs_dir() / n for n in ("jobs.db", "jobs.db-wal")]
     before_docs = {r["id"]: r for r in jobs.records().list(10)}
     pending = jobqueue.get_huey().pending_count()
 
@@ -385,7 +385,7 @@ def test_reads_only_read():
             listed, followed = jobs.board([orphan, "not-an-id", "f" * 32], limit=1)
             assert [r["id"] for r in listed] == [dead_job] and list(followed) == [orphan]
             assert jobs.queue_counts() == {"queued": 1, "running": 1}
-            assert jobs.workers() == [] and not jobs.worker_alive()
+            assert workerproc.workers() == [] and not workerproc.worker_alive()
     assert {r["id"]: r for r in jobs.records().list(10)} == before_docs
     assert jobqueue.get_huey().pending_count() == pending and tmp.is_dir()
     assert stat() == stamp  # not one write to the job store
@@ -453,21 +453,21 @@ def test_idle_exit_rechecks_the_queue(monkeypatch):
     st = worker.WorkerState(device="cpu")
     st.registered.set()
     st.beat()
-    assert [w["id"] for w in jobs.workers()] == [st.id]
+    assert [w["id"] for w in workerproc.workers()] == [st.id]
 
     class Huey:
         n = 1
 
         def pending_count(self):
-            assert jobs.workers() == []  # already unregistered when it looks
+            assert workerproc.workers() == []  # already unregistered when it looks
             return self.n
 
     assert worker._retire(st, Huey()) is False
-    assert [w["id"] for w in jobs.workers()] == [st.id]  # registered again
+    assert [w["id"] for w in workerproc.workers()] == [st.id]  # registered again
     Huey.n = 0
     assert worker._retire(st, Huey()) is True
     st.beat()  # a late heartbeat from its thread does not register it again
-    assert jobs.workers(alive_only=False) == []
+    assert workerproc.workers(alive_only=False) == []
 
 
 def test_auto_worker_idle_setting(monkeypatch):
@@ -494,14 +494,14 @@ def test_auto_started_worker_exits_when_idle_and_next_submit_restarts_it():
     next submit starts a fresh one, which finishes the next job."""
     try:
         a = jobs.submit(fast_cfg(seed=40))
-        assert jobs.ensure_worker(max_idle=1.0)
-        (w1,) = jobs.workers()
+        assert workerproc.ensure_worker(max_idle=1.0)
+        (w1,) = workerproc.workers()
         assert wait_status(a, ("done", "failed"))["status"] == "done"
         wait_for(lambda: not store.pid_alive(w1["pid"]), 60, "the idle worker to exit")
-        assert jobs.workers(alive_only=False) == [] and not jobs.worker_alive()
+        assert workerproc.workers(alive_only=False) == [] and not workerproc.worker_alive()
         b = jobs.submit(fast_cfg(seed=41))
-        assert jobs.ensure_worker(max_idle=1.0)
-        (w2,) = jobs.workers()
+        assert workerproc.ensure_worker(max_idle=1.0)
+        (w2,) = workerproc.workers()
         assert w2["pid"] != w1["pid"]
         assert wait_status(b, ("done", "failed"))["status"] == "done"
         wait_for(lambda: not store.pid_alive(w2["pid"]), 60, "the second worker to exit")
@@ -558,7 +558,7 @@ def test_client_restart_finds_running_job(workers):
         "from xdd.jobs import api as jobs\nfrom xdd.core.config import preset\n"
         "cfg = preset('tiny', ood_digit=4, seed=1, shots=2, methods=('before',),"
         " **{'pretrain.steps': 100_000, 'projection.n_samples': 0})\n"
-        "job = jobs.submit(cfg)\nassert jobs.ensure_worker()\n"
+        "job = jobs.submit(cfg)\nassert workerproc.ensure_worker()\n"
         "while jobs.status(job)['status'] != 'running': time.sleep(0.1)\n"
         "print(job, flush=True)\nos.kill(os.getpid(), signal.SIGKILL)\n")
     assert client.returncode == -signal.SIGKILL, client.stderr
@@ -566,7 +566,7 @@ def test_client_restart_finds_running_job(workers):
     assert jobs.JOB_ID.fullmatch(job)
 
     # The worker outlived its parent (own session) and a new process finds the job.
-    (w,) = jobs.workers()
+    (w,) = workerproc.workers()
     assert os.getsid(w["pid"]) == w["pid"]
     reader = _py("import json, sys\nfrom xdd.jobs import api as jobs\n"
                  "print(json.dumps(jobs.status(sys.argv[1])))", job)
@@ -575,7 +575,7 @@ def test_client_restart_finds_running_job(workers):
     assert seen["status"] == "running" and seen["worker"]["pid"] == w["pid"]
     assert seen["progress"]["stage"] in ("starting", "data", "pretrain")
     assert jobs.submit(cfg) == job  # found again by config, too
-    assert jobs.ensure_worker() and len(jobs.workers()) == 1  # no second worker
+    assert workerproc.ensure_worker() and len(workerproc.workers()) == 1  # no second worker
     # ... and it keeps running: its progress moves on.
     wait_for(lambda: (p := jobs.status(job)["progress"])["stage"] == "pretrain"
              and p["step"] > max(seen["progress"]["step"], 10), 60, "pretraining to advance")
@@ -597,7 +597,7 @@ for s in seeds:
     cfg = preset('tiny', ood_digit=3, seed=s, shots=2, methods=('pixels',),
                  **{'projection.n_samples': 0})
     out.append([s, jobs.submit(cfg)])
-assert jobs.ensure_worker()
+assert workerproc.ensure_worker()
 print(json.dumps(out))
 """
 
@@ -627,7 +627,7 @@ def test_twenty_concurrent_submissions(workers, tmp_path):
         assert rec["cached"] is False and rec["attempts"] == 1  # computed once, by a worker
         assert store.load_results(rec["run_key"]) is not None
     assert len(jobs.list_jobs()) == 6  # nothing lost, nothing doubled
-    assert len(jobs.workers()) == 1  # four racing ensure_worker() calls started one worker
+    assert len(workerproc.workers()) == 1  # four racing ensure_worker() calls started one worker
 
 
 # ---------------------------------------------------------------- Redis
@@ -693,7 +693,7 @@ def test_redis_queue_end_to_end(redis_url, workers, tmp_path):
     assert jobs.submit(fast_cfg(seed=21)) == a  # cached: the finished job
 
     # Records live in Redis (shared by every machine on the queue), not in the SQLite file.
-    assert not (jobs.jobs_dir() / "jobs.db").exists()
+    assert not (jobstore.jobs_dir() / "jobs.db").exists()
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     assert json.loads(r.get(f"{jobstore.QUEUE_NAME}:job:{a}"))["status"] == "done"
     assert {x["id"] for x in jobs.list_jobs()} == {a, bad}
@@ -702,10 +702,10 @@ def test_redis_queue_end_to_end(redis_url, workers, tmp_path):
     with pytest.raises(jobs.JobError, match="no job"):
         jobs.status("e" * 32)
 
-    assert jobs.worker_alive()
+    assert workerproc.worker_alive()
     os.kill(w.pid, signal.SIGKILL)
     w.wait(timeout=10)
-    assert not jobs.worker_alive()
+    assert not workerproc.worker_alive()
 
 
 def test_bad_queue_url(monkeypatch):
@@ -717,7 +717,7 @@ def test_bad_queue_url(monkeypatch):
     with pytest.raises(jobs.JobError, match="Redis queue redis://127.0.0.1:.* unreachable"):
         jobs.submit(fast_cfg())
     with pytest.raises(jobs.JobError, match="unreachable"):
-        jobs.worker_alive()
+        workerproc.worker_alive()
     assert time.monotonic() - t0 < 20
 
 

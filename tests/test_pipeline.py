@@ -122,7 +122,8 @@ def test_a_method_registered_in_a_test_runs_through_the_pipeline_the_report_and_
         beta_two, capsys):
     from xdd.cli.main import main
     from xdd.pipeline.experiment import run_experiment
-    from xdd.report.tables import digit_table, results_table
+    from xdd.report.document import digit_table
+    from xdd.report.tables import results_table
 
     cfg = preset("tiny", ood_digit=4, methods=("before", "beta2", "xdd"),
                  **{"projection.methods": ()})

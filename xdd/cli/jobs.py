@@ -87,6 +87,8 @@ def _fmt_progress(rec: dict[str, Any]) -> str:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from xdd.jobs import api as jobs
+    from xdd.jobs import workerproc
+    from xdd.jobs import store as jobstore
 
     cfg = config_from_args(args, ood_digit=args.ood_digit, shots=args.shots, seed=args.seed)
     try:
@@ -95,8 +97,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"job {job_id} {rec['status']}  run {rec['run_key']}  preset={cfg.preset} "
               f"digit={cfg.ood_digit} shots={cfg.shots} seed={cfg.seed}")
         if rec["status"] in ("queued", "running") and not args.no_worker:
-            if not jobs.ensure_worker():
-                raise CLIError(f"no worker could be started; see {jobs.jobs_dir() / 'worker.log'}")
+            if not workerproc.ensure_worker():
+                raise CLIError(f"no worker could be started; see {jobstore.jobs_dir() / 'worker.log'}")
         if not args.wait:
             return 0
         shown = ""
@@ -130,6 +132,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     import json
 
     from xdd.jobs import api as jobs
+    from xdd.jobs import workerproc
 
     try:
         if args.recover:
@@ -139,7 +142,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             print(json.dumps(jobs.status(args.id), indent=2, sort_keys=True))
             return 0
         recs = jobs.list_jobs(limit=args.limit)
-        alive = jobs.workers()
+        alive = workerproc.workers()
     except jobs.JobError as exc:
         raise _job_error(exc)
     now = time.time()

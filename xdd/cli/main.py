@@ -161,7 +161,7 @@ def _run_estimate(cfg, device: str, force: bool, threads: int | None = None) -> 
 
     from xdd.storage import store
     from xdd.core.device import resolve_device
-    from xdd.estimate.model import estimate, gan_on_disk
+    from xdd.estimate import estimate, gan_on_disk
     from xdd.core.fmt import fmt_duration
 
     threads = threads or torch.get_num_threads()
@@ -201,7 +201,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     import shlex
 
     from xdd.storage import store
-    from xdd.report.tables import cache_csv, cache_report
+    from xdd.report.document import cache_csv, cache_report
 
     if args.preset not in PRESETS:
         raise ConfigError(f"unknown preset {args.preset!r}; accepted: {', '.join(PRESETS)}")
@@ -257,7 +257,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     import torch
 
     from xdd.core.device import resolve_device
-    from xdd.estimate.model import calibrate, calibration_path
+    from xdd.estimate import calibrate, calibration_path
     from xdd.jobs.worker import default_threads
 
     dev = resolve_device(args.device)

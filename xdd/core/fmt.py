@@ -1,11 +1,12 @@
 """Plain-text formatting shared by the CLI, the job queue and the pages (no Streamlit, no
-torch): durations, error lines, stage and run names, markdown tables."""
+torch): durations, error lines, stage and run names, thread counts, markdown tables."""
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
-from xdd.core.config import run_variant
+from xdd.core.device import described_threads
+from xdd.core.variants import run_variant
 from xdd.core.methods import short
 
 PROJ_LABELS = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
@@ -64,6 +65,31 @@ def config_group(res: dict[str, Any]) -> str:
         return name
     more = f", +{len(diffs) - 3} more" if len(diffs) > 3 else ""
     return f"{name} · custom ({', '.join(diffs[:3])}{more})"
+
+
+def thread_count(device: str | None) -> str:
+    """The torch thread count a run recorded with its device (results.json's "device", e.g.
+    'cpu (2 threads)' -> '2'); 'GPU' for a GPU run, '?' when the run did not record it.  Two runs
+    of one config at different thread counts may differ in the last digits."""
+    n = described_threads(str(device or ""))
+    if n is not None:
+        return str(n)
+    return "GPU" if str(device or "").startswith("cuda") else "?"
+
+
+def thread_counts(devices: Iterable[str | None]) -> str:
+    """The distinct thread counts of several runs, smallest first: '1', '1, 2', '2, GPU'."""
+    counts = {thread_count(d) for d in devices}
+    return ", ".join(sorted(counts, key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0,
+                                                   c)))
+
+
+def threads_note(device: str | None) -> str:
+    """'1 thread' / '2 threads' / 'GPU' / 'threads not recorded': beside a run's numbers."""
+    n = thread_count(device)
+    if n == "GPU":
+        return n
+    return "threads not recorded" if n == "?" else f"{n} thread{'s' * (n != '1')}"
 
 
 def md_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]]) -> str:

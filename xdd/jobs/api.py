@@ -33,11 +33,10 @@ from xdd.storage import store
 from xdd.core.config import RunConfig, run_key, to_dict, validate
 from xdd.core.fmt import one_line
 from xdd.jobs.record import ACTIVE, JobRecord
-from xdd.jobs.store import (  # noqa: F401  (jobs_dir: re-exported, pages/ call jobs.jobs_dir)
-    JobError, NotAllowed, QueueFull, describe_queue, jobs_dir, queue_url, records,
-    store_errors, transition)
-from xdd.jobs.workerproc import (  # noqa: F401  (re-exported: pages/ call them as jobs.*)
-    PID_SPACE, ensure_worker, worker_alive, workers)
+from xdd.jobs.store import (
+    JobError, NotAllowed, QueueFull, describe_queue, queue_url, records, store_errors,
+    transition)
+from xdd.jobs.workerproc import PID_SPACE
 
 JOB_ID = re.compile(r"[0-9a-f]{32}")
 

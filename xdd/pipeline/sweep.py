@@ -9,7 +9,8 @@ from typing import Any
 from xdd.storage import store
 from xdd.core.config import RunConfig
 from xdd.pipeline.experiment import sweep_configs  # noqa: F401  (re-exported)
-from xdd.report.tables import report_markdown, results_table
+from xdd.report.document import report_markdown
+from xdd.report.tables import results_table
 
 
 def run_sweep(configs: list[RunConfig], device: str = "auto", out: str | None = None,

@@ -1,0 +1,39 @@
+"""The look every chart of the pages shares: white background, light grid, tight margins, the
+legend in a row, and Plotly's toolbar without its logo.  Pages build their traces; this styles
+and shows them."""
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+import streamlit as st
+
+GRID = "#eee"
+MARGIN = (10, 10, 30, 10)  # left, right, top, bottom (px)
+PLOT_CONFIG = {"displaylogo": False}
+MAIN_WIDTH, OTHER_WIDTH = 3, 1.6  # line widths: the paper's pair, the other methods
+
+
+def legend_row(y: float, x: float = 0, **more: Any) -> dict[str, Any]:
+    """A horizontal legend starting at (x, y) in paper coordinates (1 = the plot's top)."""
+    return dict(orientation="h", y=y, x=x, **more)
+
+
+def styled(fig: go.Figure, height: int, margin: tuple[int, int, int, int] = MARGIN,
+           grid: str = "", **layout: Any) -> go.Figure:
+    """Apply the shared look: ``height`` px, ``margin`` (l, r, t, b), a white plot, light grid
+    lines on the axes named in ``grid`` ("x", "y", "xy"); ``layout``: anything else."""
+    left, right, top, bottom = margin
+    fig.update_layout(height=height, margin=dict(l=left, r=right, t=top, b=bottom),
+                      plot_bgcolor="white", **layout)
+    if "x" in grid:
+        fig.update_xaxes(gridcolor=GRID)
+    if "y" in grid:
+        fig.update_yaxes(gridcolor=GRID)
+    return fig
+
+
+def show(fig: go.Figure, key: str, **kwargs: Any) -> Any:
+    """st.plotly_chart with the shared toolbar settings (``config`` adds to them)."""
+    config = {**PLOT_CONFIG, **kwargs.pop("config", {})}
+    return st.plotly_chart(fig, key=key, config=config, **kwargs)
