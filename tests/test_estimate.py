@@ -57,6 +57,7 @@ def test_the_estimate_is_built_from_the_calibration_figures():
                 + 3 * (10000 + 54000) * 1e-4  # before, mcdd, xdd: test + unlabeled reference
                 + 0.5  # data
                 + 2 * n_proj * (1e-5 + 1e-2 + 5e-3)  # before and xdd projected
+                + n_proj * 1e-5  # xdd's retraining frames: one PCA of its map's points
                 + 7.0)  # UMAP's compilation in a fresh worker
     assert warm.seconds == pytest.approx(expected)
     assert E.estimate([cfg], [], "cpu", gan_available=lambda c: True,
@@ -195,14 +196,15 @@ def _synthetic_run(wall: float, threads: int = 1) -> dict:
          "score:pixels": 4.0, "score:before": 5.0, "score:mcdd": 5.0, "score:xdd": 5.0,
          "reference:before": 3.0,  # a part of score:before, not a stage of its own
          "project:before:pca": 1.0, "project:xdd:pca": 1.0,
-         "project:before:tsne": 3.0, "project:xdd:tsne": 3.0}
+         "project:before:tsne": 3.0, "project:xdd:tsne": 3.0,
+         "frames:xdd": 1.0}  # one PCA of the map's points, as project:xdd:pca
     return {"preset": "tiny", "device": f"cpu ({threads} thread{'s' * (threads != 1)})",
             "config": to_dict(cfg), "timings": t, "pretrain_source": "cache",
             "n_test": 400, "n_reference": 512, "n_labeled": 90, "wall_time_s": wall}
 
 
 def test_runs_whose_stages_overlap_are_counted_at_the_wall_clock_they_took():
-    staged = 10 + 10 + 4 + 5 + 5 + 5 + 1 + 1 + 3 + 3  # 47 s of stages, 1 s of data
+    staged = 10 + 10 + 4 + 5 + 5 + 5 + 1 + 1 + 3 + 3 + 1  # 48 s of stages, 1 s of data
     run = _synthetic_run(wall=1.0 + 0.5 * staged)
     rates = E.rates_from_runs([run], "tiny", "cpu", threads=1)
     assert rates.overlap == pytest.approx(0.5)

@@ -92,7 +92,10 @@ def test_projections_npz_has_the_documented_layout(tiny_run, mnist):
     embs = [e for e in ("before", "xdd") if e in cfg.methods]
     expected = {"index", "label", "labeled_label"} | {f"{e}_{m}" for e in embs
                                                       for m in cfg.projection.methods}
-    assert set(p) == expected
+    frames = {"xdd_frames", "xdd_frame_steps"}  # the retraining's snapshots, as frames
+    assert set(p) == expected | frames
+    n_points = cfg.projection.n_samples + 9 * cfg.shots
+    assert p["xdd_frames"].shape == (len(p["xdd_frame_steps"]), n_points, 2)
     m, n_lab = cfg.projection.n_samples, 9 * cfg.shots
     assert p["index"].shape == (m,) and p["label"].shape == (m,)
     assert np.isin(p["index"], s["test_index"]).all() and len(np.unique(p["index"])) == m

@@ -26,13 +26,14 @@ def test_the_plan_lists_the_stages_a_run_executes_in_order():
         "data", "pretrain", "score:pixels", "score:before", "retrain:mcdd", "score:mcdd",
         "retrain:xdd", "score:xdd", "commit",
         "project:before:pca", "project:before:tsne", "project:before:umap",
-        "project:xdd:pca", "project:xdd:tsne", "project:xdd:umap"]
+        "project:xdd:pca", "project:xdd:tsne", "project:xdd:umap", "frames:xdd"]
     by = {s.name: s for s in stages}
     assert by["score:pixels"].beside and by["score:before"].beside
     assert not by["score:xdd"].beside and not by["score:mcdd"].beside
     assert by["score:pixels"].reference == "pixels" and not by["score:pixels"].embeds_test
     assert by["score:before"].reference == "build" and by["score:before"].keeps_reference
     assert by["score:xdd"].reference == "build" and not by["score:xdd"].keeps_reference
+    assert by["retrain:xdd"].snapshots and not by["retrain:mcdd"].snapshots  # xdd is mapped
 
 
 def test_the_plan_reads_each_methods_row():
@@ -41,7 +42,7 @@ def test_the_plan_reads_each_methods_row():
     by = {s.name: s for s in plan(all_methods)}
     assert by["score:pyod"].reference == "reuse"  # the pretrained D's, built for "before"
     assert by["score:softmax"].reference is None and by["score:softmax"].embeds_test
-    assert not any(s.kind == "project" for s in by.values())
+    assert not any(s.kind in ("project", "frames") or s.snapshots for s in by.values())
     pixels_only = plan(preset("tiny", ood_digit=3, methods=("pixels",)))
     assert _names(pixels_only) == ["data", "score:pixels", "commit"]  # no GAN, no map
     only_pyod = {s.name: s for s in plan(preset("tiny", ood_digit=3, methods=("pyod",)))}
@@ -208,3 +209,42 @@ def test_a_run_made_before_curves_has_none():
     from xdd.pipeline.curves import load_curves
 
     assert load_curves("0123456789abcdef") is None
+
+
+def test_the_retraining_frames_share_the_static_maps_points_and_end_on_the_after_map(tiny_run):
+    from xdd.storage import store
+    from xdd.train.retrain import snapshot_steps
+
+    proj = store.load_npz(tiny_run.key, "projections.npz")
+    after = methods.AFTER
+    frames, steps = proj[f"{after}_frames"], proj[f"{after}_frame_steps"]
+    n_points = len(proj["index"]) + len(proj["labeled_label"])
+    assert frames.shape == (len(steps), n_points, 2) and frames.dtype == np.float32
+    assert tuple(steps) == snapshot_steps(tiny_run.cfg.retrain.steps)
+    assert steps[0] == 0 and steps[-1] == tiny_run.cfg.retrain.steps
+    # the last frame is the static "after" PCA map itself, point for point
+    assert np.array_equal(frames[-1], proj[f"{after}_pca"])
+    assert not np.allclose(frames[0], frames[-1])  # the embedding moved
+    assert f"{methods.BEFORE}_frames" not in proj  # nothing retrains "before"
+
+
+def test_snapshots_are_what_embed_all_gives_at_that_step():
+    import torch
+
+    from xdd.core.models import Discriminator
+    from xdd.train.retrain import embed_all, retrain, snapshot_steps
+
+    assert snapshot_steps(200) == (0, 10, 25, 50, 100, 200)
+    assert snapshot_steps(5) == (0, 1, 2, 5)
+    cfg = preset("tiny", ood_digit=0).retrain
+    torch.manual_seed(0)
+    D0 = Discriminator(0.5).eval()
+    x = torch.rand(18, 1, 28, 28) * 2 - 1
+    y = torch.arange(9).repeat(2)
+    probe = torch.rand(7, 1, 28, 28) * 2 - 1
+    out = retrain(D0, cfg, x, y, methods.AFTER, seed=1, x_snapshot=probe)
+    assert tuple(out.snapshots) == snapshot_steps(cfg.steps)
+    assert np.array_equal(out.snapshots[0], embed_all(D0, probe).numpy())
+    assert np.array_equal(out.snapshots[cfg.steps], embed_all(out.D, probe).numpy())
+    plain = retrain(D0, cfg, x, y, methods.AFTER, seed=1)  # snapshots change no weight
+    assert np.array_equal(embed_all(plain.D, x).numpy(), embed_all(out.D, x).numpy())

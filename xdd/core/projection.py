@@ -222,6 +222,25 @@ def project(z: np.ndarray, method: str, seed: int = 0, n_threads: int | None = N
     return np.asarray(out, dtype=np.float32)
 
 
+def pca_frames(final: np.ndarray, others: list[np.ndarray], seed: int = 0,
+               n_threads: int | None = None) -> np.ndarray:
+    """Frames of an embedding moving, on one pair of axes: the PCA fitted on ``final`` (N, d)
+    places each of ``others`` (each (N, d), the same points earlier) by its ``transform``; the
+    last frame is ``final``'s own map, exactly what ``project(final, "pca", seed)`` gives.
+    Returns (len(others) + 1, N, 2) float32."""
+    from sklearn.decomposition import PCA
+
+    final = np.asarray(final, dtype=np.float32)
+    n = len(final)
+    if n < 3 or final.shape[1] < 2:
+        return np.zeros((len(others) + 1, n, 2), np.float32)
+    with _limited(max(1, int(n_threads or threads()))):
+        pca = PCA(n_components=2, random_state=seed)
+        last = pca.fit_transform(final)
+        frames = [pca.transform(np.asarray(o, dtype=np.float32)) for o in others] + [last]
+    return np.asarray(frames, dtype=np.float32)
+
+
 def warm_up() -> float:
     """Compile UMAP's numba functions now, on tiny random data; returns the seconds it took.
 

@@ -15,6 +15,8 @@ writes a file.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -175,9 +177,18 @@ def _cost_project(stage: Stage, r: RunRates) -> list[Part]:
     return [Part(n * rate * scale, src)]
 
 
+def _cost_frames(stage: Stage, r: RunRates) -> list[Part]:
+    """A retraining's frames: one PCA of the map's points (the snapshots' embedding passes
+    are part of the retraining's timing); nothing where no PCA map was ever timed."""
+    try:
+        return _cost_project(dataclasses.replace(stage, projection="pca"), r)
+    except NotMeasured:
+        return []
+
+
 STAGE_COSTS: dict[str, Callable[[Stage, RunRates], list[Part]]] = {
     "data": _cost_data, "gan": _cost_gan, "retrain": _cost_retrain, "score": _cost_score,
-    "commit": lambda stage, r: [], "project": _cost_project}
+    "commit": lambda stage, r: [], "project": _cost_project, "frames": _cost_frames}
 
 
 def stage_parts(stages: Sequence[Stage], r: RunRates) -> list[Part]:

@@ -246,7 +246,7 @@ def _add_run(run: dict[str, Any], stages: dict[str, Stage], mode: str, s: _Sampl
     # How much of the stages' summed time the run's wall clock saw: the stages that retrain
     # nothing are scored in threads beside the retraining, so the stages overlap (data and
     # pretrain come before them; the reference:<m> timings are parts of score:<m>).
-    staged = sum(v for k, v in t.items() if k.startswith(("retrain:", "score:", "project:")))
+    staged = sum(v for k, v in t.items() if k.startswith(("retrain:", "score:", "project:", "frames:")))
     rest = (run.get("wall_time_s") or 0.0) - (t.get("pretrain") or 0.0) - (t.get("data") or 0.0)
     if staged > 0 and rest > 0:
         s.overlap.append(min(1.0, rest / staged))

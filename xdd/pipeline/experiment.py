@@ -36,6 +36,8 @@ def _noop(stage: str, step: int, total: int, info: dict) -> None:
     pass
 
 
+
+
 def cached_results(cfg: RunConfig) -> dict[str, Any] | None:
     """A complete cached run (scores and maps), or None."""
     res = store.load_results(run_key(cfg))
@@ -60,14 +62,18 @@ class Run:
         self.gan: dict[str, Any] = {"source": None, "losses": None, "samples": None}
         self.nets: dict[str, Net] = {}  # method -> its retrained network, until scored
         self.curves: dict[str, dict[str, list[float]]] = {}  # method -> its training curves
+        self.snapshots: dict[str, dict[int, np.ndarray]] = {}  # method -> step -> embedding
         self.scores: Scores | None = None
         self.refs: ReferenceStore | None = None
 
     def prep(self, z) -> np.ndarray:
-        """Embeddings as scored: float64, L2-normalised when score.normalize.  (N, d)"""
+        """A torch embedding (N, d) as scored: float64, L2-normalised when score.normalize."""
+        return self.prep_array(z.numpy())
+
+    def prep_array(self, z: np.ndarray) -> np.ndarray:
         from xdd.core.scoring import l2_normalize
 
-        z = z.numpy().astype(np.float64)  # the float32 copy is freed on return
+        z = z.astype(np.float64)  # the float32 copy is freed on return
         return l2_normalize(z, inplace=True) if self.cfg.score.normalize else z
 
     def reference_of(self, method, model) -> tuple:
@@ -99,9 +105,11 @@ class Run:
         torch.manual_seed(cfg.seed)
         x_unl = self.data.fit_images().to(self.dev) if cfg.retrain.anchor_weight > 0 else None
         out = retrain(self.D, cfg.retrain, self.data.x_lab, self.data.y_lab_idx, stage.method,
-                      cfg.seed, self.progress, x_unlabeled=x_unl)
+                      cfg.seed, self.progress, x_unlabeled=x_unl,
+                      x_snapshot=self.data.map_images() if stage.snapshots else None)
         self.nets[stage.method] = Net(out.D, out.head)
         self.curves[stage.method] = out.curves
+        self.snapshots[stage.method] = out.snapshots
 
     def stage_score(self, stage: Stage, report: bool = True) -> None:
         method = BY_NAME[stage.method]
@@ -191,7 +199,23 @@ class Run:
             results["projections_pending"] = True
         return self.writer.commit(results)
 
-    def project(self, stages: list[Stage], results: dict[str, Any], t_all: float):
+    def frames(self, method: str, n_threads: int) -> dict[str, np.ndarray]:
+        """The retraining's snapshots on the axes of the final embedding's PCA map: frame
+        ``i`` is the embedding at step ``<method>_frame_steps[i]``, normalised as scored; the
+        last is the static "pca" map of the retrained embedding itself."""
+        from xdd.core.projection import pca_frames
+
+        snaps = self.snapshots.pop(method, {})
+        steps = sorted(snaps)[:-1]  # the last step is the scored embedding itself
+        z_sub, z_lab = self.scores.embeddings[method]
+        xy = pca_frames(np.concatenate([z_sub, z_lab]),
+                        [self.prep_array(snaps[s]) for s in steps],
+                        self.cfg.projection.seed, n_threads)
+        return {f"{method}_frames": xy,
+                f"{method}_frame_steps": np.asarray(steps + [self.cfg.retrain.steps])}
+
+    def project(self, stages: list[Stage], results: dict[str, Any], t_all: float,
+                frames: list[Stage] = ()):
         """The maps: the same seeded subsample of test points for every embedding, with the
         labeled examples appended (rows M.. of each array).  A failure or a cancel here
         removes the committed run again: the cache never keeps a run that stopped half-way."""
@@ -211,6 +235,9 @@ class Run:
                         np.concatenate([z_sub, z_lab]), stage.projection,
                         self.cfg.projection.seed, n_threads)
                 self.progress(f"project:{stage.projection}", 1, 1, info)
+            for stage in frames:
+                with self.timings.stage(stage.name):
+                    proj.update(self.frames(stage.method, n_threads))
             updates = {"timings": self.timings.seconds, "wall_time_s": time.perf_counter() - t_all,
                        "scores_s": results["wall_time_s"]}
             return store.add_run_file(key, "projections.npz", proj, updates,
@@ -256,11 +283,14 @@ def _run(cfg: RunConfig, device: str, progress: Progress, force: bool) -> dict[s
         run.stage_data(stages[0])
     with store.RunWriter(run_key(cfg)) as run.writer:
         run.execute(stages[1:commit])
-        maps = [s for s in stages[commit + 1:] if s.method in run.scores.embeddings]
+        maps = [s for s in stages[commit + 1:] if s.kind == "project"
+                and s.method in run.scores.embeddings]
+        frames = [s for s in stages[commit + 1:] if s.kind == "frames"
+                  and run.snapshots.get(s.method)]
         results = run.commit(bool(maps and len(run.data.sub)), t_all, started)
     if not maps or not len(run.data.sub):
         return results
-    return run.project(maps, results, t_all)
+    return run.project(maps, results, t_all, frames)
 
 
 def sweep_configs(base: RunConfig, digits, seeds, shots_list,

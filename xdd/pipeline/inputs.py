@@ -30,6 +30,13 @@ class RunData:
     def pretrain_images(self):
         return to_tensor(self.data.x_train[self.splits.pretrain])
 
+    def map_images(self):
+        """The images the maps place, in the maps' row order: the projected test subsample,
+        then the labeled images.  (M + L, 1, 28, 28) on the CPU."""
+        import torch
+
+        return torch.cat([self.x_test[self.sub], self.x_lab.cpu()])
+
     def fit_images(self):
         """The unlabeled images the anchor term reads (the PCA-fit rows of the reference)."""
         return to_tensor(self.data.x_train[self.ref_index[self.fit_rows]])

@@ -12,7 +12,7 @@ from xdd.core.config import RunConfig
 from xdd.core.methods import BY_NAME
 from xdd.pipeline.scorers import SCORERS
 
-KINDS = ("data", "gan", "retrain", "score", "commit", "project")
+KINDS = ("data", "gan", "retrain", "score", "commit", "project", "frames")
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class Stage:
     reference: str | None = None
     keeps_reference: bool = False  # score: its network's reference may be kept on disk
     projection: str | None = None  # project: the map (pca, tsne, umap)
+    snapshots: bool = False  # retrain: keeps snapshots of the embedding for the frames
 
 
 def network_key(method) -> str | None:
@@ -54,18 +55,23 @@ def _score_stage(cfg: RunConfig, method, built: set) -> Stage:
 def plan(cfg: RunConfig) -> list[Stage]:
     """The stages of cfg's run: data, the GAN (when a method needs one), the scores of the
     methods that retrain nothing (beside the retrainings), each retraining followed by its
-    scores, the commit of the scores, then the maps of each projected embedding."""
+    scores, the commit of the scores, then the maps of each projected embedding and the frames
+    of each projected retraining (its snapshots on the final map's PCA axes)."""
     rows = [BY_NAME[m] for m in cfg.methods]
     stages = [Stage("data", "data")]
     if any(m.needs_gan for m in rows):
         stages.append(Stage("pretrain", "gan"))
     built: set = set()
     stages += [_score_stage(cfg, m, built) for m in rows if m.objective is None]
+    maps = bool(cfg.projection.methods and cfg.projection.n_samples)
     for m in rows:
         if m.objective is not None:
-            stages += [Stage(f"retrain:{m.name}", "retrain", m.name), _score_stage(cfg, m, built)]
+            stages += [Stage(f"retrain:{m.name}", "retrain", m.name,
+                             snapshots=maps and m.projected), _score_stage(cfg, m, built)]
     stages.append(Stage("commit", "commit"))
-    if cfg.projection.methods and cfg.projection.n_samples:
+    if maps:
         stages += [Stage(f"project:{m.name}:{pm}", "project", m.name, projection=pm)
                    for m in rows if m.projected for pm in cfg.projection.methods]
+        stages += [Stage(f"frames:{m.name}", "frames", m.name)
+                   for m in rows if m.projected and m.objective is not None]
     return stages

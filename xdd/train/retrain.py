@@ -9,6 +9,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +31,25 @@ class Retrained:
     # every step: the loss and each of its terms as the loss weighs them, the labeled
     # embedding's within-class spread and mean inter-class distance, the learning rate
     curves: dict[str, list[float]] = field(default_factory=dict)
+    # step -> (N, d) float32 embedding of the snapshot images at that step (0: before training)
+    snapshots: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+# Where in a retraining its embedding is snapshot, as fractions of its steps: for 200 steps,
+# 0, 10, 25, 50, 100 and 200 (early steps move the embedding most, so the frames crowd there).
+SNAPSHOT_FRACTIONS = (0.0, 0.05, 0.125, 0.25, 0.5, 1.0)
+
+
+def snapshot_steps(total: int) -> tuple[int, ...]:
+    return tuple(sorted({round(f * total) for f in SNAPSHOT_FRACTIONS}))
+
+
+def _snapshot(out: "Retrained", D: Discriminator, step: int, x: torch.Tensor) -> None:
+    """The embedding of x at this step, as embed_all computes it (so the last one is exactly
+    what the run scores); D's train/eval mode is given back."""
+    was = D.training
+    out.snapshots[step] = embed_all(D, x).numpy()
+    D.train(was)
 
 
 @torch.no_grad()
@@ -125,11 +145,13 @@ def _anchor(D: Discriminator, D0: Discriminator, cfg: RetrainConfig, x_unlabeled
 
 def retrain(D0: Discriminator, cfg: RetrainConfig, x: torch.Tensor, y: torch.Tensor,
             method: Objective | str, seed: int, progress: Progress | None = None,
-            report_every: int = 5, x_unlabeled: torch.Tensor | None = None) -> Retrained:
+            report_every: int = 5, x_unlabeled: torch.Tensor | None = None,
+            x_snapshot: torch.Tensor | None = None) -> Retrained:
     """Retrain a copy of D0's last ``cfg.train_blocks`` conv blocks on x: (N,1,28,28), y: (N,)
     with classes re-indexed 0..K-1, under ``method``'s objective (a method name or an
     Objective).  ``x_unlabeled`` (U,1,28,28): unlabeled in-distribution images for the anchor
-    term (used only when ``cfg.anchor_weight > 0``)."""
+    term (used only when ``cfg.anchor_weight > 0``).  ``x_snapshot`` (S,1,28,28): images whose
+    embedding is kept at :func:`snapshot_steps` (``out.snapshots``)."""
     objective, stage = objective_of(method)
     device = x.device
     gen = torch.Generator().manual_seed(seed)
@@ -144,6 +166,9 @@ def retrain(D0: Discriminator, cfg: RetrainConfig, x: torch.Tensor, y: torch.Ten
     opt = torch.optim.Adam(trainable + trainer.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     out = Retrained(D=D, head=trainer.head)
     anchored = cfg.anchor_weight > 0 and x_unlabeled is not None and len(x_unlabeled)
+    snaps = snapshot_steps(cfg.steps) if x_snapshot is not None and len(x_snapshot) else ()
+    if 0 in snaps:
+        _snapshot(out, D, 0, x_snapshot)
     if progress:
         progress(stage, 0, cfg.steps, {})
     for step in range(1, cfg.steps + 1):
@@ -161,6 +186,8 @@ def retrain(D0: Discriminator, cfg: RetrainConfig, x: torch.Tensor, y: torch.Ten
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if step in snaps:
+            _snapshot(out, D, step, x_snapshot)
         if step % report_every == 0 or step == cfg.steps:
             out.history.append({"step": step, **parts})
             if progress:
