@@ -43,7 +43,7 @@ def test_results_describe_the_run(tiny_run, mnist):
     assert {"data", "pretrain", "retrain:xdd"} <= set(r["timings"])
     run = store.run_dir(tiny_run.key)
     assert set(r["files"]) == {"config.json", "scores.npz", "projections.npz", "checkpoint.pt",
-                               "gan_samples.npz", "curves.npz"}
+                               "gan_samples.npz", "curves.npz", "reference_after.npz"}
     # What the GAN draws, and how its game ended, recorded for the Results page.
     imgs = store.load_npz(tiny_run.key, "gan_samples.npz")["images"]
     assert imgs.shape == (64, 28, 28) and imgs.dtype == np.uint8 and imgs.std() > 0

@@ -248,3 +248,23 @@ def test_snapshots_are_what_embed_all_gives_at_that_step():
     assert np.array_equal(out.snapshots[cfg.steps], embed_all(out.D, probe).numpy())
     plain = retrain(D0, cfg, x, y, methods.AFTER, seed=1)  # snapshots change no weight
     assert np.array_equal(embed_all(plain.D, x).numpy(), embed_all(out.D, x).numpy())
+
+
+def test_the_after_network_is_kept_with_its_centres_and_its_reference_features(tiny_run):
+    import torch
+
+    from xdd.core.scoring import FeatureReducer
+    from xdd.pipeline.reference import REFERENCE_FILE
+    from xdd.storage import store
+
+    ckpt = store.load_checkpoint(store.run_dir(tiny_run.key) / "checkpoint.pt")
+    obj = ckpt["objective"]
+    assert sorted(obj) == ["bias", "centers", "log_sigma"]
+    assert obj["centers"].shape[0] == 9 and torch.isfinite(obj["centers"]).all()
+    kept = store.load_npz(tiny_run.key, REFERENCE_FILE)
+    s = store.load_npz(tiny_run.key, "scores.npz")
+    assert kept["feats"].shape == (len(s["reference_index"]), tiny_run.cfg.score.knn_pca)
+    reducer = FeatureReducer.from_state(
+        {k[len("reducer_"):]: v for k, v in kept.items() if k.startswith("reducer_")})
+    assert reducer.transform(np.zeros((1, obj["centers"].shape[1]))).shape == (
+        1, tiny_run.cfg.score.knn_pca)

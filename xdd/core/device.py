@@ -53,8 +53,19 @@ def reproducible(device) -> Iterator[None]:
     for the class centres, among them): a retraining came out different in its last bits
     from one run to the next, and a method's AUPRC moved by up to 0.004.  Their deterministic
     versions cost nothing measurable here, and give the same numbers as before at one thread
-    (the worker's on two cores) and for the GAN pretraining at any thread count.  A GPU keeps
-    torch's defaults: deterministic CUDA kernels are slower and need cuBLAS set up for them.
+    (the worker's on two cores).
+
+    This makes a CPU run repeatable at a given thread count, not across thread counts: the
+    same config at the same torch thread count gives the same numbers every time, however
+    busy the machine, but one thread and two threads split the kernels' sums differently and
+    round differently (numpy's and scikit-learn's BLAS run at torch's count too).  Measured on
+    the quick preset (bench/pipeline/threads.py, OMP_NUM_THREADS 1 against 2): with the
+    shipped GAN, the retrained methods' AUPRCs moved by up to 0.015 (mcdd) and 0.0003 (xdd);
+    with the GAN pretrained in the run, G's and D's weights parted (D's by up to 0.15) and
+    the AUPRCs of before, mcdd and xdd moved by up to 0.04.  Twice at two threads, they were
+    equal to the bit.  Compare runs made at the same thread count (the worker's and the
+    CLI's differ).  A GPU keeps torch's defaults: deterministic CUDA kernels are slower and
+    need cuBLAS set up for them.
     """
     import torch
 

@@ -15,7 +15,7 @@ this module without loading torch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -26,7 +26,12 @@ class Trainer:
     params: list
     loss: Any
     head: Any = None  # the softmax objective's classifier, kept for scoring
-    extras: dict = field(default_factory=dict)
+    names: tuple[str, ...] = ()  # what each of ``params`` is, for the run's checkpoint
+
+    def state(self) -> dict:
+        """The trained objective's named tensors (e.g. the IB objective's class centres), on
+        the CPU: what a probe needs to compute the MCDD class posterior after retraining."""
+        return {n: p.detach().cpu().clone() for n, p in zip(self.names, self.params)}
 
 
 class Objective:
@@ -88,7 +93,7 @@ class IB(Objective):
             side_x = pw * parts["pairwise"]
             side_y = beta * (parts["mcdd"] + cfg.pull_weight * parts.get("pull", 0.0))
             return out, dict(parts, ixz=side_x, izy=side_y)
-        return Trainer([centers, log_sigma, bias], loss)
+        return Trainer([centers, log_sigma, bias], loss, names=("centers", "log_sigma", "bias"))
 
 
 def class_statistics(z0, y, k: int, sigma_init: str):

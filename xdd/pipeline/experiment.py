@@ -22,7 +22,7 @@ from xdd.pipeline.curves import CURVES_FILE, curve_arrays
 from xdd.pipeline.gan import ensure_pretrained
 from xdd.pipeline.inputs import RunData, prepare
 from xdd.pipeline.plan import Stage, network_key, plan
-from xdd.pipeline.reference import ReferenceStore, reference_info
+from xdd.pipeline.reference import REFERENCE_FILE, ReferenceStore, reference_info
 from xdd.pipeline.scorers import SCORERS
 from xdd.pipeline.scores import Scores
 from xdd.pipeline.threads import map_threads, side_pool, side_threads
@@ -49,6 +49,7 @@ class Net:
     """A network a method is scored on: D, and the softmax objective's head."""
     D: Any
     head: Any = None
+    objective: dict = dataclasses.field(default_factory=dict)  # the objective's trained tensors
 
 
 class Run:
@@ -107,7 +108,7 @@ class Run:
         out = retrain(self.D, cfg.retrain, self.data.x_lab, self.data.y_lab_idx, stage.method,
                       cfg.seed, self.progress, x_unlabeled=x_unl,
                       x_snapshot=self.data.map_images() if stage.snapshots else None)
-        self.nets[stage.method] = Net(out.D, out.head)
+        self.nets[stage.method] = Net(out.D, out.head, out.objective)
         self.curves[stage.method] = out.curves
         self.snapshots[stage.method] = out.snapshots
 
@@ -121,10 +122,21 @@ class Run:
             self.progress("score", 0, 1, {"method": method.name})
         with self.timings.stage(stage.name):
             SCORERS[method.scorer].score(self, method, net)
-        if method.role == "after":  # the paper's retrained network is kept with the run
-            store.save_checkpoint(self.writer.path("checkpoint.pt"), {
-                "D": net.D.state_dict(), "step": self.cfg.retrain.steps,
-                "code_version": CODE_VERSION})
+        if method.role == "after":
+            self.keep_after(method, net)
+
+    def keep_after(self, method, net: Net) -> None:
+        """The paper's retrained network is kept with the run, with its objective's trained
+        tensors (the class centres) and its unlabeled-reference features, so that a new image
+        can be scored by exactly this run's scorers (the Probe page)."""
+        store.save_checkpoint(self.writer.path("checkpoint.pt"), {
+            "D": net.D.state_dict(), "step": self.cfg.retrain.steps,
+            "code_version": CODE_VERSION, "objective": net.objective})
+        kept = self.refs.computed(network_key(method))
+        if kept is not None:
+            reducer, feats = kept
+            self.writer.npz(REFERENCE_FILE, feats=feats,
+                            **{f"reducer_{k}": v for k, v in reducer.state().items()})
 
     def execute(self, stages: list[Stage]) -> None:
         """The stages before the commit, in order; the side stages in the side threads, whose

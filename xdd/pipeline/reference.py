@@ -26,6 +26,9 @@ if TYPE_CHECKING:  # the pages ask cached_path() without loading the scorers
     from xdd.core.scoring import FeatureReducer
 
 SCORE_BATCH = 2048  # images embedded and scored at a time (bounds the peak memory)
+# The retrained ("after") network's unlabeled-reference features, kept in its run's folder
+# (n_reference x knn_pca float32, ~14 MB for the quick preset) with the PCA that made them.
+REFERENCE_FILE = "reference_after.npz"
 
 
 def reference_indices(cfg: RunConfig, splits) -> np.ndarray:
@@ -208,6 +211,11 @@ class ReferenceStore:
             lambda u8: u8.reshape(len(u8), -1) / 255.0, self.images, self.ref_index,
             self.fit_rows, FeatureReducer(self.cfg.score.pixel_knn_pca, normalize=False,
                                           seed=self.cfg.seed), batch=SCORE_BATCH)
+
+    def computed(self, network: str) -> tuple | None:
+        """A network's (reducer, features) if a stage computed them already, else None."""
+        with self._lock_for(network):
+            return self._got.get(network)
 
     def clear(self) -> None:
         self._got.clear()

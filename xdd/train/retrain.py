@@ -33,6 +33,7 @@ class Retrained:
     curves: dict[str, list[float]] = field(default_factory=dict)
     # step -> (N, d) float32 embedding of the snapshot images at that step (0: before training)
     snapshots: dict[int, np.ndarray] = field(default_factory=dict)
+    objective: dict = field(default_factory=dict)  # the objective's trained tensors, by name
 
 
 # Where in a retraining its embedding is snapshot, as fractions of its steps: for 200 steps,
@@ -195,6 +196,7 @@ def retrain(D0: Discriminator, cfg: RetrainConfig, x: torch.Tensor, y: torch.Ten
     D.eval()
     for p in D.parameters():
         p.requires_grad_(False)
+    out.objective = trainer.state()
     return out
 
 
