@@ -141,14 +141,36 @@ def _cost_pixels(stage: Stage, r: RunRates) -> list[Part]:
     return []
 
 
+def scores_on_disk(stage: Stage, r: RunRates) -> bool:
+    """Whether a score stage's unlabeled scores will be read, not computed (pipeline.reuse):
+    a stage beside the retraining whose inputs an earlier run, or the bundle, scored."""
+    from xdd.core.methods import BY_NAME
+    from xdd.pipeline import reuse
+    from xdd.pipeline.gan import gan_identity
+
+    if not stage.beside or stage.reference is None:
+        return False
+    method = BY_NAME[stage.method]
+    network = ""
+    if method.network is not None:
+        network = gan_identity(r.cfg) if r.gan_here else None
+        if not network:
+            return False
+    key = reuse.reuse_key(r.cfg, method, network)
+    return reuse.cache_path(key).is_file() or reuse.shipped_path(key).is_file()
+
+
 def _cost_score(stage: Stage, r: RunRates) -> list[Part]:
     """The test images embedded and, where the stage builds its network's reference, the
     reference images as well, unless its network's are kept on disk (``keeps_reference``: the
     pretrained D, by an earlier run of this GAN and seed; a GAN pretrained now is another
     network).  Every stage with a reference searches it: the runs' rate holds the search of
     the stages that built theirs, so a stage that reuses one is costed its embedding there."""
+    reused = scores_on_disk(stage, r)
+    if reused:  # what is left: the labeled reference's KDE (and the maps' rows), on the test set
+        stage = dataclasses.replace(stage, reference=None)
     if not stage.embeds_test:
-        return _cost_pixels(stage, r)
+        return [] if reused else _cost_pixels(stage, r)
     rate, src = _pick(r.runs.score_image_s, r.cal.score_image_s)
     n_ref = reference_images(r.cfg)
     built = stage.reference == "build" and not (

@@ -203,9 +203,12 @@ class _Samples:
 def _embedded(stage: Stage, run: dict[str, Any], loaded: set[str]) -> int:
     """Images a score stage of a cached run embedded, 0 where its timing is not a rate per
     image: it embedded nothing, or it searched reference features it did not compute (an
-    earlier stage's, or the pretrained D's read from disk)."""
+    earlier stage's, or the pretrained D's read from disk).  A stage whose unlabeled scores
+    were reused (``scores_reused``) embedded the test images only."""
     if not stage.embeds_test or stage.reference == "reuse" or stage.method in loaded:
         return 0
+    if stage.method in (run.get("scores_reused") or ()):
+        return run.get("n_test") or 0
     n_ref = (run.get("n_reference") or 0) if stage.reference == "build" else 0
     return (run.get("n_test") or 0) + n_ref
 
@@ -232,7 +235,8 @@ def _add_run(run: dict[str, Any], stages: dict[str, Stage], mode: str, s: _Sampl
             # a step's cost grows with the labeled images; stated per 90 (10 shots x 9)
             s.retrain.append(v / rsteps * 90 / max(1, n_labeled or 90))
         elif stage.kind == "score" and not stage.embeds_test:
-            s.pixels.append(v)
+            if stage.method not in (run.get("scores_reused") or ()):
+                s.pixels.append(v)
         elif stage.kind == "score" and _embedded(stage, run, loaded):
             s.score.append(v / _embedded(stage, run, loaded))
         elif stage.kind == "project" and n_map:

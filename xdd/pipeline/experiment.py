@@ -19,11 +19,12 @@ from xdd.core.config import CODE_VERSION, RunConfig, pretrain_key, run_key, to_d
 from xdd.core.methods import BY_NAME
 from xdd.core.variants import variant
 from xdd.pipeline.curves import CURVES_FILE, curve_arrays
-from xdd.pipeline.gan import ensure_pretrained
+from xdd.pipeline.gan import ensure_pretrained, gan_identity
 from xdd.pipeline.inputs import RunData, prepare
 from xdd.pipeline.plan import Stage, network_key, plan
 from xdd.pipeline.reference import REFERENCE_FILE, ReferenceStore, reference_info
-from xdd.pipeline.scorers import SCORERS
+from xdd.pipeline import reuse
+from xdd.pipeline.scorers import SCORERS, references
 from xdd.pipeline.scores import Scores
 from xdd.pipeline.threads import map_threads, side_pool, side_threads
 from xdd.pipeline.timing import Timings
@@ -60,7 +61,9 @@ class Run:
         self.timings = Timings()
         self.data: RunData | None = None
         self.D = None  # the pretrained discriminator
-        self.gan: dict[str, Any] = {"source": None, "losses": None, "samples": None}
+        self.gan: dict[str, Any] = {"source": None, "losses": None, "samples": None,
+                                    "identity": None}
+        self.reused: list[str] = []  # methods whose unlabeled scores were read, not computed
         self.nets: dict[str, Net] = {}  # method -> its retrained network, until scored
         self.curves: dict[str, dict[str, list[float]]] = {}  # method -> its training curves
         self.snapshots: dict[str, dict[int, np.ndarray]] = {}  # method -> step -> embedding
@@ -95,7 +98,8 @@ class Run:
             self.cfg, self.data.pretrain_images(), self.dev, self.progress,
             use_bundle=not self.force)
         self.D = D
-        self.gan.update(source=source, losses=losses, samples=samples)
+        self.gan.update(source=source, losses=losses, samples=samples,
+                        identity=gan_identity(self.cfg, source))
 
     def stage_retrain(self, stage: Stage) -> None:
         import torch
@@ -121,9 +125,32 @@ class Run:
         if report:
             self.progress("score", 0, 1, {"method": method.name})
         with self.timings.stage(stage.name):
-            SCORERS[method.scorer].score(self, method, net)
+            refs = references(self, method)
+            key = self.reuse_key(stage, method)
+            got = reuse.load(key, self.data.splits.test) if key else None
+            if got is not None:
+                self.scores.record(reuse.REFERENCE, method.name, got[0], **got[1])
+                self.reused.append(method.name)
+                refs = tuple(r for r in refs if r != reuse.REFERENCE)
+            SCORERS[method.scorer].score(self, method, net, refs)
+            if key and got is None:
+                scores, extra = self.scores.get(reuse.REFERENCE, method.name)
+                reuse.save(reuse.cache_path(key), key, scores, self.data.splits.test, extra)
         if method.role == "after":
             self.keep_after(method, net)
+
+    def reuse_key(self, stage: Stage, method) -> str | None:
+        """The key of a score stage's reusable unlabeled scores: a stage beside the retraining
+        (it scores raw pixels or the pretrained D, whose file identifies it); None for a
+        stage whose scores are the run's own."""
+        if not stage.beside or reuse.REFERENCE not in references(self, method):
+            return None
+        network = ""
+        if method.network is not None:
+            network = self.gan["identity"]
+            if not network:
+                return None
+        return reuse.reuse_key(self.cfg, method, network)
 
     def keep_after(self, method, net: Net) -> None:
         """The paper's retrained network is kept with the run, with its objective's trained
@@ -186,6 +213,8 @@ class Run:
             "n_reference": int(len(d.ref_index)) if "unlabeled" in refs else 0,
             # its score:<name> timing then left out the reference's embedding (xdd.estimate)
             "reference_loaded": self.refs.loaded,
+            # their unlabeled scores were read from an earlier run or the bundle (pipeline.reuse)
+            "scores_reused": self.reused,
             "auprc_variant": "average precision (sklearn average_precision_score), OOD = positive",
             # The paper's protocol under "methods" (what every older reader expects), and
             # every reference, each scored from the same retrained networks.

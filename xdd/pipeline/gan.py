@@ -74,3 +74,24 @@ def ensure_pretrained(cfg: RunConfig, x_pre, device, progress: Progress, use_bun
     G, D, last = pretrain_gan(cfg.pretrain, x_pre, device, progress)
     _save_pretrained(cfg, G, D, last)
     return D, sample_images(G), last, "trained", time.perf_counter() - t0
+
+
+def gan_identity(cfg: RunConfig, source: str | None = None, use_bundle: bool = True
+                 ) -> str | None:
+    """What identifies the pretrained D a run of cfg uses, without loading it: the recorded
+    SHA-256 of the file it comes from (this machine's GAN cache, else the shipped bundle).
+    ``source``: where the run took it from ("cache", "trained", "bundle"); None: where a run
+    would take it now (the estimate's question).  None when there is no such file."""
+    from xdd.storage import bundle
+
+    key = pretrain_key(cfg)
+    pdir = store.pretrain_dir(key)
+    meta = store.read_json(pdir / "config.json")
+    if source in (None, "cache", "trained") and isinstance(meta, dict) \
+            and (pdir / "checkpoint.pt").is_file():
+        return meta.get("checkpoint_sha256")
+    if source in (None, "bundle") and use_bundle:
+        entry = bundle.entries().get(key)
+        if isinstance(entry, dict) and (bundle.bundle_dir() / f"{key}.pt").is_file():
+            return entry.get("sha256")
+    return None

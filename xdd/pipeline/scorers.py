@@ -1,8 +1,9 @@
 """Scorer kinds: how a method's network is turned into anomaly scores under each reference.
 
 A method's row names its kind (``Method.scorer``); :data:`SCORERS` maps the kind to its class.
-Each ``score(run, method, net)`` records into ``run.scores`` the method's scores under every
-reference the run computes and the method is scored under (``references(run, method)``).
+Each ``score(run, method, net, refs)`` records into ``run.scores`` the method's scores under
+the references ``refs`` (of those the run computes and the method is scored under,
+``references(run, method)``; the others were reused).
 ``net`` is the trained network (``.D``, and ``.head`` for the softmax objective) or None for
 raw pixels.  A new kind is a class here and a :func:`register_scorer` call.
 """
@@ -31,7 +32,7 @@ class Scorer:
     embeds_test = True  # it embeds the test images through the method's network
     uses_reference = True  # it searches the unlabeled reference's features
 
-    def score(self, run, method, net) -> None:
+    def score(self, run, method, net, refs: tuple[str, ...]) -> None:
         raise NotImplementedError
 
 
@@ -44,11 +45,11 @@ class EmbeddingScorer(Scorer):
     The test set is embedded and scored a batch at a time, so the 10,000 x d float64
     embedding never exists whole; only the rows that are projected are kept."""
 
-    def score(self, run, method, net) -> None:
+    def score(self, run, method, net, refs) -> None:
         from xdd.core.scoring import KDEScorer
         from xdd.train.retrain import embed_all
 
-        refs, model, cfg = references(run, method), net.D, run.cfg
+        model, cfg = net.D, run.cfg
         z_lab = run.prep(embed_all(model, run.data.x_lab))
         kde = KDEScorer(cfg.score.bandwidth).fit(z_lab) if "labeled" in refs else None
         uns = red = None
@@ -86,10 +87,10 @@ class PixelScorer(Scorer):
     unlabeled scorer on the reference's pixel PCA."""
     embeds_test = False
 
-    def score(self, run, method, net) -> None:
+    def score(self, run, method, net, refs) -> None:
         from xdd.core.scoring import PixelKDE
 
-        refs, cfg, d = references(run, method), run.cfg, run.data
+        cfg, d = run.cfg, run.data
         if "labeled" in refs:
             pk = PixelKDE(cfg.score.pixel_pca, cfg.score.bandwidth).fit(d.x_lab_u8 / 255.0)
             run.scores.record("labeled", method.name, pk.score(d.x_test_u8 / 255.0),
@@ -106,10 +107,10 @@ class SoftmaxScorer(Scorer):
     """1 - max softmax of the objective's classifier head (no reference set)."""
     uses_reference = False
 
-    def score(self, run, method, net) -> None:
+    def score(self, run, method, net, refs) -> None:
         from xdd.train.retrain import max_softmax_score
 
-        for ref in references(run, method):
+        for ref in refs:
             run.scores.record(ref, method.name,
                               max_softmax_score(net.D, net.head, run.data.x_test).double().numpy())
 
@@ -117,11 +118,11 @@ class SoftmaxScorer(Scorer):
 class PyodScorer(Scorer):
     """pyod's KNN detector with its defaults, fitted on the network's reference features."""
 
-    def score(self, run, method, net) -> None:
+    def score(self, run, method, net, refs) -> None:
         from xdd.core.scoring import PyodKNN
         from xdd.train.retrain import embed_all
 
-        if "unlabeled" not in references(run, method):
+        if "unlabeled" not in refs:
             return
         red, feats = run.reference_of(method, net.D)
         det = PyodKNN().fit(feats)

@@ -21,6 +21,7 @@ class Scores:
         self.is_ood = is_ood
         self._scores: dict[tuple[str, str], np.ndarray] = {}
         self._metrics: dict[tuple[str, str], dict] = {}
+        self._extra: dict[tuple[str, str], dict] = {}
         # method -> (projected test subsample (M, d), labeled (L, d)), normalised as scored
         self.embeddings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()
@@ -32,6 +33,12 @@ class Scores:
         with self._lock:
             self._scores[(ref, method)] = s
             self._metrics[(ref, method)] = m
+            self._extra[(ref, method)] = dict(extra)
+
+    def get(self, ref: str, method: str) -> tuple[np.ndarray, dict]:
+        """A recorded method's scores under a reference, with the extra metrics it gave."""
+        with self._lock:
+            return self._scores[(ref, method)], self._extra[(ref, method)]
 
     def keep_embedding(self, method: str, z_sub: np.ndarray, z_lab: np.ndarray) -> None:
         with self._lock:

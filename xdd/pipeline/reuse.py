@@ -1,0 +1,99 @@
+"""Scores that do not change between runs, computed once and reused.
+
+The unlabeled reference's scores of a method that retrains nothing (the raw-pixel baseline,
+the pretrained D's) depend on the data, the held-out digit, the GAN's pretraining split, the
+run seed, the scoring settings and, for a network, its weights: not on the shots, the loss or
+the maps.  They are the slow part of those methods (each of the ~54,000 reference images
+embedded, a PCA, a k-NN search of the 10,000 test images), so a run keeps them, one file per
+method, and a later run with the same inputs (another shot count, another loss setting, the
+first demo of a digit whose GAN ships with the code) reads them instead.
+
+Each file holds the scores with the test indices they belong to and a SHA-256 over both and
+the key; one that does not verify is recomputed, never trusted.  The scores of the shipped
+GANs' default runs ship beside them (``xdd/pretrained/reuse/``), read-only.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from xdd.core.config import CODE_VERSION, RunConfig, pretrain_key, to_dict
+from xdd.storage import bundle, store
+
+FORMAT = 1
+REFERENCE = "unlabeled"  # the reference whose scores are reused (the labeled one is cheap)
+
+
+def reuse_key(cfg: RunConfig, method, network: str) -> str:
+    """Everything a reusable score depends on: ``network`` is the scored network's weights
+    digest ("" for raw pixels)."""
+    blob = json.dumps({"v": CODE_VERSION, "format": FORMAT, "method": method.name,
+                       "scorer": method.scorer, "reference": REFERENCE,
+                       "gan_split": pretrain_key(cfg), "seed": cfg.seed,
+                       "score": to_dict(cfg.score), "network": network}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def cache_path(key: str) -> Path:
+    return store.cache_root() / "reuse" / f"{key}.npz"
+
+
+def shipped_path(key: str) -> Path:
+    return bundle.bundle_dir() / "reuse" / f"{key}.npz"
+
+
+def _digest(key: str, scores: np.ndarray, test_index: np.ndarray, extra: str) -> str:
+    h = hashlib.sha256(key.encode())
+    h.update(np.ascontiguousarray(scores).tobytes())
+    h.update(np.ascontiguousarray(test_index, dtype=np.int64).tobytes())
+    h.update(extra.encode())
+    return h.hexdigest()
+
+
+def _compact(scores: np.ndarray) -> np.ndarray:
+    """float32 where that loses nothing (k-NN distances are float32 values), else as is."""
+    small = scores.astype(np.float32)
+    return small if np.array_equal(small.astype(scores.dtype), scores) else scores
+
+
+def save(path: Path, key: str, scores: np.ndarray, test_index: np.ndarray,
+         extra: dict) -> bool:
+    """Keep a method's reusable scores (atomically); False where the cache cannot take them
+    (full, read-only): the run goes on without the shortcut."""
+    small, blob = _compact(np.asarray(scores)), json.dumps(extra, sort_keys=True)
+    try:
+        store.atomic_save_npz(path, scores=small, dtype=np.array(str(scores.dtype)),
+                              test_index=np.asarray(test_index, dtype=np.int64),
+                              extra=np.array(blob),
+                              sha256=np.array(_digest(key, small, test_index, blob)))
+    except OSError:
+        return False
+    return True
+
+
+def load(key: str, test_index: np.ndarray) -> tuple[np.ndarray, dict] | None:
+    """(scores, extra metrics) kept for ``key`` on this machine or shipped with the code, or
+    None when absent, unreadable, altered, or made for other test images."""
+    for path in (cache_path(key), shipped_path(key)):
+        got = _read(path, key, test_index)
+        if got is not None:
+            return got
+    return None
+
+
+def _read(path: Path, key: str, test_index: np.ndarray) -> tuple[np.ndarray, dict] | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            small, dtype, kept = z["scores"], str(z["dtype"]), z["test_index"]
+            blob, digest = str(z["extra"]), str(z["sha256"])
+        if digest != _digest(key, small, kept, blob) or not np.array_equal(kept, test_index):
+            return None
+        return small.astype(dtype), json.loads(blob)
+    except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile):
+        return None
