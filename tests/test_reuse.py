@@ -64,12 +64,14 @@ def test_a_damaged_or_foreign_file_is_recomputed_never_trusted(xdd_cache):
 def test_another_gan_or_other_settings_are_other_keys():
     cfg = _cfg(2)
     before = methods.BY_NAME[methods.BEFORE]
-    k = reuse.reuse_key(cfg, before, "a" * 64)
-    assert reuse.reuse_key(_cfg(7), before, "a" * 64) == k  # shots: not an input
-    assert reuse.reuse_key(cfg, before, "b" * 64) != k  # another network
-    assert reuse.reuse_key(_cfg(2, **{"score.knn_k": 3}), before, "a" * 64) != k
-    assert reuse.reuse_key(_cfg(2, seed=4), before, "a" * 64) != k
-    assert reuse.reuse_key(cfg, methods.BY_NAME["pixels"], "") != k
+    one = "cpu (1 thread)"
+    k = reuse.reuse_key(cfg, before, "a" * 64, one)
+    assert reuse.reuse_key(_cfg(7), before, "a" * 64, one) == k  # shots: not an input
+    assert reuse.reuse_key(cfg, before, "b" * 64, one) != k  # another network
+    assert reuse.reuse_key(cfg, before, "a" * 64, "cpu (2 threads)") != k  # may round otherwise
+    assert reuse.reuse_key(_cfg(2, **{"score.knn_k": 3}), before, "a" * 64, one) != k
+    assert reuse.reuse_key(_cfg(2, seed=4), before, "a" * 64, one) != k
+    assert reuse.reuse_key(cfg, methods.BY_NAME["pixels"], "", one) != k
 
 
 @pytest.mark.parametrize("values", [np.array([0.5, 1.25, 3.0]), np.array([0.1, 1 / 3, 2.0])])
@@ -87,19 +89,25 @@ def test_the_estimate_counts_reused_scores_as_read(xdd_cache):
 
     cfg = _cfg(2)
     entry = {"pretrain_step_s": 0.1, "retrain_step_s": 0.02, "score_image_s": 1e-4,
-             "rates": {str(E.worker_threads()): {"pretrain_step_s": {"fp32": 0.1},
-                                                 "retrain_step_s": 0.02,
-                                                 "score_image_s": 1e-4}},
+             "rates": {str(t): {"pretrain_step_s": {"fp32": 0.1}, "retrain_step_s": 0.02,
+                               "score_image_s": 1e-4} for t in range(1, 5)},
              "project_point_s": {"pca": 1e-5}, "pixels": {"fit_s": 1.0, "fit_rows": 512,
                                                           "row_s": 1e-5, "pair_s": 1e-9}}
     store.atomic_write_json(E.calibration_path(), {
         "version": E.CALIBRATION_VERSION, "code_version": CODE_VERSION,
         "cpu": {"presets": {"tiny": entry}, "data_s": 0.5}})
     run_experiment(_cfg(7), device="cpu")  # keeps the reusable scores; its own GAN
-    here = E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds
+    import torch
+
+    threads = torch.get_num_threads()  # the runs above computed at this count
+
+    def at(n):
+        return E.estimate([cfg], [], "cpu", gan_available=lambda c: True, threads=n).seconds
+    here, here_other = at(threads), at(threads + 1)
     for f in (xdd_cache / "reuse").glob("*.npz"):
         f.unlink()
-    cold = E.estimate([cfg], [], "cpu", gan_available=lambda c: True).seconds
+    cold = at(threads)
+    assert here_other == at(threads + 1)  # kept at another thread count: not this one's
     from xdd.estimate.costs import reference_images
 
     # before embeds the reference images again, pyod searches them, pixels rebuilds its own

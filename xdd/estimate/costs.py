@@ -95,6 +95,8 @@ class RunRates:
     process: ProcessCosts
     gan_here: bool  # its pretrained GAN is on disk or shipped: nothing to pretrain
     new_gan: bool  # no earlier config of the batch pretrains the same GAN
+    kind: str = "cpu"  # the device kind that runs it
+    threads: int = 1  # its torch threads (a CPU)
 
     @property
     def n_test(self) -> int:
@@ -148,7 +150,7 @@ def scores_on_disk(stage: Stage, r: RunRates) -> bool:
     from xdd.pipeline import reuse
     from xdd.pipeline.gan import gan_identity
 
-    if not stage.beside or stage.reference is None:
+    if not stage.beside or stage.reference is None or r.kind != "cpu":
         return False
     method = BY_NAME[stage.method]
     network = ""
@@ -156,7 +158,8 @@ def scores_on_disk(stage: Stage, r: RunRates) -> bool:
         network = gan_identity(r.cfg) if r.gan_here else None
         if not network:
             return False
-    key = reuse.reuse_key(r.cfg, method, network)
+    key = reuse.reuse_key(r.cfg, method, network,
+                          f"cpu ({r.threads} thread{'s' * (r.threads != 1)})")
     return reuse.cache_path(key).is_file() or reuse.shipped_path(key).is_file()
 
 
@@ -307,7 +310,7 @@ def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: st
         r = RunRates(cfg, measured[cfg.preset, mode],
                      calibrated_rates(cal, cfg.preset, kind, threads, mode) or Rates(), process,
                      gan_here=bool(gan_available and gan_available(cfg)),
-                     new_gan=pretrain_key(cfg) not in pretrained)
+                     new_gan=pretrain_key(cfg) not in pretrained, kind=kind, threads=threads)
         try:
             parts = stage_parts(stages, r)
         except NotMeasured:

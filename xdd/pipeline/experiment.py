@@ -150,7 +150,9 @@ class Run:
             network = self.gan["identity"]
             if not network:
                 return None
-        return reuse.reuse_key(self.cfg, method, network)
+        from xdd.core.device import describe
+
+        return reuse.reuse_key(self.cfg, method, network, describe(self.dev))
 
     def keep_after(self, method, net: Net) -> None:
         """The paper's retrained network is kept with the run, with its objective's trained

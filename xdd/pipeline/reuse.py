@@ -28,13 +28,16 @@ FORMAT = 1
 REFERENCE = "unlabeled"  # the reference whose scores are reused (the labeled one is cheap)
 
 
-def reuse_key(cfg: RunConfig, method, network: str) -> str:
-    """Everything a reusable score depends on: ``network`` is the scored network's weights
-    digest ("" for raw pixels)."""
+def reuse_key(cfg: RunConfig, method, network: str, device: str) -> str:
+    """Everything a reusable score depends on: ``network`` identifies the scored network (its
+    file's SHA-256; "" for raw pixels); ``device`` is where it is computed, as results record
+    it ("cpu (1 thread)"): another thread count may round differently (docs/DESIGN.md §6),
+    so a score is reused only where it would have been computed the same."""
     blob = json.dumps({"v": CODE_VERSION, "format": FORMAT, "method": method.name,
                        "scorer": method.scorer, "reference": REFERENCE,
                        "gan_split": pretrain_key(cfg), "seed": cfg.seed,
-                       "score": to_dict(cfg.score), "network": network}, sort_keys=True)
+                       "score": to_dict(cfg.score), "network": network, "device": device},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
