@@ -1,5 +1,8 @@
-"""Shared helpers of the benchmark scripts: the repo on sys.path, the machine, timing, JSON
-output and the marked section of docs/PERFORMANCE.md that ``bench/run.py`` rewrites."""
+"""Shared helpers of the benchmark scripts: the machine, timing, JSON output and the marked
+sections of docs/PERFORMANCE.md (``bench/run.py``'s and the other scripts').
+
+A script run by its path (``python bench/pipeline/e2e.py``) puts the repo root on ``sys.path``
+itself, before it imports ``bench._common``; that also makes ``xdd`` importable."""
 from __future__ import annotations
 
 import json
@@ -12,10 +15,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+BENCH = REPO / "bench"
 
 DOC = REPO / "docs" / "PERFORMANCE.md"
+# The markers keep the scripts' names from before bench/ had folders: docs/PERFORMANCE.md holds
+# them as they are, so each script's own BEGIN / END strings stay as they were, too.
 BEGIN = "<!-- bench/run.py: begin (generated; edits between these markers are overwritten) -->"
 END = "<!-- bench/run.py: end -->"
 

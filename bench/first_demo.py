@@ -27,15 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DOC, REPO, loadavg, log, machine, write_json, write_section  # noqa: E402
-
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: bench and xdd
+from bench._browser import CHROMIUM, LAUNCH_ARGS, serve_app, stop, wait_http  # noqa: E402
+from bench._common import DOC, REPO, loadavg, log, machine, write_json, write_section  # noqa: E402
 
 BEGIN = "<!-- bench/first_demo.py: begin (generated; edits between these markers are overwritten) -->"
 END = "<!-- bench/first_demo.py: end -->"
-from test_browser import CHROMIUM, LAUNCH_ARGS  # noqa: E402  (one definition of the flags)
 TARGET_DEMO_S, TARGET_CLI_S = 60.0, 90.0
 
 
@@ -72,15 +69,124 @@ def cli_runs(digit: int) -> list[tuple[str, list[str]]]:
             ("tiny, GAN cached (seed 1)", [*d, "--preset", "tiny", "--seed", "1"])]
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
-    from playwright.sync_api import sync_playwright
-    from test_browser import _stop, _wait_http, serve_app
+def click_demo(page, jobs, timeout: float) -> dict[str, Any]:
+    """The page's estimate, then the click on *Quick demo* until the Results page draws the
+    AUPRC bars, and until the job (maps included) ends; seconds from the click."""
+    out: dict[str, Any] = {}
+    button = page.get_by_role("button", name=re.compile("Quick demo"))
+    button.wait_for(timeout=60_000)
+    panel = page.locator("p", has_text="To start").first.inner_text()
+    out["estimate_text"] = " ".join(panel.split())[:400]
+    out["estimate_s"] = _seconds(panel)
+    t0 = time.time()
+    button.click()
+    job = None
+    while job is None and time.time() - t0 < 120:
+        listed = jobs.list_jobs(5)
+        job = listed[0]["id"] if listed else None
+        time.sleep(0.2)
+    if job is None:
+        raise RuntimeError("the demo button submitted no job")
+    # The page follows the job (the demo button opens the Run page on it); as soon as the
+    # scores are committed its card links to the Results page, before the maps are done.
+    link = page.get_by_role("link", name="See results")
+    link.wait_for(timeout=timeout * 1000)
+    out["click_to_link_s"] = round(time.time() - t0, 1)
+    link.click()
+    page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+    out["click_to_bars_s"] = round(time.time() - t0, 1)
+    rec = jobs.status(job)
+    while rec["status"] in ("queued", "running") and time.time() - t0 < timeout:
+        time.sleep(0.5)
+        rec = jobs.status(job)
+    out["job_status"] = rec["status"]
+    out["click_to_maps_s"] = round((rec.get("finished") or time.time()) - t0, 1)
+    out["job_s"] = round(rec["finished"] - rec["started"], 1) if rec.get("finished") else None
+    out["claim_s"] = round(rec["started"] - t0, 1) if rec.get("started") else None
+    from xdd.storage import store
 
+    res = store.load_results(rec["run_key"]) if rec.get("run_key") else None
+    out["pretrain_source"] = (res or {}).get("pretrain_source")
+    out["timings"] = {k: round(v, 1) for k, v in ((res or {}).get("timings") or {}).items()}
+    return out
+
+
+def demo(env: dict[str, str], work: Path, timeout: float) -> dict[str, Any]:
+    """The app served on the fresh cache, one headless Chromium page clicking the demo."""
+    from playwright.sync_api import sync_playwright
+
+    from xdd.jobs import api as jobs
+
+    log_path = work / "streamlit.log"
+    app, url = serve_app(env, log_path)
+    pw = sync_playwright().start()
+    try:
+        wait_http(f"{url}/_stcore/health", app, log_path)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        page.goto(url)
+        out = click_demo(page, jobs, timeout)
+        browser.close()
+        log(f"click -> bars {out['click_to_bars_s']} s (job {out['job_s']} s, estimate "
+            f"{out['estimate_s']} s, GAN {out['pretrain_source']})")
+        return out
+    finally:
+        pw.stop()
+        stop({app.pid}, group=True)
+
+
+def cli_run(label: str, extra: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """One `python -m xdd run`, timed from its start and from its estimate line."""
+    from xdd.storage import store
+
+    t = time.time()
+    # The estimate is printed once the interpreter and torch are loaded; it is of the run
+    # from there on, so the clock for it starts when its line arrives.
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "xdd", "run", *extra], cwd=REPO,
+                                env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        line, t_line = "", None
+        for ln in proc.stdout:
+            if ln.startswith("estimate:") and t_line is None:
+                line, t_line = ln.strip(), time.time()
+        rc = proc.wait()
+        err.seek(0)
+        stderr = err.read()
+    end = time.time()
+    run = {"label": label, "command": "python -m xdd run " + " ".join(extra),
+           "seconds": round(end - t, 1), "rc": rc, "startup_s": round((t_line or end) - t, 1),
+           "after_estimate_s": round(end - (t_line or t), 1), "estimate_line": line,
+           "estimate_s": _seconds(line)}
+    newest = max(store.list_runs(), key=lambda r: r.get("started") or 0, default={})
+    run.update(pretrain_s=round((newest.get("timings") or {}).get("pretrain", 0.0), 1),
+               device=newest.get("device"))
+    log(f"CLI {label}: {run['seconds']} s, {line or 'no estimate line'} (rc {rc})")
+    if rc:
+        log(stderr[-2000:])
+    return run
+
+
+def cli_timings(digit: int, env: dict[str, str]) -> dict[str, Any]:
+    """The command-line runs (cli_runs), each printing its own estimate first (from this
+    machine's runs at the CLI's thread count, else its calibration).  The CLI runs with every
+    core (the worker: one fewer)."""
+    # The app's worker stays a while after the demo (it exits after 30 s without work) and
+    # compiles UMAP's neighbour search meanwhile: the command lines are timed once it has
+    # gone, on a machine running nothing else.
+    from xdd.jobs.workerproc import worker_alive
+
+    t = time.time()
+    while worker_alive() and time.time() - t < 120:
+        time.sleep(1.0)
+    return {"worker_gone_after_s": round(time.time() - t, 1),
+            "cli_runs": [cli_run(label, extra, env) for label, extra in cli_runs(digit)]}
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="xdd-first-demo-"))
     cache = work / "cache"
     cache.mkdir()
     os.environ["XDD_CACHE"] = str(cache)
-    from xdd.jobs import api as jobs
     from xdd.storage.data import load_mnist
 
     load_mnist()  # the converted copy, shared through XDD_DATA_CACHE
@@ -91,103 +197,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     raw: dict[str, Any] = {"command": "python bench/first_demo.py " + " ".join(args.argv),
                            "machine": machine(), "load_before": loadavg(),
                            "calibration_s": round(time.time() - t, 1)}
-    from xdd.estimate.model import load_calibration
+    from xdd.estimate import load_calibration
 
     raw["calibration"] = load_calibration("cpu")  # the figures the page's estimate is built on
-    log_path = work / "streamlit.log"
-    app, url = serve_app(env, log_path)
-    pw = sync_playwright().start()
-    try:
-        _wait_http(f"{url}/_stcore/health", app, log_path)
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-        page.goto(url)
-        button = page.get_by_role("button", name=re.compile("Quick demo"))
-        button.wait_for(timeout=60_000)
-        panel = page.locator("p", has_text="To start").first.inner_text()
-        raw["estimate_text"] = " ".join(panel.split())[:400]
-        raw["estimate_s"] = _seconds(panel)
-        t0 = time.time()
-        button.click()
-        job = None
-        while job is None and time.time() - t0 < 120:
-            listed = jobs.list_jobs(5)
-            job = listed[0]["id"] if listed else None
-            time.sleep(0.2)
-        if job is None:
-            raise RuntimeError("the demo button submitted no job")
-        # The page follows the job (the demo button opens the Run page on it); as soon as the
-        # scores are committed its card links to the Results page, before the maps are done.
-        link = page.get_by_role("link", name="See results")
-        link.wait_for(timeout=args.timeout * 1000)
-        raw["click_to_link_s"] = round(time.time() - t0, 1)
-        link.click()
-        page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
-        raw["click_to_bars_s"] = round(time.time() - t0, 1)
-        rec = jobs.status(job)
-        while rec["status"] in ("queued", "running") and time.time() - t0 < args.timeout:
-            time.sleep(0.5)
-            rec = jobs.status(job)
-        raw["job_status"] = rec["status"]
-        raw["click_to_maps_s"] = round((rec.get("finished") or time.time()) - t0, 1)
-        raw["job_s"] = round(rec["finished"] - rec["started"], 1) if rec.get("finished") else None
-        raw["claim_s"] = round(rec["started"] - t0, 1) if rec.get("started") else None
-        res_key = rec.get("run_key")
-        from xdd.storage import store
-
-        res = store.load_results(res_key) if res_key else None
-        raw["pretrain_source"] = (res or {}).get("pretrain_source")
-        raw["timings"] = {k: round(v, 1) for k, v in ((res or {}).get("timings") or {}).items()}
-        browser.close()
-        log(f"click -> bars {raw['click_to_bars_s']} s (job {raw['job_s']} s, estimate "
-            f"{raw['estimate_s']} s, GAN {raw['pretrain_source']})")
-    finally:
-        pw.stop()
-        _stop({app.pid}, group=True)
+    raw.update(demo(env, work, args.timeout))
     if args.cli is not None:
-        # The app's worker stays a while after the demo (it exits after 30 s without work)
-        # and compiles UMAP's neighbour search meanwhile: the command lines are timed once
-        # it has gone, on a machine running nothing else.
-        from xdd.jobs.workerproc import worker_alive
-
-        t = time.time()
-        while worker_alive() and time.time() - t < 120:
-            time.sleep(1.0)
-        raw["worker_gone_after_s"] = round(time.time() - t, 1)
-        # Runs from the command line (cli_runs), each printing its own estimate first (from
-        # this machine's runs at the CLI's thread count, else its calibration).  The CLI runs
-        # with every core (the worker: one fewer).
-        raw["cli_runs"] = []
-        for label, extra in cli_runs(args.cli):
-            t = time.time()
-            # The estimate is printed once the interpreter and torch are loaded; it is of the
-            # run from there on, so the clock for it starts when its line arrives.
-            with tempfile.TemporaryFile("w+") as err:
-                proc = subprocess.Popen([sys.executable, "-m", "xdd", "run", *extra], cwd=REPO,
-                                        env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-                line, t_line = "", None
-                for ln in proc.stdout:
-                    if ln.startswith("estimate:") and t_line is None:
-                        line, t_line = ln.strip(), time.time()
-                rc = proc.wait()
-                err.seek(0)
-                stderr = err.read()
-            end = time.time()
-            raw["cli_runs"].append({"label": label, "command": "python -m xdd run " + " ".join(extra),
-                                    "seconds": round(end - t, 1), "rc": rc,
-                                    "startup_s": round((t_line or end) - t, 1),
-                                    "after_estimate_s": round(end - (t_line or t), 1),
-                                    "estimate_line": line, "estimate_s": _seconds(line)})
-            secs = raw["cli_runs"][-1]["seconds"]
-            from xdd.storage import store as _store
-
-            newest = max(_store.list_runs(), key=lambda r: r.get("started") or 0, default={})
-            raw["cli_runs"][-1].update(
-                pretrain_s=round((newest.get("timings") or {}).get("pretrain", 0.0), 1),
-                device=newest.get("device"))
-            log(f"CLI {label}: {secs} s, {line or 'no estimate line'} (rc {rc})")
-            if rc:
-                log(stderr[-2000:])
+        raw.update(cli_timings(args.cli, env))
     raw["load_after"] = loadavg()
     return raw
 

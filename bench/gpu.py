@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DOC, log, machine, write_json  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: bench and xdd
+from bench._common import DOC, log, machine, write_json  # noqa: E402
 
 GPU_BEGIN = "<!-- bench/gpu.py: begin -->"
 GPU_END = "<!-- bench/gpu.py: end -->"

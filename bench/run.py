@@ -5,10 +5,11 @@
     python bench/run.py --from-json F   # re-render the document from a saved raw result
     python bench/run.py --first-demo    # only the first demo + six CLI runs (bench/first_demo.py)
 
-Each benchmark runs in a subprocess of its own (bench/e2e.py, loops.py, projections.py,
-scoring_speed.py, app_render.py; each also runs alone, see its docstring).  Runs go to a fresh
-temporary ``XDD_CACHE``; the converted MNIST in ``XDD_DATA_CACHE`` is shared.  The raw
-figures are written to ``--raw`` (default: ``bench-results.json`` in the temporary folder).
+Each benchmark runs in a subprocess of its own (bench/pipeline/e2e.py, loops.py,
+projections.py, scoring_speed.py and bench/app/app_render.py; each also runs alone, see its
+docstring).  Runs go to a fresh temporary ``XDD_CACHE``; the converted MNIST in
+``XDD_DATA_CACHE`` is shared.  The raw figures are written to ``--raw`` (default:
+``bench-results.json`` in the temporary folder).
 """
 from __future__ import annotations
 
@@ -22,10 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BEGIN, DOC, END, REPO, loadavg, log, machine, worker_threads  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: bench and xdd
+from bench._common import (  # noqa: E402
+    BEGIN, BENCH, DOC, END, REPO, loadavg, log, machine, worker_threads)
 
-BENCH = Path(__file__).resolve().parent
 GIB = 1024.0
 
 TEMPLATE = f"""# Performance
@@ -45,10 +46,10 @@ runs the `paper` preset for one digit on the GPU and projects the full paper swe
 (10 digits x 10 repetitions) from it; it rewrites this section.
 <!-- bench/gpu.py: end -->
 
-## 9. Classroom (`bench/classroom.py`)
+## 9. Classroom (`bench/app/classroom.py`)
 
 <!-- bench/classroom.py: begin (generated; edits between these markers are overwritten) -->
-Not measured yet: `python bench/classroom.py` writes this section.
+Not measured yet: `python bench/app/classroom.py` writes this section.
 <!-- bench/classroom.py: end -->
 """
 
@@ -58,7 +59,7 @@ Not measured yet: `python bench/classroom.py` writes this section.
 
 def run_child(name: str, args: list[str], out: Path, env: dict[str, str], timeout: float
               ) -> tuple[dict[str, Any] | None, str | None, float]:
-    """Run bench/<name> with --json out; (result, error, seconds)."""
+    """Run bench/<name> (a path under bench/) with --json out; (result, error, seconds)."""
     cmd = [sys.executable, str(BENCH / name), *args, "--json", str(out)]
     log(f"run: {' '.join(cmd[1:])}")
     t = time.perf_counter()
@@ -101,19 +102,19 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
 
     raw["workdir"] = str(work)
     smoke = ["--preset", "tiny"] if args.smoke else []
-    step("e2e", "e2e.py", ["--digit", str(args.digit), "--cache", str(cache)] + smoke, 1500)
+    step("e2e", "pipeline/e2e.py", ["--digit", str(args.digit), "--cache", str(cache)] + smoke, 1500)
     run_key = None
     if "e2e" in raw["results"]:
         run_key = raw["results"]["e2e"]["runs"][0]["run_key"]
-    step("loops", "loops.py", ["--digit", str(args.digit), "--reps", str(args.reps),
+    step("loops", "pipeline/loops.py", ["--digit", str(args.digit), "--reps", str(args.reps),
                                "--pretrain-steps", str(args.pretrain_steps),
                                "--retrain-steps", str(args.retrain_steps), "--profile"], 900)
     proj_args = ["--n", "400" if args.smoke else "5000"] + (["--cache", str(cache), "--run-key", run_key] if run_key else [])
-    step("projections", "projections.py", proj_args + (["--warm-check"] if args.warm_check else []),
+    step("projections", "pipeline/projections.py", proj_args + (["--warm-check"] if args.warm_check else []),
          900)
     if run_key:
-        step("scoring", "scoring_speed.py", ["--cache", str(cache), "--run-key", run_key], 300)
-    step("app", "app_render.py", ["--cache", str(cache), "--seed-5000", str(args.digit)]
+        step("scoring", "pipeline/scoring_speed.py", ["--cache", str(cache), "--run-key", run_key], 300)
+    step("app", "app/app_render.py", ["--cache", str(cache), "--seed-5000", str(args.digit)]
          + (["--seed-preset", "tiny", "--reps", "1"] if args.smoke else []), 600)
     raw["wall_s"] = time.perf_counter() - t0
     raw["load_end"] = loadavg()
@@ -148,8 +149,18 @@ def top_ops(table: str | None, n: int = 5) -> str:
     return ", ".join(rows) or "–"
 
 
-def render(raw: dict[str, Any]) -> str:
-    R, E = raw["results"], raw["errors"]
+Row = tuple[str, str, str, str]  # benchmark, measured, target, verdict
+
+
+def _e2e_runs(e2e: dict[str, Any] | None) -> tuple[dict | None, dict | None]:
+    """Benchmark 2's run (10 shots) and benchmark 3's (5 shots, GAN reused), or None."""
+    if not e2e:
+        return None, None
+    return e2e["runs"][0], (e2e["runs"][1] if len(e2e["runs"]) > 1 else None)
+
+
+def _header(raw: dict[str, Any]) -> list[str]:
+    """The command, the machine, the threads and the load."""
     m = raw["machine"]
     L: list[str] = []
     la0 = ", ".join(f"{v:.2f}" for v in raw["load_start"])
@@ -178,10 +189,11 @@ def render(raw: dict[str, Any]) -> str:
             + (f" (benchmark 2's wall time was {inflation:.2f}x its CPU time)." if inflation
                else "."))
     L.append("")
+    return L
 
-    # ---- summary
-    rows: list[tuple[str, str, str, str]] = []
-    lp, e2e, pj, sc, app = (R.get(k) for k in ("loops", "e2e", "projections", "scoring", "app"))
+
+def _loop_rows(lp: dict[str, Any] | None) -> list[Row]:
+    rows: list[Row] = []
     if lp:
         for k, name in (("pretrain", "pretraining step"), ("retrain", "retraining step")):
             v = lp[k]
@@ -190,10 +202,13 @@ def render(raw: dict[str, Any]) -> str:
                          verdict(v["ratio_wall"] <= 1.05)))
     else:
         rows.append(("1. Loop overhead", "failed", "≤ 1.05", verdict(None)))
-    r1 = r2 = None
+    return rows
+
+
+def _e2e_rows(e2e: dict[str, Any] | None) -> list[Row]:
+    rows: list[Row] = []
+    r1, r2 = _e2e_runs(e2e)
     if e2e:
-        r1 = e2e["runs"][0]
-        r2 = e2e["runs"][1] if len(e2e["runs"]) > 1 else None
         rows.append(("2. Quick preset, one digit, 10 shots: wall time",
                      f"{f1(r1['wall_s'], ' s')} (CPU {f1(r1['cpu_s'], ' s')})",
                      "≤ 120 s (moonshot ≤ 60 s)", verdict(r1["wall_s"] <= 120)))
@@ -211,6 +226,11 @@ def render(raw: dict[str, Any]) -> str:
                          verdict(e2e["reuse_ratio"] <= 0.15)))
     else:
         rows.append(("2-3. Quick preset end to end", "failed", "≤ 120 s", verdict(None)))
+    return rows
+
+
+def _projection_rows(pj: dict[str, Any] | None) -> list[Row]:
+    rows: list[Row] = []
     if pj:
         M = pj["methods"]
         ot, sk, um = (M.get(k) for k in ("t-SNE (openTSNE, xdd.core.projection)",
@@ -238,6 +258,12 @@ def render(raw: dict[str, Any]) -> str:
                              "–", "see below"))
     else:
         rows.append(("4. Projections", "failed", "≤ 30 s", verdict(None)))
+    return rows
+
+
+def _scoring_and_app_rows(sc: dict[str, Any] | None, app: dict[str, Any] | None,
+                          errors: dict[str, str]) -> list[Row]:
+    rows: list[Row] = []
     if sc:
         rows.append((f"5. Embedding + KDE scoring of {sc['n_test']:,} test images",
                      f1(sc["median"]["total"], " s", 2), "≤ 3 s",
@@ -252,217 +278,266 @@ def render(raw: dict[str, Any]) -> str:
                          f"(largest {pts:,} points)", f1(v["median_s"], " s", 2), "≤ 2 s",
                          verdict(v["median_s"] <= 2)))
     else:
-        why = (app or {}).get("reason") or E.get("app", "not run")
+        why = (app or {}).get("reason") or errors.get("app", "not run")
         rows.append(("6. App pages", f"not measured ({why[:120]})", "≤ 2 s", verdict(None)))
+    return rows
+
+
+def _summary(raw: dict[str, Any]) -> list[str]:
+    """The summary table: each benchmark against its target."""
+    R, E = raw["results"], raw["errors"]
+    lp, e2e, pj, sc, app = (R.get(k) for k in ("loops", "e2e", "projections", "scoring", "app"))
+    rows = _loop_rows(lp) + _e2e_rows(e2e) + _projection_rows(pj) + _scoring_and_app_rows(sc, app, E)
     rows.append(("7. GPU: paper preset, one digit; full sweep projected", "not measured",
                  "sweep ≤ 15 min (moonshot)", "no GPU available (section 7)"))
-    L += ["## Summary", "", "| benchmark | measured | target | |", "|---|---|---|---|"]
+    L = ["## Summary", "", "| benchmark | measured | target | |", "|---|---|---|---|"]
     L += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     L.append("")
     if E:
         L += ["Failures: " + "; ".join(f"{k}: {v[:300]}" for k, v in E.items()), ""]
+    return L
 
-    # ---- 1
-    if lp:
-        L += ["## 1. Training-loop overhead (`bench/loops.py`)", "",
-              f"Quick preset networks, batch {lp['batch_size']}, Adam; {lp['pretrain_steps']} "
-              f"pretraining steps and {lp['retrain_steps']} retraining steps "
-              f"({lp['n_labeled']} labeled images) per call, {lp['reps']} calls of each side, "
-              "alternated, after one untimed warm-up each; "
-              f"{lp['threads']} torch thread(s).", "",
-              "| loop | ours, ms/step | plain PyTorch, ms/step | ratio (wall) | ratio (CPU) |",
-              "|---|---|---|---|---|"]
-        for k in ("pretrain", "retrain"):
-            v = lp[k]
-            L.append(f"| {k} | {v['ours_ms_per_step']:.1f} | {v['plain_ms_per_step']:.1f} | "
-                     f"{v['ratio_wall']:.3f} | {v['ratio_cpu']:.3f} |")
-        L += ["", "Where a step's time goes (torch.profiler, self CPU time, 20 steps): "
-              f"pretraining: {top_ops(lp.get('profile_pretrain'))}; retraining: "
-              f"{top_ops(lp.get('profile_retrain'))}.  The loops add no measurable work of "
-              "their own: the step is the convolutions and batch norms of G and D."
-              + (f"  With {lp['retrain_blocks']} of 4 blocks retrained, our retraining step is "
-                 "faster than the plain loop: with BatchNorm frozen and no augmentation it runs "
-                 "the blocks that are not retrained once instead of at every step (the plain "
-                 "loop runs the whole embedding)." if lp.get("retrain_blocks", 4) < 4 else
-                 "  The preset retrains all four blocks, so both loops run the whole embedding "
-                 "at every step."), ""]
-        for k in ("pretrain", "retrain"):
-            v = lp[k]
-            if v["ratio_wall"] > 1.05 and v["ratio_cpu"] <= 1.05:
-                L += [f"The {k} wall ratio misses 1.05 while the CPU ratio is "
-                      f"{v['ratio_cpu']:.3f}: the difference is the background load (per-call "
-                      f"wall times: ours {', '.join(f'{x:.2f}' for x in v['ours_wall_s'])} s; "
-                      f"plain {', '.join(f'{x:.2f}' for x in v['plain_wall_s'])} s).", ""]
-            elif v["ratio_wall"] > 1.05:
-                L += [f"**What limits the {k} loop.** It does {100 * (v['ratio_cpu'] - 1):.0f} % "
-                      "more CPU work per step than the plain loop; compare the profiles above.", ""]
 
-    # ---- 2, 3
+def _loops_section(lp: dict[str, Any] | None) -> list[str]:
+    """Section 1: the training loops against plain PyTorch."""
+    if not lp:
+        return []
+    L = ["## 1. Training-loop overhead (`bench/pipeline/loops.py`)", "",
+         f"Quick preset networks, batch {lp['batch_size']}, Adam; {lp['pretrain_steps']} "
+         f"pretraining steps and {lp['retrain_steps']} retraining steps "
+         f"({lp['n_labeled']} labeled images) per call, {lp['reps']} calls of each side, "
+         "alternated, after one untimed warm-up each; "
+         f"{lp['threads']} torch thread(s).", "",
+         "| loop | ours, ms/step | plain PyTorch, ms/step | ratio (wall) | ratio (CPU) |",
+         "|---|---|---|---|---|"]
+    for k in ("pretrain", "retrain"):
+        v = lp[k]
+        L.append(f"| {k} | {v['ours_ms_per_step']:.1f} | {v['plain_ms_per_step']:.1f} | "
+                 f"{v['ratio_wall']:.3f} | {v['ratio_cpu']:.3f} |")
+    L += ["", "Where a step's time goes (torch.profiler, self CPU time, 20 steps): "
+          f"pretraining: {top_ops(lp.get('profile_pretrain'))}; retraining: "
+          f"{top_ops(lp.get('profile_retrain'))}.  The loops add no measurable work of "
+          "their own: the step is the convolutions and batch norms of G and D."
+          + (f"  With {lp['retrain_blocks']} of 4 blocks retrained, our retraining step is "
+             "faster than the plain loop: with BatchNorm frozen and no augmentation it runs "
+             "the blocks that are not retrained once instead of at every step (the plain "
+             "loop runs the whole embedding)." if lp.get("retrain_blocks", 4) < 4 else
+             "  The preset retrains all four blocks, so both loops run the whole embedding "
+             "at every step."), ""]
+    for k in ("pretrain", "retrain"):
+        v = lp[k]
+        if v["ratio_wall"] > 1.05 and v["ratio_cpu"] <= 1.05:
+            L += [f"The {k} wall ratio misses 1.05 while the CPU ratio is "
+                  f"{v['ratio_cpu']:.3f}: the difference is the background load (per-call "
+                  f"wall times: ours {', '.join(f'{x:.2f}' for x in v['ours_wall_s'])} s; "
+                  f"plain {', '.join(f'{x:.2f}' for x in v['plain_wall_s'])} s).", ""]
+        elif v["ratio_wall"] > 1.05:
+            L += [f"**What limits the {k} loop.** It does {100 * (v['ratio_cpu'] - 1):.0f} % "
+                  "more CPU work per step than the plain loop; compare the profiles above.", ""]
+    return L
+
+
+def _e2e_section(e2e: dict[str, Any] | None, lp: dict[str, Any] | None) -> list[str]:
+    """Sections 2-3: the quick preset end to end, then the cache reused."""
+    r1, r2 = _e2e_runs(e2e)
+    if not (e2e and r1):
+        return []
+    L = ["## 2-3. Quick preset end to end, then cache reuse (`bench/pipeline/e2e.py`)", "",
+         f"Digit {e2e['digit']}, {e2e['preset']} preset, one child process playing the "
+         f"worker ({e2e['threads']} torch thread(s)): `warm_up()` once "
+         f"({f1(e2e['warm_up_s'], ' s')}, paid when the worker starts, not by a job), then "
+         "10 shots into an empty cache (`XDD_CACHE` fresh, converted MNIST shared), then "
+         "5 shots (pretrained GAN reused).  Peak memory is the child's max RSS "
+         f"({f1(e2e['child_maxrss_mib'] / GIB, ' GiB', 2)}; "
+         f"{f1(e2e['rss_after_warm_up_mib'] / GIB, ' GiB', 2)} of it after the imports "
+         "and the warm-up).", "",
+         "| stage | 10 shots, s | 5 shots (reuse), s |", "|---|---|---|"]
+    stages = list(r1["stages"])
+    for s in stages:
+        b = r2["stages"].get(s) if r2 else None
+        L.append(f"| {s} | {f1(r1['stages'][s])} | {f1(b)} |")
+    L.append(f"| **wall** | **{f1(r1['wall_s'])}** | **{f1(r2['wall_s']) if r2 else '–'}** |")
+    L.append(f"| process CPU | {f1(r1['cpu_s'])} | {f1(r2['cpu_s']) if r2 else '–'} |")
+    L.append("")
+    L.append("AUPRC (average precision, OOD = positive), 10 shots: " + ", ".join(
+        f"{k} {v:.3f}" for k, v in r1["auprc"].items()) + ".")
+    L.append("")
+    proj_t = {k: v for k, v in r1["timings"].items() if k.startswith("project:")}
+    if proj_t:
+        L.append("Projection timings inside the run (s): " + ", ".join(
+            f"{k[len('project:'):]} {v:.1f}" for k, v in proj_t.items()) + ".")
+        L.append("")
+    mem = r1.get("memory") or []
+    growth = []
+    for a_, b_ in zip(mem, mem[1:]):
+        if "VmHWM" in a_ and "VmHWM" in b_ and b_["VmHWM"] > a_["VmHWM"]:
+            growth.append((a_["stage"], b_["VmHWM"] - a_["VmHWM"]))
+    if growth:
+        L.append(f"Peak memory: {e2e['rss_after_warm_up_mib']:.0f} MiB after the imports and "
+                 "the warm-up (torch, scikit-learn, umap-learn, numba and LLVM), then it grew "
+                 "in " + ", ".join(f"{st} (+{g:.0f} MiB)" for st, g in
+                                   sorted(growth, key=lambda t: -t[1])[:5]) + ".")
+        if e2e["child_maxrss_mib"] > 2 * GIB:
+            L.append("**What limits it**: the stages listed first hold the most; the "
+                     "scoring stages each add a full 10,000 x d float64 copy of the test "
+                     "embeddings that the run keeps until the projections.")
+        L.append("")
+    return L + _e2e_limits(e2e, r1, r2, lp)
+
+
+def _e2e_limits(e2e: dict[str, Any], r1: dict[str, Any], r2: dict[str, Any] | None,
+                lp: dict[str, Any] | None) -> list[str]:
+    """What limits the run, when it misses its targets."""
+    L: list[str] = []
+    if r1["wall_s"] > 120 or (r2 and e2e.get("reuse_ratio", 0) > 0.15):
+        tot = r1["wall_s"]
+        big = sorted(r1["stages"].items(), key=lambda kv: -kv[1])[:3]
+        L.append("**What limits it.** " + "; ".join(
+            f"{k} {v:.0f} s ({100 * v / tot:.0f} %)" for k, v in big) + ".")
+        steps = r1.get("pretrain_steps", "?")
+        if lp:
+            L.append(f"Pretraining is {steps} steps at {lp['pretrain']['ours_ms_per_step']:.0f} "
+                     f"ms/step here (plain PyTorch: {lp['pretrain']['plain_ms_per_step']:.0f}); "
+                     "the step is convolution-bound (section 1), so only fewer steps, "
+                     "smaller networks or more cores shorten it.")
+        if r1["cpu_s"] < 0.8 * r1["wall_s"]:
+            L.append(f"The run used {r1['cpu_s']:.0f} CPU seconds in {r1['wall_s']:.0f} wall "
+                     "seconds with one thread: the rest was waiting for a core that other "
+                     "work held.")
+        if r2:
+            pj2 = sum(v for k, v in r2["stages"].items() if k.startswith("project"))
+            L.append(f"In the reuse run, the projections take {pj2:.0f} of its "
+                     f"{r2['wall_s']:.0f} s: they do not depend on the pretrained GAN, so "
+                     "reusing it cannot remove them.")
+        L.append("")
+    return L
+
+
+def _projections_section(pj: dict[str, Any] | None, e2e: dict[str, Any] | None) -> list[str]:
+    """Section 4: t-SNE and UMAP."""
+    r1, _ = _e2e_runs(e2e)
+    if not pj:
+        return []
+    L = ["## 4. Projections (`bench/pipeline/projections.py`)", "",
+         f"{pj['n']:,} test images, {pj['source']}, {pj['dim']}-d, reduced to 50 "
+         f"principal components first; {pj['threads']} thread(s) for every library.  "
+         "Quality: trustworthiness (k = 10, `sklearn.manifold.trustworthiness`, against "
+         "the full embedding) and kNN preservation (share of each point's 10 nearest "
+         "neighbours in the embedding that stay among its 10 nearest on the map).", "",
+         "| method | wall, s | CPU, s | trustworthiness | kNN preservation |",
+         "|---|---|---|---|---|"]
+    for k, v in pj["methods"].items():
+        L.append(f"| {k} | {f1(v['seconds'])} | {f1(v.get('cpu_s'))} | "
+                 f"{v['trustworthiness']:.3f} | {v['knn_preservation']:.3f} |")
+    u = pj.get("umap")
+    if u:
+        L += ["", f"UMAP in a fresh process: `import umap` {f1(u['import_s'])} s, first call "
+              f"{f1(u['first_s'])} s (numba compiles), second call {f1(u['second_s'])} s "
+              f"(deterministic across the two calls: {u['deterministic']})."]
+    d = pj.get("umap_from_disk")
+    if d:
+        L.append(f"In a second fresh process, with the first one's compilation in numba's "
+                 f"disk cache, the first call took {f1(d['first_s'])} s (the maps of the "
+                 f"two processes are equal to the bit: {d.get('same_as_first')}).")
+    if "umap_after_warm_up" in pj:
+        w = pj["umap_after_warm_up"]
+        L.append(f"After `xdd.core.projection.warm_up()` ({f1(w['warm_up_s'])} s on 64 random "
+                 f"points) in another fresh process, the first call took "
+                 f"{f1(w['first_s'])} s: the compile cost is paid once, by the warm-up.")
     if e2e and r1:
-        L += ["## 2-3. Quick preset end to end, then cache reuse (`bench/e2e.py`)", "",
-              f"Digit {e2e['digit']}, {e2e['preset']} preset, one child process playing the "
-              f"worker ({e2e['threads']} torch thread(s)): `warm_up()` once "
-              f"({f1(e2e['warm_up_s'], ' s')}, paid when the worker starts, not by a job), then "
-              "10 shots into an empty cache (`XDD_CACHE` fresh, converted MNIST shared), then "
-              "5 shots (pretrained GAN reused).  Peak memory is the child's max RSS "
-              f"({f1(e2e['child_maxrss_mib'] / GIB, ' GiB', 2)}; "
-              f"{f1(e2e['rss_after_warm_up_mib'] / GIB, ' GiB', 2)} of it after the imports "
-              "and the warm-up).", "",
-              "| stage | 10 shots, s | 5 shots (reuse), s |", "|---|---|---|"]
-        stages = list(r1["stages"])
-        for s in stages:
-            b = r2["stages"].get(s) if r2 else None
-            L.append(f"| {s} | {f1(r1['stages'][s])} | {f1(b)} |")
-        L.append(f"| **wall** | **{f1(r1['wall_s'])}** | **{f1(r2['wall_s']) if r2 else '–'}** |")
-        L.append(f"| process CPU | {f1(r1['cpu_s'])} | {f1(r2['cpu_s']) if r2 else '–'} |")
-        L.append("")
-        L.append("AUPRC (average precision, OOD = positive), 10 shots: " + ", ".join(
-            f"{k} {v:.3f}" for k, v in r1["auprc"].items()) + ".")
-        L.append("")
-        proj_t = {k: v for k, v in r1["timings"].items() if k.startswith("project:")}
-        if proj_t:
-            L.append("Projection timings inside the run (s): " + ", ".join(
-                f"{k[len('project:'):]} {v:.1f}" for k, v in proj_t.items()) + ".")
-            L.append("")
-        mem = r1.get("memory") or []
-        growth = []
-        for a_, b_ in zip(mem, mem[1:]):
-            if "VmHWM" in a_ and "VmHWM" in b_ and b_["VmHWM"] > a_["VmHWM"]:
-                growth.append((a_["stage"], b_["VmHWM"] - a_["VmHWM"]))
-        if growth:
-            L.append(f"Peak memory: {e2e['rss_after_warm_up_mib']:.0f} MiB after the imports and "
-                     "the warm-up (torch, scikit-learn, umap-learn, numba and LLVM), then it grew "
-                     "in " + ", ".join(f"{st} (+{g:.0f} MiB)" for st, g in
-                                       sorted(growth, key=lambda t: -t[1])[:5]) + ".")
-            if e2e["child_maxrss_mib"] > 2 * GIB:
-                L.append("**What limits it**: the stages listed first hold the most; the "
-                         "scoring stages each add a full 10,000 x d float64 copy of the test "
-                         "embeddings that the run keeps until the projections.")
-            L.append("")
-        if r1["wall_s"] > 120 or (r2 and e2e.get("reuse_ratio", 0) > 0.15):
-            tot = r1["wall_s"]
-            big = sorted(r1["stages"].items(), key=lambda kv: -kv[1])[:3]
-            L.append("**What limits it.** " + "; ".join(
-                f"{k} {v:.0f} s ({100 * v / tot:.0f} %)" for k, v in big) + ".")
-            steps = r1.get("pretrain_steps", "?")
-            if lp:
-                L.append(f"Pretraining is {steps} steps at {lp['pretrain']['ours_ms_per_step']:.0f} "
-                         f"ms/step here (plain PyTorch: {lp['pretrain']['plain_ms_per_step']:.0f}); "
-                         "the step is convolution-bound (section 1), so only fewer steps, "
-                         "smaller networks or more cores shorten it.")
-            if r1["cpu_s"] < 0.8 * r1["wall_s"]:
-                L.append(f"The run used {r1['cpu_s']:.0f} CPU seconds in {r1['wall_s']:.0f} wall "
-                         "seconds with one thread: the rest was waiting for a core that other "
-                         "work held.")
-            if r2:
-                pj2 = sum(v for k, v in r2["stages"].items() if k.startswith("project"))
-                L.append(f"In the reuse run, the projections take {pj2:.0f} of its "
-                         f"{r2['wall_s']:.0f} s: they do not depend on the pretrained GAN, so "
-                         "reusing it cannot remove them.")
-            L.append("")
+        t = r1["timings"]
+        if "project:before:umap" in t and "project:xdd:umap" in t:
+            L.append(f"In benchmark 2 (after the worker's warm-up), the run's first UMAP "
+                     f"took {t['project:before:umap']:.1f} s and its second "
+                     f"{t['project:xdd:umap']:.1f} s.")
+    L.append("")
+    ot = pj["methods"].get("t-SNE (openTSNE, xdd.core.projection)")
+    sk = pj["methods"].get("t-SNE (scikit-learn TSNE)")
+    if ot and sk:
+        L += [f"`xdd.core.projection.project(z, \"tsne\")` uses openTSNE (Barnes-Hut below 10,000 "
+              "points, 750 iterations): "
+              f"{sk['seconds'] / ot['seconds']:.1f}x the speed of scikit-learn's TSNE "
+              f"here, trustworthiness {ot['trustworthiness']:.3f} vs "
+              f"{sk['trustworthiness']:.3f}.", ""]
+    for k, v in pj["methods"].items():
+        if v["seconds"] > 30 and "scikit" not in k:
+            L.append(f"**What limits {k}.** {v['seconds']:.0f} s wall for "
+                     f"{f1(v.get('cpu_s'))} s of CPU: the rest is time other processes "
+                     "held the core.")
+    L.append("")
+    return L
 
-    # ---- 4
-    if pj:
-        L += ["## 4. Projections (`bench/projections.py`)", "",
-              f"{pj['n']:,} test images, {pj['source']}, {pj['dim']}-d, reduced to 50 "
-              f"principal components first; {pj['threads']} thread(s) for every library.  "
-              "Quality: trustworthiness (k = 10, `sklearn.manifold.trustworthiness`, against "
-              "the full embedding) and kNN preservation (share of each point's 10 nearest "
-              "neighbours in the embedding that stay among its 10 nearest on the map).", "",
-              "| method | wall, s | CPU, s | trustworthiness | kNN preservation |",
-              "|---|---|---|---|---|"]
-        for k, v in pj["methods"].items():
-            L.append(f"| {k} | {f1(v['seconds'])} | {f1(v.get('cpu_s'))} | "
-                     f"{v['trustworthiness']:.3f} | {v['knn_preservation']:.3f} |")
-        u = pj.get("umap")
-        if u:
-            L += ["", f"UMAP in a fresh process: `import umap` {f1(u['import_s'])} s, first call "
-                  f"{f1(u['first_s'])} s (numba compiles), second call {f1(u['second_s'])} s "
-                  f"(deterministic across the two calls: {u['deterministic']})."]
-        d = pj.get("umap_from_disk")
-        if d:
-            L.append(f"In a second fresh process, with the first one's compilation in numba's "
-                     f"disk cache, the first call took {f1(d['first_s'])} s (the maps of the "
-                     f"two processes are equal to the bit: {d.get('same_as_first')}).")
-        if "umap_after_warm_up" in pj:
-            w = pj["umap_after_warm_up"]
-            L.append(f"After `xdd.core.projection.warm_up()` ({f1(w['warm_up_s'])} s on 64 random "
-                     f"points) in another fresh process, the first call took "
-                     f"{f1(w['first_s'])} s: the compile cost is paid once, by the warm-up.")
-        if e2e and r1:
-            t = r1["timings"]
-            if "project:before:umap" in t and "project:xdd:umap" in t:
-                L.append(f"In benchmark 2 (after the worker's warm-up), the run's first UMAP "
-                         f"took {t['project:before:umap']:.1f} s and its second "
-                         f"{t['project:xdd:umap']:.1f} s.")
+
+def _scoring_section(sc: dict[str, Any] | None) -> list[str]:
+    """Section 5: embedding and KDE scoring."""
+    if not sc:
+        return []
+    L: list[str] = []
+    md = sc["median"]
+    L += ["## 5. Scoring (`bench/pipeline/scoring_speed.py`)", "",
+          f"{sc['n_test']:,} test and {sc['n_labeled']} labeled images through the "
+          f"retrained discriminator ({sc['embed_dim']}-d embedding), L2 normalisation, "
+          "KDE fit with the leave-one-out bandwidth, scores; median of "
+          f"{len(sc['reps'])} repetitions, {sc['threads']} thread(s).", "",
+          "| embed | normalise | KDE fit | KDE score | total |", "|---|---|---|---|---|",
+          f"| {md['embed']:.2f} s | {md['normalize']:.2f} s | {md['kde_fit']:.2f} s | "
+          f"{md['kde_score']:.2f} s | **{md['total']:.2f} s** |", ""]
+    if md["total"] > 3:
+        L += [f"**What limits it.** The embedding (forward pass of D): "
+              f"{top_ops(sc.get('profile_embed'), 3)}.", ""]
+    return L
+
+
+def _app_section(app: dict[str, Any] | None) -> list[str]:
+    """Section 6: the app's pages in headless Chromium."""
+    if not app:
+        return []
+    L = ["## 6. App (`bench/app/app_render.py`)", ""]
+    if app.get("status") == "measured":
+        L += [f"`streamlit run app.py` on a seeded cache, headless Chromium "
+              f"{app.get('chromium', '')} (WebGL available: {app.get('webgl')}), each page "
+              f"opened once untimed, then {app['reps']} timed navigations: from `page.goto` "
+              "to every `.js-plotly-plot` laid out.  The Embeddings page shows the newest "
+              "run, a quick run with 5,000 projected test points (plus the labeled ones).", "",
+              "| page | charts | points per chart | median, s | all, s |", "|---|---|---|---|---|"]
+        for page in ("Results", "Embeddings"):
+            v = app[page]
+            L.append(f"| {page} | {v['charts']} | "
+                     f"{', '.join(str(c['points']) for c in v['chart_stats'])} | "
+                     f"{v['median_s']:.2f} | {', '.join(f'{s:.2f}' for s in v['seconds'])} |")
         L.append("")
-        ot = pj["methods"].get("t-SNE (openTSNE, xdd.core.projection)")
-        sk = pj["methods"].get("t-SNE (scikit-learn TSNE)")
-        if ot and sk:
-            L += [f"`xdd.core.projection.project(z, \"tsne\")` uses openTSNE (Barnes-Hut below 10,000 "
-                  "points, 750 iterations): "
-                  f"{sk['seconds'] / ot['seconds']:.1f}x the speed of scikit-learn's TSNE "
-                  f"here, trustworthiness {ot['trustworthiness']:.3f} vs "
-                  f"{sk['trustworthiness']:.3f}.", ""]
-        for k, v in pj["methods"].items():
-            if v["seconds"] > 30 and "scikit" not in k:
-                L.append(f"**What limits {k}.** {v['seconds']:.0f} s wall for "
-                         f"{f1(v.get('cpu_s'))} s of CPU: the rest is time other processes "
-                         "held the core.")
-        L.append("")
+    else:
+        L += [f"Not measured: {app.get('reason', '?')}", ""]
+    return L
 
-    # ---- 5
-    if sc:
-        md = sc["median"]
-        L += ["## 5. Scoring (`bench/scoring_speed.py`)", "",
-              f"{sc['n_test']:,} test and {sc['n_labeled']} labeled images through the "
-              f"retrained discriminator ({sc['embed_dim']}-d embedding), L2 normalisation, "
-              "KDE fit with the leave-one-out bandwidth, scores; median of "
-              f"{len(sc['reps'])} repetitions, {sc['threads']} thread(s).", "",
-              "| embed | normalise | KDE fit | KDE score | total |", "|---|---|---|---|---|",
-              f"| {md['embed']:.2f} s | {md['normalize']:.2f} s | {md['kde_fit']:.2f} s | "
-              f"{md['kde_score']:.2f} s | **{md['total']:.2f} s** |", ""]
-        if md["total"] > 3:
-            L += [f"**What limits it.** The embedding (forward pass of D): "
-                  f"{top_ops(sc.get('profile_embed'), 3)}.", ""]
 
-    # ---- 6
-    if app:
-        L += ["## 6. App (`bench/app_render.py`)", ""]
-        if app.get("status") == "measured":
-            L += [f"`streamlit run app.py` on a seeded cache, headless Chromium "
-                  f"{app.get('chromium', '')} (WebGL available: {app.get('webgl')}), each page "
-                  f"opened once untimed, then {app['reps']} timed navigations: from `page.goto` "
-                  "to every `.js-plotly-plot` laid out.  The Embeddings page shows the newest "
-                  "run, a quick run with 5,000 projected test points (plus the labeled ones).", "",
-                  "| page | charts | points per chart | median, s | all, s |", "|---|---|---|---|---|"]
-            for page in ("Results", "Embeddings"):
-                v = app[page]
-                L.append(f"| {page} | {v['charts']} | "
-                         f"{', '.join(str(c['points']) for c in v['chart_stats'])} | "
-                         f"{v['median_s']:.2f} | {', '.join(f'{s:.2f}' for s in v['seconds'])} |")
-            L.append("")
-        else:
-            L += [f"Not measured: {app.get('reason', '?')}", ""]
+SPEED_NOTES = ["## What `xdd/core/projection.py` does for speed", "",
+      "- t-SNE is openTSNE's (Barnes-Hut below 10,000 points): section 4 compares it with "
+      "scikit-learn's TSNE on the same points, same thread cap.",
+      "- Each projection caps the OpenMP, BLAS and numba pools at the process's torch "
+      "thread count (libraries are loaded before the cap, so the cap reaches them; an "
+      "uncapped pool also made t-SNE non-reproducible) and gives torch its thread count "
+      "back afterwards: numba's OpenMP layer shares libgomp with torch and raised torch to "
+      "all cores when its pool started, so that every job after the first UMAP trained "
+      "with two spinning threads on a machine meant to give it one.",
+      "- numba keeps what it compiles for umap-learn and pynndescent on disk "
+      "(`xdd.core.projection._cache_umap`: the two libraries mark only some of their functions "
+      "`cache=True`), so the compilation is paid once per machine, not once per process.",
+      "- `warm_up()` compiles (or loads) UMAP's numba functions on 64 random points, for "
+      "both of UMAP's neighbour searches (exact below 4,096 points, NN-descent above), so "
+      "that a worker pays it once, not inside a job; the worker starts it the first "
+      "time its queue is empty (a worker started for a job, as by the demo button, runs "
+      "that job first and compiles UMAP in its maps stage, after the scores are committed: "
+      "compiling beside the job slowed its retraining from 11 s to 21 s).", ""]
 
-    L += ["## What `xdd/core/projection.py` does for speed", "",
-          "- t-SNE is openTSNE's (Barnes-Hut below 10,000 points): section 4 compares it with "
-          "scikit-learn's TSNE on the same points, same thread cap.",
-          "- Each projection caps the OpenMP, BLAS and numba pools at the process's torch "
-          "thread count (libraries are loaded before the cap, so the cap reaches them; an "
-          "uncapped pool also made t-SNE non-reproducible) and gives torch its thread count "
-          "back afterwards: numba's OpenMP layer shares libgomp with torch and raised torch to "
-          "all cores when its pool started, so that every job after the first UMAP trained "
-          "with two spinning threads on a machine meant to give it one.",
-          "- numba keeps what it compiles for umap-learn and pynndescent on disk "
-          "(`xdd.core.projection._cache_umap`: the two libraries mark only some of their functions "
-          "`cache=True`), so the compilation is paid once per machine, not once per process.",
-          "- `warm_up()` compiles (or loads) UMAP's numba functions on 64 random points, for "
-          "both of UMAP's neighbour searches (exact below 4,096 points, NN-descent above), so "
-          "that a worker pays it once, not inside a job; the worker starts it the first "
-          "time its queue is empty (a worker started for a job, as by the demo button, runs "
-          "that job first and compiles UMAP in its maps stage, after the scores are committed: "
-          "compiling beside the job slowed its retraining from 11 s to 21 s).", ""]
+
+def render(raw: dict[str, Any]) -> str:
+    """bench/run.py's section of docs/PERFORMANCE.md, from the raw figures."""
+    R = raw["results"]
+    lp, e2e = R.get("loops"), R.get("e2e")
+    L = _header(raw) + _summary(raw) + _loops_section(lp) + _e2e_section(e2e, lp)
+    L += _projections_section(R.get("projections"), e2e) + _scoring_section(R.get("scoring"))
+    L += _app_section(R.get("app")) + SPEED_NOTES
     return "\n".join(L).rstrip() + "\n"
 
 
@@ -510,11 +585,12 @@ def main() -> None:
         args.no_doc = True
     if args.dry_run:
         print("bench/run.py would run, each in a subprocess, into a fresh XDD_CACHE:")
-        for line in ("e2e.py: quick preset, digit {d}, 10 then 5 shots (benchmarks 2-3)",
-                     "loops.py: {r} x {p} pretraining and {q} retraining steps per side (1)",
-                     "projections.py: t-SNE (openTSNE, scikit-learn) and UMAP of 5,000 (4)",
-                     "scoring_speed.py: embedding + KDE of the 10k test images (5)",
-                     "app_render.py: Results and Embeddings pages in headless Chromium (6)"):
+        for line in (
+                "pipeline/e2e.py: quick preset, digit {d}, 10 then 5 shots (benchmarks 2-3)",
+                "pipeline/loops.py: {r} x {p} pretraining and {q} retraining steps per side (1)",
+                "pipeline/projections.py: t-SNE (openTSNE, scikit-learn) and UMAP of 5,000 (4)",
+                "pipeline/scoring_speed.py: embedding + KDE of the 10k test images (5)",
+                "app/app_render.py: Results and Embeddings pages in headless Chromium (6)"):
             print("  " + line.format(d=args.digit, r=args.reps, p=args.pretrain_steps,
                                      q=args.retrain_steps))
         print(f"then rewrite the marked section of {DOC.relative_to(REPO)}")

@@ -2,12 +2,15 @@
 
 - bench/run.py: its plan parses, its verdicts follow the targets, and rewriting
   docs/PERFORMANCE.md touches only the text between its markers;
+- bench/ as a whole: every script answers --help when run by its path, and none imports from
+  tests/;
 - xdd.core.projection: t-SNE is reproducible, and a projection gives torch back its thread count
   (numba's OpenMP layer used to raise it to all cores, many times slower on a busy machine).
 """
 from __future__ import annotations
 
-import importlib.util
+import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -17,14 +20,19 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+# Every script under bench/ (the helpers and the package files aside), by its path.
+SCRIPTS = sorted(str(p.relative_to(REPO)) for p in BENCH.rglob("*.py")
+                 if not p.name.startswith("_"))
+
+
+def _bench_module(name: str):
+    """bench/<name>.py as the module bench.<name> (the repo root is on sys.path: pytest.ini)."""
+    return importlib.import_module("bench." + name.replace("/", "."))
 
 
 def _load_run_module():
-    sys.path.insert(0, str(REPO / "bench"))
-    spec = importlib.util.spec_from_file_location("bench_run", REPO / "bench" / "run.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _bench_module("run")
 
 
 def _raw(ratio_pre: float, e2e_wall: float, peak_mib: float, page_s: float) -> dict:
@@ -62,9 +70,10 @@ def test_dry_run_lists_every_cpu_benchmark():
     out = subprocess.run([sys.executable, "bench/run.py", "--dry-run"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    for script in ("e2e.py", "loops.py", "projections.py", "scoring_speed.py", "app_render.py"):
+    for script in ("pipeline/e2e.py", "pipeline/loops.py", "pipeline/projections.py",
+                   "pipeline/scoring_speed.py", "app/app_render.py"):
         assert script in out.stdout
-        assert (REPO / "bench" / script).is_file()
+        assert (BENCH / script).is_file()
 
 
 def test_verdicts_follow_the_targets():
@@ -128,13 +137,10 @@ def test_tiny_inputs_project_to_finite_points(n):
 
 
 def test_classroom_section_states_its_targets_and_keeps_the_rest(tmp_path, monkeypatch):
-    sys.path.insert(0, str(REPO / "bench"))
-    spec = importlib.util.spec_from_file_location("bench_classroom", REPO / "bench" / "classroom.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _bench_module("app/classroom")
     idle = {"samples": [[0.0, 1500.0]], "exited_after_s": 31.0, "rss_first_mib": 1500.0,
             "rss_max_mib": 1510.0}
-    raw = {"command": "python bench/classroom.py", "preset": "quick", "digit": 8, "pages": 5,
+    raw = {"command": "python bench/app/classroom.py", "preset": "quick", "digit": 8, "pages": 5,
            "machine": {"cpu": "cpu", "affinity": 2, "ram_gib": 8.0}, "load_before": [1, 1, 1],
            "load_after": [2, 2, 2], "max_idle_s": 30.0,
            "startup": {"cold_claim_s": 4.5, "warm_claim_s": 0.1}, "ratio": 1.2,
@@ -157,22 +163,15 @@ def test_classroom_section_states_its_targets_and_keeps_the_rest(tmp_path, monke
     assert "stale-figures" not in out and out.count(mod.BEGIN) == 1
 
 
-def _bench_module(name: str):
-    sys.path.insert(0, str(REPO / "bench"))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_precision_section_states_ratios_and_the_validation_pairs():
-    mod = _bench_module("precision")
+    mod = _bench_module("pipeline/precision")
     steps = {"1": {"fp32": 0.2, "channels_last": 0.18, "bf16": 0.15, "bf16 + channels_last": 0.1},
              "2": {"fp32": 0.1, "channels_last": 0.1, "bf16": 0.08, "bf16 + channels_last": 0.09}}
     rows = [{"digit": d, "gan_seed": 100, "reference": "unlabeled", "method": "xdd",
              "fp32": 0.6 + d / 100, "fast": 0.6 + d / 100 + (0.01 if d % 2 else -0.01),
              "fp32_pretrain_s": None, "fast_pretrain_s": None} for d in (1, 2, 3, 4)]
-    raw = {"command": "python bench/precision.py", "load_before": (1, 1, 1), "load_after": (1, 1, 1),
+    raw = {"command": "python bench/pipeline/precision.py", "load_before": (1, 1, 1),
+           "load_after": (1, 1, 1),
            "machine": {"cpu": "cpu", "affinity": 2}, "preset": "quick", "batch_size": 64,
            "preset_steps": 1500, "steps": 10, "rounds": 3, "threads": [1, 2], "steps_s": steps,
            "check": {"rows": rows, "seed_sd": {"unlabeled:xdd": 0.06}}}
@@ -210,7 +209,7 @@ def test_first_demo_section_checks_each_estimate_against_the_time_after_it():
 
 
 def test_blas_section_names_both_kernels_and_their_ratio():
-    mod = _bench_module("blas")
+    mod = _bench_module("pipeline/blas")
     own = {"kernels": "Prescott", "env": None, "matmul_s": 0.12, "pca_fit_s": 4.2,
            "pca_transform_s": 0.9}
     ours = {"kernels": "SkylakeX", "env": "SkylakeX", "matmul_s": 0.04, "pca_fit_s": 1.5,
@@ -261,3 +260,48 @@ def test_a_umap_compilation_on_disk_is_found_where_numba_keeps_it(tmp_path, monk
     assert not umap_compiled_on_disk()  # compiled code without its index is not a cache hit
     (deep / "layouts._optimize_layout_euclidean_single_epoch-63.py311.nbi").write_bytes(b"")
     assert umap_compiled_on_disk()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_bench_script_answers_help_when_run_by_its_path(script):
+    out = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "usage" in out.stdout.lower() or "python bench/" in out.stdout
+
+
+def test_bench_never_imports_from_tests():
+    for path in BENCH.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0].startswith(("test_", "tests", "conftest"))
+                           for n in names), f"{path}: imports {names}"
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert node.value not in ("tests", "tests/"), f"{path}: puts tests/ on sys.path?"
+
+
+def test_threads_table_compares_each_method_at_one_and_two_threads():
+    mod = _bench_module("pipeline/threads")
+
+    def run(threads, xdd_auprc):
+        return {"torch_threads": threads, "process_s": 60.0, "pretrain_source": "bundle",
+                "methods": ["pixels", "before", "xdd"],
+                "auprc": {"labeled": {"pixels": 0.5, "before": 0.6, "xdd": xdd_auprc},
+                          "unlabeled": {"pixels": 0.7, "before": 0.8, "xdd": 0.9}}}
+
+    pairs = [{"digit": d, "threads": [1, 2], "runs": [run(1, 0.61), run(2, 0.61 + dx)],
+              "scores_max_abs": {"labeled_xdd": dx}, "retrained_xdd_weights_max_abs": dx}
+             for d, dx in ((3, 0.002), (7, 0.0))]
+    raw = {"command": "python bench/pipeline/threads.py", "started": "now", "wall_s": 600.0,
+           "machine": {"cpu": "cpu", "affinity": 2}, "load_before": [1.0] * 3,
+           "load_after": [1.0] * 3, "pairs": pairs,
+           "repeat": dict(pairs[1], threads=[2, 2])}
+    text = mod.render(raw)
+    assert "| 3 | labeled | xdd | 0.6100 | 0.6120 | 0.0020 |" in text
+    assert "| 7 | labeled | xdd | 0.6100 | 0.6100 | 0 |" in text
+    assert "| labeled | xdd | 0.0020 | 0.0010 | 1 of 2 |" in text
+    assert "| unlabeled | pixels | 0 | 0 | 0 of 2 |" in text
+    assert "AUPRCs all equal" in text

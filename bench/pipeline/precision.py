@@ -3,8 +3,8 @@ of the four modes (fp32, channels_last, bf16 autocast, both), at the job worker'
 and at every usable core, and (``--check``) whether the fast mode leaves the AUPRCs where fp32
 puts them, from validation runs in a cache.  Rewrites its section of docs/PERFORMANCE.md.
 
-    python bench/precision.py                       # the step timings (~1-2 min)
-    python bench/precision.py --check /work/cache   # and the validation comparison
+    python bench/pipeline/precision.py                      # the step timings (~1-2 min)
+    python bench/pipeline/precision.py --check /work/cache  # and the validation comparison
 
 The step is pretrain_gan's own (``xdd.train.pretrain``), on fresh networks of the chosen preset;
 the modes are alternated round by round so that background load lands on all of them.  The
@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DOC, loadavg, log, machine, median, worker_threads, write_section  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: bench and xdd
+from bench._common import DOC, loadavg, log, machine, median, worker_threads, write_section  # noqa: E402
 
 BEGIN = "<!-- bench/precision.py: begin (generated; edits between these markers are overwritten) -->"
 END = "<!-- bench/precision.py: end -->"
@@ -77,7 +77,7 @@ def validation_pairs(cache: str) -> dict[str, Any]:
 
     os.environ["XDD_CACHE"] = cache
     from xdd.storage import store
-    from xdd.core.config import run_variant
+    from xdd.core.variants import run_variant
 
     runs = store.list_runs()
     by: dict[tuple, dict[str, dict]] = {}
@@ -122,7 +122,7 @@ def validation_pairs(cache: str) -> dict[str, Any]:
 def render(raw: dict[str, Any]) -> str:
     import numpy as np
 
-    lines = [BEGIN, "", "## Pretraining precision and layout (`bench/precision.py`)", "",
+    lines = [BEGIN, "", "## Pretraining precision and layout (`bench/pipeline/precision.py`)", "",
              f"`{raw['command']}` on {raw['machine']['cpu']} ({raw['machine']['affinity']} usable "
              f"cores); load average before {tuple(round(x, 2) for x in raw['load_before'])}, "
              f"after {tuple(round(x, 2) for x in raw['load_after'])}.  One {raw['preset']} "
@@ -194,7 +194,7 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0))
     threads = sorted({worker_threads(), min(8, cores)})
     p = preset(args.preset).pretrain
-    raw: dict[str, Any] = {"command": "python bench/precision.py " + " ".join(sys.argv[1:]),
+    raw: dict[str, Any] = {"command": "python bench/pipeline/precision.py " + " ".join(sys.argv[1:]),
                            "machine": machine(), "load_before": loadavg(), "preset": args.preset,
                            "batch_size": p.batch_size, "preset_steps": p.steps,
                            "steps": args.steps, "rounds": args.rounds, "threads": threads,

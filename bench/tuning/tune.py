@@ -8,9 +8,9 @@ The pretrained GAN of the validation split is computed once per digit (and cache
 run_experiment; each variant then only retrains and scores.  Digits run in parallel processes
 (``--jobs``), one torch thread each.  Usage::
 
-    python bench/tune.py --digits 0-9 --seeds 100,101 --variants rounds4-6 --jobs 2
-    python bench/tune.py --digits 0,1 --variants '{"mine": {"retrain.lr": 1e-4}}'
-    python bench/tune.py --digits 0 --variants rounds1-3   # the first search (one digit)
+    python bench/tuning/tune.py --digits 0-9 --seeds 100,101 --variants rounds4-6 --jobs 2
+    python bench/tuning/tune.py --digits 0,1 --variants '{"mine": {"retrain.lr": 1e-4}}'
+    python bench/tuning/tune.py --digits 0 --variants rounds1-3   # the first search (one digit)
 
 A custom JSON variant overrides the current defaults.
 
@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: bench and xdd
 
 import numpy as np  # noqa: E402
 
@@ -122,7 +122,8 @@ def tune_digit(preset_name: str, digit: int, seeds: list[int], variants: dict[st
     torch.set_num_threads(1)
     from xdd.core.config import preset
     from xdd.storage.data import eval_arrays, load_mnist, make_splits, to_tensor
-    from xdd.pipeline.experiment import load_pretrained, run_experiment
+    from xdd.pipeline.experiment import run_experiment
+    from xdd.pipeline.gan import load_pretrained
     from xdd.core.metrics import auprc
     from xdd.train.retrain import embed_all, retrain
     from xdd.core.scoring import KDEScorer

@@ -9,7 +9,7 @@ alternately (A B A B ...) after one untimed warm-up each, and the medians are co
 process CPU time of each call is reported beside the wall time, since other work on the
 machine inflates wall time but hardly CPU time.
 
-    python bench/loops.py --json out.json [--pretrain-steps 60] [--retrain-steps 50] [--reps 5]
+    python bench/pipeline/loops.py --json out.json [--reps 5 --pretrain-steps 60 --retrain-steps 50]
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import log, median, worker_threads, write_json  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: bench and xdd
+from bench._common import log, median, worker_threads, write_json  # noqa: E402
 
 
 def clocked(fn: Callable[[], Any]) -> tuple[float, float]:

@@ -1,15 +1,15 @@
 """The app served to a class: what open Run pages cost the worker, and what an idle worker
 holds.  Rewrites the "Classroom" section of docs/PERFORMANCE.md.
 
-    python bench/classroom.py                     # quick preset, digit 8, 0/5/0/5 pages (~12 min)
-    python bench/classroom.py --steps 300         # the same with shorter pretraining (~7 min)
-    python bench/classroom.py --preset tiny       # a smoke run of the script (~1 min)
-    python bench/classroom.py --no-doc --json F   # figures only
+    python bench/app/classroom.py                    # quick, digit 8, 0/5/0/5 pages (~12 min)
+    python bench/app/classroom.py --steps 300        # shorter pretraining (~7 min)
+    python bench/app/classroom.py --preset tiny      # a smoke run of the script (~1 min)
+    python bench/app/classroom.py --no-doc --json F  # figures only
 
 What it does, on a fresh temporary ``XDD_CACHE`` with ``streamlit run app.py`` serving it:
 
 1. **Start-up cost of the next job.**  A one-second job (raw-pixel KDE) is submitted with no
-   worker alive, as the app does it (``jobs.submit`` + ``jobs.ensure_worker``): the time from
+   worker alive, as the app does it (``jobs.submit`` + ``workerproc.ensure_worker``): the time from
    submit to the job's claim is the cost of starting a worker.  A second one is submitted to the
    now warm worker: the same time without the start.
 2. **Open pages vs the worker.**  The same run (preset, digit; a new seed each time, so none is
@@ -33,15 +33,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DOC, REPO, loadavg, log, machine, write_json, write_section  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: bench and xdd
+from bench._browser import CHROMIUM, LAUNCH_ARGS, serve_app, stop, wait_http  # noqa: E402
+from bench._common import DOC, REPO, loadavg, log, machine, write_json, write_section  # noqa: E402
 
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
+# The markers keep the script's old path (bench/_common.py says why).
 BEGIN = "<!-- bench/classroom.py: begin (generated; edits between these markers are overwritten) -->"
 END = "<!-- bench/classroom.py: end -->"
-from test_browser import CHROMIUM, LAUNCH_ARGS  # noqa: E402  (one definition of the flags)
 MIB = 1024 * 1024
 
 
@@ -84,7 +82,9 @@ def wait_started(jobs, job_id: str, timeout: float = 300) -> dict[str, Any]:
 
 
 def worker_pid(jobs) -> int:
-    (w,) = jobs.workers()
+    from xdd.jobs import workerproc
+
+    (w,) = workerproc.workers()
     return int(w["pid"])
 
 
@@ -104,101 +104,120 @@ def idle_memory(pid: int, limit_s: float = 120) -> dict[str, Any]:
 
 
 def no_worker(jobs, timeout: float = 120) -> None:
+    from xdd.jobs import workerproc
+
     deadline = time.monotonic() + timeout
-    while jobs.workers() and time.monotonic() < deadline:
+    while workerproc.workers() and time.monotonic() < deadline:
         time.sleep(0.5)
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
-    from test_browser import _stop, _wait_http, serve_app
+def startup_cost(jobs, digit: int) -> dict[str, float]:
+    """1. Submit to claim of a one-second job with no worker alive (the app starts one), then
+    of a second one with that worker still alive."""
+    from xdd.jobs import workerproc
 
+    from xdd.core.config import preset
+
+    fast = dict(shots=2, methods=("pixels",), **{"projection.n_samples": 0})
+    t = time.time()
+    a = jobs.submit(preset("tiny", ood_digit=digit, seed=900, **fast))
+    workerproc.ensure_worker()
+    cold = wait_started(jobs, a)["started"] - t
+    wait_done(jobs, a, 300)
+    t = time.time()
+    b = jobs.submit(preset("tiny", ood_digit=digit, seed=901, **fast))
+    warm = wait_started(jobs, b)["started"] - t
+    wait_done(jobs, b, 300)
+    log(f"claim after submit: cold worker {cold:.2f} s, warm {warm:.2f} s")
+    no_worker(jobs)
+    return {"cold_claim_s": round(cold, 2), "warm_claim_s": round(warm, 2)}
+
+
+def open_pages(url: str, job: str, n_pages: int):
+    """n_pages Run pages following job, in one Chromium (a context each), open and drawn;
+    returns (playwright, browser) for the caller to close."""
+    from playwright.sync_api import sync_playwright
+
+    pw = sync_playwright().start()
+    browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+    for _ in range(n_pages):
+        browser.new_context().new_page().goto(f"{url}/?job={job}")
+    for ctx in browser.contexts:
+        ctx.pages[0].get_by_text(job).first.wait_for(timeout=120_000)
+    time.sleep(3)
+    return pw, browser
+
+
+def one_run(jobs, args: argparse.Namespace, url: str, k: int) -> dict[str, Any]:
+    """2. Run k of the alternation (even: no page, odd: --pages pages), on a fresh worker; the
+    pages are open (and drawn) before the worker starts, so their own start-up is not in the
+    figure.  The first run's worker is left idle and sampled until it exits (3.)."""
+    from xdd.jobs import workerproc
+
+    from xdd.core.config import preset
+
+    over = {"pretrain.steps": args.steps} if args.steps else {}
+    n_pages, seed = (0 if k % 2 == 0 else args.pages), k
+    job = jobs.submit(preset(args.preset, ood_digit=args.digit, seed=seed, **over))
+    pw, browser = open_pages(url, job, n_pages) if n_pages else (None, None)
+    workerproc.ensure_worker()
+    pid = worker_pid(jobs)
+    log(f"run seed {seed}: {n_pages} pages following job {job}")
+    rec = wait_done(jobs, job, args.timeout)
+    rss_at_end = rss_mib(pid)
+    if browser is not None:
+        browser.close()
+        pw.stop()
+    wall = rec["finished"] - rec["started"]
+    run = {"seed": seed, "pages": n_pages, "status": rec["status"],
+           "worker_wall_s": round(wall, 1), "rss_at_end_mib": rss_at_end, "load": loadavg()[0]}
+    if k == 0:  # an idle worker left to itself: sampled until it exits
+        run["idle"] = idle_memory(pid)
+        log(f"  idle RSS {run['idle']['rss_first_mib']} MiB, exited after "
+            f"{run['idle']['exited_after_s']} s")
+    else:  # the next run starts on a fresh worker too
+        os.kill(pid, 15)
+    no_worker(jobs)
+    log(f"  {rec['status']} in {wall:.1f} s (load {run['load']:.1f})")
+    return run
+
+
+def ratios(runs: list[dict[str, Any]], pairs: int) -> dict[str, Any]:
+    """Worker wall time with pages over without: the sums, and pair by pair."""
+    w0 = sum(r["worker_wall_s"] for r in runs if r["pages"] == 0)
+    wn = sum(r["worker_wall_s"] for r in runs if r["pages"])
+    return {"ratio": round(wn / w0, 3),
+            "pair_ratios": [round(runs[2 * i + 1]["worker_wall_s"] / runs[2 * i]["worker_wall_s"], 3)
+                            for i in range(pairs)]}
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="xdd-classroom-"))
     cache = work / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     os.environ["XDD_CACHE"] = str(cache)
     from xdd.jobs import api as jobs
     from xdd.jobs import workerproc
-    from xdd.core.config import preset
     from xdd.storage.data import load_mnist
 
     load_mnist()  # converted once, before any clock starts
     env = dict(os.environ, PYTHONPATH=str(REPO), XDD_ADMIN_TOKEN="bench")
     log_path = work / "streamlit.log"
     app, url = serve_app(env, log_path)
-    raw: dict[str, Any] = {"command": "python bench/classroom.py " + " ".join(args.argv),
+    raw: dict[str, Any] = {"command": "python bench/app/classroom.py " + " ".join(args.argv),
                            "machine": machine(), "preset": args.preset, "digit": args.digit,
                            "pages": args.pages, "load_before": loadavg(),
                            "max_idle_s": workerproc.auto_max_idle()}
     try:
-        _wait_http(f"{url}/_stcore/health", app, log_path)
-        # 1. start-up cost
-        fast = dict(shots=2, methods=("pixels",), **{"projection.n_samples": 0})
-        t = time.time()
-        a = jobs.submit(preset("tiny", ood_digit=args.digit, seed=900, **fast))
-        jobs.ensure_worker()
-        cold = wait_started(jobs, a)["started"] - t
-        wait_done(jobs, a, 300)
-        t = time.time()
-        b = jobs.submit(preset("tiny", ood_digit=args.digit, seed=901, **fast))
-        warm = wait_started(jobs, b)["started"] - t
-        wait_done(jobs, b, 300)
-        raw["startup"] = {"cold_claim_s": round(cold, 2), "warm_claim_s": round(warm, 2)}
-        log(f"claim after submit: cold worker {cold:.2f} s, warm {warm:.2f} s")
-        no_worker(jobs)
-
-        # 2. the same run with 0 and with N pages following it, alternately, each on a
-        # fresh worker; the pages are open (and drawn) before the worker starts, so their
-        # own start-up is not in the figure.
-        over = {"pretrain.steps": args.steps} if args.steps else {}
-        runs = []
-        for k in range(2 * args.pairs):
-            n_pages, seed = (0 if k % 2 == 0 else args.pages), k
-            cfg = preset(args.preset, ood_digit=args.digit, seed=seed, **over)
-            job = jobs.submit(cfg)
-            browser = pw = None
-            if n_pages:
-                from playwright.sync_api import sync_playwright
-
-                pw = sync_playwright().start()
-                browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=LAUNCH_ARGS)
-                for _ in range(n_pages):
-                    browser.new_context().new_page().goto(f"{url}/?job={job}")
-                for ctx in browser.contexts:
-                    ctx.pages[0].get_by_text(job).first.wait_for(timeout=120_000)
-                time.sleep(3)
-            jobs.ensure_worker()
-            pid = worker_pid(jobs)
-            log(f"run seed {seed}: {n_pages} pages following job {job}")
-            rec = wait_done(jobs, job, args.timeout)
-            rss_at_end = rss_mib(pid)
-            if browser is not None:
-                browser.close()
-                pw.stop()
-            wall = rec["finished"] - rec["started"]
-            run = {"seed": seed, "pages": n_pages, "status": rec["status"],
-                   "worker_wall_s": round(wall, 1), "rss_at_end_mib": rss_at_end,
-                   "load": loadavg()[0]}
-            if k == 0:  # an idle worker left to itself: sampled until it exits
-                run["idle"] = idle_memory(pid)
-                log(f"  idle RSS {run['idle']['rss_first_mib']} MiB, exited after "
-                    f"{run['idle']['exited_after_s']} s")
-            else:  # the next run starts on a fresh worker too
-                os.kill(pid, 15)
-            no_worker(jobs)
-            runs.append(run)
-            log(f"  {rec['status']} in {wall:.1f} s (load {run['load']:.1f})")
-        raw["runs"] = runs
-        w0 = sum(r["worker_wall_s"] for r in runs if r["pages"] == 0)
-        wn = sum(r["worker_wall_s"] for r in runs if r["pages"])
-        raw["ratio"] = round(wn / w0, 3)
-        raw["pair_ratios"] = [round(runs[2 * i + 1]["worker_wall_s"] / runs[2 * i]["worker_wall_s"], 3)
-                              for i in range(args.pairs)]
+        wait_http(f"{url}/_stcore/health", app, log_path)
+        raw["startup"] = startup_cost(jobs, args.digit)
+        raw["runs"] = [one_run(jobs, args, url, k) for k in range(2 * args.pairs)]
+        raw.update(ratios(raw["runs"], args.pairs))
         raw["steps"] = args.steps
         raw["load_after"] = loadavg()
         log(f"ratio {args.pages} pages / 0 pages: {raw['ratio']:.3f} (pairs {raw['pair_ratios']})")
     finally:
-        _stop({app.pid}, group=True)
+        stop({app.pid}, group=True)
     return raw
 
 
@@ -253,7 +272,7 @@ and drawn before the worker started. The load average is the machine's, other wo
 
 
 def write_doc(section: str) -> None:
-    write_section(DOC, BEGIN, END, section, "## 9. Classroom (`bench/classroom.py`)\n\n")
+    write_section(DOC, BEGIN, END, section, "## 9. Classroom (`bench/app/classroom.py`)\n\n")
 
 
 def main() -> None:

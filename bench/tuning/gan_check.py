@@ -5,7 +5,7 @@ D (validation split, seed 0, no labels) for ``--steps`` steps and prints D's and
 every 100 steps, then D's mean output on generated and real images in eval mode, and saves an
 8x8 grid of G's samples as a PNG.  Usage::
 
-    python bench/gan_check.py --digit 3 --steps 1500 --variants plain,glr,glr+gbias
+    python bench/tuning/gan_check.py --digit 3 --steps 1500 --variants plain,glr,glr+gbias
 
 Variants (joined with "+"): ``plain`` (DCGAN defaults: equal learning rates, zero output
 bias), ``glr`` (G's lr 1e-3), ``dlr`` (D's lr 5e-5), ``gbias`` (G's output bias -1),
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: bench and xdd
 
 
 def run_variant(variant: str, digit: int, steps: int, out_dir: Path) -> None:

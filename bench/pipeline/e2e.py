@@ -6,7 +6,7 @@ A child process plays the job worker: it sets torch to the worker's thread count
 records its peak resident memory, then runs the same digit with 5 shots, which reuses the
 pretrained GAN.
 
-    python bench/e2e.py --json out.json [--digit 8] [--cache DIR]
+    python bench/pipeline/e2e.py --json out.json [--digit 8] [--cache DIR]
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, log, worker_threads, write_json  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: bench and xdd
+from bench._common import REPO, log, worker_threads, write_json  # noqa: E402
 
 
 def vm_mib() -> dict[str, float]:

@@ -5,7 +5,7 @@ discriminator, L2 normalisation, the KDE fit (leave-one-out bandwidth on the lab
 embeddings) and the scores.  Median of ``--reps`` repetitions after one warm-up, with the
 stages timed separately.
 
-    python bench/scoring_speed.py --cache CACHE --run-key KEY --json out.json
+    python bench/pipeline/scoring_speed.py --cache CACHE --run-key KEY --json out.json
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import log, median, worker_threads, write_json  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: bench and xdd
+from bench._common import log, median, worker_threads, write_json  # noqa: E402
 
 
 def main() -> None:

@@ -6,9 +6,10 @@ run_experiment builds it (xdd.pipeline.reference: the GAN's pretraining images, 
 PCA-64 fitted on the run's seeded 8,192 rows, exact neighbours), scored with each k of
 ``--k``, AUPRC with the held-out digit as positive.  Nothing is retrained and nothing is
 written to the cache.  The k compared here was chosen on the validation split first
-(docs/METHOD.md section 7, bench/tune_unlabeled.py); this script only reports the test figures.
+(docs/METHOD.md section 7, bench/tuning/tune_unlabeled.py); this script only reports the test
+figures.
 
-    python bench/rescore_knn.py --cache /work/cache --k 1,10 --json out.json
+    python bench/tuning/rescore_knn.py --cache /work/cache --k 1,10 --json out.json
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: bench and xdd
 
 
 def main() -> None:
@@ -41,7 +42,7 @@ def main() -> None:
     from xdd.storage import store
     from xdd.core.config import from_dict
     from xdd.storage.data import eval_arrays, load_mnist, make_splits, to_tensor
-    from xdd.pipeline.experiment import load_pretrained
+    from xdd.pipeline.gan import load_pretrained
     from xdd.core.metrics import all_metrics
     from xdd.core.models import Discriminator
     from xdd.pipeline.reference import pca_fit_rows, reference_features, reference_indices

@@ -9,8 +9,8 @@ process, the first call of a second process (the compilation loaded from disk: w
 a new worker pays after the first run on a machine), and (``--warm-check``) the first call of a
 third process after ``xdd.core.projection.warm_up()`` (what a job in the worker pays).
 
-    python bench/projections.py --cache CACHE --run-key KEY --json out.json
-    python bench/projections.py            # MNIST pixels instead of a run's embeddings
+    python bench/pipeline/projections.py --cache CACHE --run-key KEY --json out.json
+    python bench/pipeline/projections.py            # MNIST pixels instead of a run's embeddings
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, log, write_json, worker_threads  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: bench and xdd
+from bench._common import REPO, log, write_json, worker_threads  # noqa: E402
 
 import numpy as np  # noqa: E402
 

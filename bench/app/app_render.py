@@ -7,27 +7,22 @@ time from ``page.goto`` to every ``.js-plotly-plot`` of the page having been lai
 plotly.js.  ``--seed-5000`` first adds a run whose projections hold 5,000 test points, so the
 Embeddings page (which opens the newest run) draws 5,000 points per map.
 
-    python bench/app_render.py --cache CACHE --seed-5000 8 --json out.json
+    python bench/app/app_render.py --cache CACHE --seed-5000 8 --json out.json
 """
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, log, median, worker_threads, write_json  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: bench and xdd
+from bench._browser import CHROMIUM, LAUNCH_ARGS, serve_app, stop, wait_http  # noqa: E402
+from bench._common import REPO, log, median, worker_threads, write_json  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
 PAGES = {"Results": "results", "Embeddings": "embeddings"}
 
 # Every chart laid out by plotly.js (it sets _fullLayout once the first draw is done) and at
@@ -64,35 +59,6 @@ def seed_5000(digit: int, threads: int, preset_name: str = "quick", n: int = 500
     res = run_experiment(cfg, device="cpu")
     return {"run_key": res["run_key"], "seconds": time.perf_counter() - t,
             "pretrain_reused": res["pretrain_reused"]}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(cache: str, port: int, logfile: Path) -> subprocess.Popen:
-    env = dict(os.environ, XDD_CACHE=cache)
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-           "--server.address", "127.0.0.1", "--server.headless", "true",
-           "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=logfile.open("w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> float:
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return time.perf_counter() - t0
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"streamlit did not answer on {url} within {timeout} s")
 
 
 def settle(page, timeout_s: float = 60.0, quiet_s: float = 2.0) -> int:
@@ -164,13 +130,11 @@ def main() -> None:
     if args.seed_5000 is not None:
         log(f"app: seeding a run with 5,000 projected points (digit {args.seed_5000})")
         result["seeded"] = seed_5000(args.seed_5000, worker_threads(), args.seed_preset)
-    port = free_port()
     logfile = Path(tempfile.mkdtemp(prefix="xdd-bench-app-")) / "streamlit.log"
-    proc = start_app(args.cache, port, logfile)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = serve_app(dict(os.environ, XDD_CACHE=args.cache), logfile)
     try:
-        result["startup_s"] = wait_http(f"{url}/_stcore/health", proc)
-        log(f"app: streamlit up in {result['startup_s']:.1f} s on port {port}")
+        result["startup_s"] = wait_http(f"{url}/_stcore/health", proc, timeout=120)
+        log(f"app: streamlit up in {result['startup_s']:.1f} s at {url}")
         result.update(measure(url, args.reps, args.timeout))
         result["status"] = "measured"
     except Exception as exc:  # the app is unfinished or broken: say so, do not fail the suite
@@ -178,11 +142,7 @@ def main() -> None:
                       log_tail=logfile.read_text()[-2000:] if logfile.is_file() else "")
         log(f"app: not measured: {result['reason']}")
     finally:
-        try:
-            os.killpg(proc.pid, 15)
-            proc.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, 9)
+        stop({proc.pid}, group=True)
     if result.get("status") == "measured":  # keep the server log only when it explains a failure
         shutil.rmtree(logfile.parent, ignore_errors=True)
     else:

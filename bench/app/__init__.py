@@ -1,0 +1,1 @@
+"""Benchmarks of the served app (see bench/__init__.py)."""

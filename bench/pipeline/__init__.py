@@ -1,0 +1,1 @@
+"""Benchmarks of a run and its stages (see bench/__init__.py)."""

@@ -1,0 +1,1 @@
+"""The settings searches (see bench/__init__.py)."""
