@@ -48,9 +48,9 @@ runs the `paper` preset for one digit on the GPU and projects the full paper swe
 
 ## 9. Classroom (`bench/app/classroom.py`)
 
-<!-- bench/classroom.py: begin (generated; edits between these markers are overwritten) -->
+<!-- bench/app/classroom.py: begin (generated; edits between these markers are overwritten) -->
 Not measured yet: `python bench/app/classroom.py` writes this section.
-<!-- bench/classroom.py: end -->
+<!-- bench/app/classroom.py: end -->
 """
 
 

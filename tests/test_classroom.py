@@ -13,7 +13,7 @@ queued, then cancels its own), and a second server on the same cache in read-onl
 (``XDD_READ_ONLY=1``) that shows the shared job's progress and result with no Submit or Cancel.
 
 Timing figures are printed; the slowdown of the worker by open pages is a benchmark
-(bench/classroom.py), not a test.
+(bench/app/classroom.py), not a test.
 """
 from __future__ import annotations
 

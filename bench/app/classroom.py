@@ -38,8 +38,8 @@ from bench._browser import CHROMIUM, LAUNCH_ARGS, serve_app, stop, wait_http  # 
 from bench._common import DOC, REPO, loadavg, log, machine, write_json, write_section  # noqa: E402
 
 # The markers keep the script's old path (bench/_common.py says why).
-BEGIN = "<!-- bench/classroom.py: begin (generated; edits between these markers are overwritten) -->"
-END = "<!-- bench/classroom.py: end -->"
+BEGIN = "<!-- bench/app/classroom.py: begin (generated; edits between these markers are overwritten) -->"
+END = "<!-- bench/app/classroom.py: end -->"
 MIB = 1024 * 1024
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: bench and xdd
 from bench._common import DOC, REPO, loadavg, machine, median, write_json, write_section  # noqa: E402
 
-BEGIN = "<!-- bench/blas.py: begin (generated; edits between these markers are overwritten) -->"
-END = "<!-- bench/blas.py: end -->"
+BEGIN = "<!-- bench/pipeline/blas.py: begin (generated; edits between these markers are overwritten) -->"
+END = "<!-- bench/pipeline/blas.py: end -->"
 HEADING = "## numpy's BLAS (`bench/pipeline/blas.py`)\n\n"
 
 # One side's measurement in a fresh process.  XDD_FIRST=1 imports xdd (and so xdd.openblas)

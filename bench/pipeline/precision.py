@@ -26,8 +26,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: bench and xdd
 from bench._common import DOC, loadavg, log, machine, median, worker_threads, write_section  # noqa: E402
 
-BEGIN = "<!-- bench/precision.py: begin (generated; edits between these markers are overwritten) -->"
-END = "<!-- bench/precision.py: end -->"
+BEGIN = "<!-- bench/pipeline/precision.py: begin (generated; edits between these markers are overwritten) -->"
+END = "<!-- bench/pipeline/precision.py: end -->"
 MODES = {"fp32": ("fp32", False), "channels_last": ("fp32", True), "bf16": ("bf16", False),
          "bf16 + channels_last": ("bf16", True)}
 

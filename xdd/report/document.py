@@ -195,7 +195,7 @@ def _settings_lines(df, results: list[dict[str, Any]], elapsed: float | None) ->
                if elapsed is not None else ""),
             f"- device: {', '.join(sorted(df.device.unique()))}",
             *_reference_lines(results),
-            "- settings were chosen on the validation split with seeds >= 100 (`bench/tune.py`, "
+            "- settings were chosen on the validation split with seeds >= 100 (`bench/tuning/tune.py`, "
             "docs/METHOD.md section 5); the test-set seeds here played no part in that",
             f"- {AUPRC_NOTE}; cells: mean ± s.d. over runs, mean AUROC in brackets; {SD_NOTE}",
             ""]
