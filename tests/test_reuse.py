@@ -2,6 +2,8 @@
 of the pretrained D) are computed once, verified, and reused: exactly what a fresh run gives."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -112,3 +114,37 @@ def test_the_estimate_counts_reused_scores_as_read(xdd_cache):
 
     # before embeds the reference images again, pyod searches them, pixels rebuilds its own
     assert cold - here >= reference_images(cfg) * 1e-4
+
+
+def test_scores_shipped_beside_a_bundled_gan_are_read_by_a_first_run_and_equal_a_fresh_one(
+        xdd_cache, tmp_path, monkeypatch):
+    import shutil
+
+    import torch
+
+    from xdd.pipeline.gan import load_pretrained
+    from xdd.pipeline.reuse import ship
+    from xdd.storage import bundle
+    from xdd.train.pretrain import sample_images
+
+    cfg = preset("tiny", ood_digit=6, methods=("pixels", "before", "xdd"), **NO_MAPS)
+    monkeypatch.setenv("XDD_BUNDLE", str(tmp_path / "bundle"))
+    run_experiment(cfg, device="cpu")  # pretrains the GAN here; bundle it as `pretrain --bundle`
+    G, D = load_pretrained(cfg, torch.device("cpu"))
+    bundle.write(cfg, D, sample_images(G), None)
+    shipped = ship(dataclasses.replace(cfg, methods=("pixels", "before")),
+                   torch.get_num_threads())
+    assert sorted(p.parent.name for p in shipped) == ["reuse", "reuse"]
+    shutil.rmtree(xdd_cache)  # a fresh machine: nothing but the bundle
+    xdd_cache.mkdir()
+    first = run_experiment(cfg, device="cpu")
+    assert first["pretrain_source"] == "bundle"
+    assert sorted(first["scores_reused"]) == ["before", "pixels"]
+    for p in shipped:
+        p.unlink()
+    shutil.rmtree(xdd_cache)
+    xdd_cache.mkdir()
+    fresh = run_experiment(cfg, device="cpu")
+    assert fresh["scores_reused"] == [] and fresh["pretrain_source"] == "bundle"
+    for name in ("pixels", "before"):
+        assert np.array_equal(_unlabeled(first, name), _unlabeled(fresh, name))

@@ -80,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--bundle", action="store_true",
                     help="write D and G's samples to xdd/pretrained/ (XDD_BUNDLE)")
     _add_common(pt)
+    sp = sub.add_parser("ship-scores", help="compute the reusable scores of each shipped GAN's "
+                        "default run and ship them beside it (xdd/pretrained/reuse/)")
+    sp.add_argument("--digits", type=_int_list, default=list(range(10)))
+    sp.add_argument("--preset", default="quick")
+    sp.add_argument("--methods", default="pixels,before",
+                    help="the methods whose unlabeled scores ship (default pixels,before)")
+    sp.add_argument("--threads", type=int, default=1,
+                    help="torch threads they are computed at: the reading worker's (default 1, "
+                         "a 2-core laptop's worker)")
     cal = sub.add_parser("calibrate", help="time each preset's networks on this machine "
                          "(~35 s on a 2-core CPU); the app's time estimates use the figures")
     cal.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
@@ -216,6 +225,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ship_scores(args: argparse.Namespace) -> int:
+    from xdd.core.config import preset
+    from xdd.pipeline.reuse import ship
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    for d in args.digits:
+        cfg = preset(args.preset, ood_digit=d, methods=methods, **{"projection.methods": ()})
+        for path in ship(cfg, args.threads):
+            print(f"digit {d}: {path} ({path.stat().st_size / 1024:.0f} KB)")
+    return 0
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -308,7 +329,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"run": cmd_run, "sweep": cmd_sweep, "report": cmd_report,
-                "pretrain": cmd_pretrain, "calibrate": cmd_calibrate, "show": cmd_show, "worker": cmd_worker,
+                "pretrain": cmd_pretrain, "ship-scores": cmd_ship_scores, "calibrate": cmd_calibrate, "show": cmd_show, "worker": cmd_worker,
                 "submit": cmd_submit, "jobs": cmd_jobs, "cancel": cmd_cancel}
     try:
         return handlers[args.cmd](args)
