@@ -74,6 +74,9 @@ def test_another_gan_or_other_settings_are_other_keys():
     assert reuse.reuse_key(_cfg(2, **{"score.knn_k": 3}), before, "a" * 64, one) != k
     assert reuse.reuse_key(_cfg(2, seed=4), before, "a" * 64, one) != k
     assert reuse.reuse_key(cfg, methods.BY_NAME["pixels"], "", one) != k
+    # a CPU of another SIMD family rounds otherwise too
+    assert reuse.where("cpu (1 thread)").startswith("cpu (1 thread); ")
+    assert reuse.where("cuda (NVIDIA H100)") == "cuda (NVIDIA H100)"
 
 
 @pytest.mark.parametrize("values", [np.array([0.5, 1.25, 3.0]), np.array([0.1, 1 / 3, 2.0])])

@@ -159,7 +159,7 @@ def scores_on_disk(stage: Stage, r: RunRates) -> bool:
         if not network:
             return False
     key = reuse.reuse_key(r.cfg, method, network,
-                          f"cpu ({r.threads} thread{'s' * (r.threads != 1)})")
+                          reuse.where(f"cpu ({r.threads} thread{'s' * (r.threads != 1)})"))
     return reuse.cache_path(key).is_file() or reuse.shipped_path(key).is_file()
 
 

@@ -152,7 +152,7 @@ class Run:
                 return None
         from xdd.core.device import describe
 
-        return reuse.reuse_key(self.cfg, method, network, describe(self.dev))
+        return reuse.reuse_key(self.cfg, method, network, reuse.where(describe(self.dev)))
 
     def keep_after(self, method, net: Net) -> None:
         """The paper's retrained network is kept with the run, with its objective's trained

@@ -41,6 +41,17 @@ def reuse_key(cfg: RunConfig, method, network: str, device: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+def where(described: str) -> str:
+    """Where a score is computed, as far as its last bits go: the device as results describe it
+    ("cpu (1 thread)") and, on a CPU, the SIMD family its kernels use (an AVX-512 CPU and an
+    AVX2 one round differently, like two thread counts)."""
+    if not described.startswith("cpu"):
+        return described
+    from xdd.openblas import coretype_for, cpu_flags
+
+    return f"{described}; {coretype_for(cpu_flags()) or 'generic'}"
+
+
 def cache_path(key: str) -> Path:
     return store.cache_root() / "reuse" / f"{key}.npz"
 

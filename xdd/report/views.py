@@ -6,10 +6,17 @@ The page's table is the report's long table with the digit column called ``digit
 column naming a run's variant (custom settings are never averaged with the preset's own runs)
 and a ``threads`` column (the torch thread count the run computed with: two runs of one config
 at different thread counts may differ in the last digits).
+
+Below it, what the pages show of one run up close, as pure numpy: the Embeddings page's linked
+selection (highlight masks, per-digit counts, the images whose anomaly-score rank moved most),
+the Results page's score histograms and threshold readout, a retraining's curves and the
+ranges of its animation.
 """
 from __future__ import annotations
 
 from typing import Any, Iterable
+
+import numpy as np
 
 from xdd.core.fmt import config_group, thread_count, thread_counts
 from xdd.core.methods import AFTER, BEFORE, REFERENCES, display_key, label
@@ -127,3 +134,135 @@ def shots_curve(df, digit: int | None, n_shot_counts: int):
         ["mean", lambda v: v.std(ddof=SD_DDOF), "count"])
     line.columns = CURVE_COLUMNS[2:]
     return line.reset_index().fillna({"std": 0.0})
+
+
+# ---------------------------------------------------------------- one run up close
+#
+# What the Embeddings page's linked selection and the Results page's score distributions and
+# training curves show, as pure numpy: the pages pick and draw, these compute.
+
+
+def percentile_ranks(scores) -> np.ndarray:
+    """Percentile rank of each score among all of them: 0 for the lowest (most typical), 100
+    for the highest (most unusual); equal scores are ordered by position (a stable sort)."""
+    s = np.asarray(scores, dtype=np.float64)
+    ranks = np.argsort(np.argsort(s, kind="stable"), kind="stable")
+    return 100.0 * ranks / max(1, len(s) - 1)
+
+
+def rank_moves(before, after) -> np.ndarray:
+    """Per image, how far its anomaly score's percentile rank moved from ``before`` to
+    ``after`` (the same images in the same order): positive = more unusual after retraining.
+    The ranks are over all the images given (the whole test set, not a map's subsample)."""
+    before, after = np.asarray(before), np.asarray(after)
+    if before.shape != after.shape:
+        raise ValueError(f"before {before.shape} and after {after.shape} differ in shape")
+    return percentile_ranks(after) - percentile_ranks(before)
+
+
+def positions_of(index, wanted) -> np.ndarray:
+    """Where each of ``wanted`` sits in ``index`` (e.g. a map's test indices in scores.npz's
+    test_index); a wanted value that is not in ``index`` raises ValueError."""
+    index, wanted = np.asarray(index), np.asarray(wanted)
+    order = np.argsort(index, kind="stable")
+    pos = np.searchsorted(index[order], wanted)
+    pos = np.minimum(pos, len(index) - 1)
+    found = order[pos]
+    if len(wanted) and not np.array_equal(index[found], wanted):
+        raise ValueError("some wanted values are not in the index")
+    return found
+
+
+def top_moved(moves, n: int) -> np.ndarray:
+    """The positions of the ``n`` largest moves by size (either direction), largest first;
+    equal sizes in position order; NaN (an image without both scores) never counts."""
+    moves = np.asarray(moves, dtype=np.float64)
+    size = np.where(np.isnan(moves), -np.inf, np.abs(moves))
+    order = np.argsort(-size, kind="stable")
+    order = order[np.isfinite(size[order])]
+    return order[:max(0, int(n))]
+
+
+def highlight_points(trace_rows, selected) -> list[list[int]]:
+    """Per trace, the positions of its points whose row is in ``selected`` (what plotly's
+    ``selectedpoints`` takes: the other points are drawn dimmed)."""
+    chosen = np.asarray(sorted(set(int(r) for r in selected)), dtype=np.int64)
+    return [np.flatnonzero(np.isin(np.asarray(rows, dtype=np.int64), chosen)).tolist()
+            for rows in trace_rows]
+
+
+def selection_counts(selected, digits, ood_digit: int) -> dict[str, Any]:
+    """A selection of map rows in words: how many (each row once), how many of them are the
+    held-out digit, and the count per digit (digits in increasing order)."""
+    rows = np.asarray(list(dict.fromkeys(int(r) for r in selected)), dtype=np.int64)
+    got = np.asarray(digits)[rows].astype(int) if len(rows) else np.zeros(0, int)
+    values, counts = np.unique(got, return_counts=True)
+    return {"n": int(len(rows)), "n_ood": int((got == ood_digit).sum()),
+            "per_digit": {int(d): int(c) for d, c in zip(values, counts)}}
+
+
+def share_threshold(scores, share: float) -> float:
+    """The score threshold that flags the top ``share`` (0-1] of the images: the k-th highest
+    score, k = round(share x n), at least 1.  Flagging is score >= threshold, so images tied
+    with the k-th are flagged too."""
+    s = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+    k = min(len(s), max(1, int(round(float(share) * len(s)))))
+    return float(s[k - 1])
+
+
+def threshold_readout(scores, is_ood, threshold: float) -> dict[str, float]:
+    """What flagging every image with score >= ``threshold`` does: flagged images, held-out
+    images caught (recall = caught / held-out), in-distribution images flagged (FPR = false
+    alarms / in-distribution) and precision (caught / flagged; NaN when nothing is flagged)."""
+    s = np.asarray(scores, dtype=np.float64)
+    ood = np.asarray(is_ood).astype(bool)
+    flagged = s >= threshold
+    caught, false_alarms = int((flagged & ood).sum()), int((flagged & ~ood).sum())
+    n_ood, n_in = int(ood.sum()), int((~ood).sum())
+    n_flagged = caught + false_alarms
+    return {"threshold": float(threshold), "flagged": n_flagged, "caught": caught,
+            "false_alarms": false_alarms, "n_ood": n_ood, "n_in": n_in,
+            "recall": caught / n_ood if n_ood else float("nan"),
+            "fpr": false_alarms / n_in if n_in else float("nan"),
+            "precision": caught / n_flagged if n_flagged else float("nan")}
+
+
+def score_histogram(scores, is_ood, bins: int = 40) -> dict[str, np.ndarray]:
+    """Histogram of one method's scores on ``bins`` equal bins over their range: the share of
+    the in-distribution and of the held-out images in each bin (each group sums to 1)."""
+    s = np.asarray(scores, dtype=np.float64)
+    ood = np.asarray(is_ood).astype(bool)
+    edges = np.histogram_bin_edges(s, bins=bins)
+    share_in = np.histogram(s[~ood], bins=edges)[0] / max(1, int((~ood).sum()))
+    share_ood = np.histogram(s[ood], bins=edges)[0] / max(1, int(ood.sum()))
+    return {"edges": edges, "centres": (edges[:-1] + edges[1:]) / 2, "in": share_in,
+            "ood": share_ood}
+
+
+CURVE_SIDES = ("ixz", "izy")  # the two sides of L = I(X;Z) - beta I(Z;Y) as the loss weighs them
+
+
+def curve_view(fields: dict[str, np.ndarray]) -> dict[str, Any]:
+    """One retraining's curves (xdd.pipeline.curves.load_curves()[method]) as the page draws
+    them: ``step`` and ``loss`` always; ``sides`` True when the loss has the two IB sides
+    (``ixz``, ``izy``: then loss = ixz + izy), with them; ``within`` / ``between`` and the
+    learning rate when recorded; ``constant_lr`` when it never changed."""
+    out: dict[str, Any] = {"step": np.asarray(fields["step"]),
+                           "loss": np.asarray(fields["loss"]),
+                           "sides": all(k in fields for k in CURVE_SIDES)}
+    for k in CURVE_SIDES + ("within", "between", "lr"):
+        if k in fields:
+            out[k] = np.asarray(fields[k])
+    lr = out.get("lr")
+    out["constant_lr"] = bool(lr is not None and len(lr) and np.all(lr == lr[0]))
+    return out
+
+
+def frame_ranges(frames, pad: float = 0.05) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Axis ranges (x, y) that hold every point of every frame, ``pad`` of the span added on
+    each side, so that an animation's axes stay still while its points move."""
+    f = np.asarray(frames, dtype=np.float64).reshape(-1, 2)
+    lo, hi = f.min(axis=0), f.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    lo, hi = lo - pad * span, hi + pad * span
+    return (float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1]))
