@@ -486,3 +486,40 @@ def test_a_runs_score_timings_are_read_through_its_stages():
     rates = E.rates_from_runs([run], "tiny", "cpu", threads=1)
     assert rates.score_image_s == pytest.approx(2.0 / 400)
     assert rates.pixels_s == pytest.approx(4.0)
+
+
+def test_an_empty_cache_gets_a_first_guess_scaled_by_this_cpus_probe(monkeypatch, tmp_path):
+    from xdd.estimate import costs, first_guess
+
+    cfg = preset("quick", ood_digit=8)
+    _write_calibration(pre=0.1)  # written as a calibration, then moved to be the reference
+    ref = store.read_json(E.calibration_path())
+    E.calibration_path().unlink()
+    monkeypatch.setenv("XDD_ESTIMATE_REFERENCE", str(tmp_path / "reference.json"))
+    assert E.estimate([cfg], [], "cpu").seconds is None  # nothing shipped: nothing to scale
+    store.atomic_write_json(first_guess.reference_path(), {**ref, "probe_s": 0.01})
+    monkeypatch.setattr(first_guess, "this_machine_probe_s", lambda: 0.01)
+    same = E.estimate([cfg], [], "cpu")
+    assert same.seconds is not None and same.basis == costs.FIRST_GUESS
+    monkeypatch.setattr(first_guess, "this_machine_probe_s", lambda: 0.02)  # twice as slow
+    slow = E.estimate([cfg], [], "cpu")
+    assert slow.seconds == pytest.approx(2 * same.seconds)
+    # the reference's figures, as a calibration here would give: the estimate is the same
+    store.atomic_write_json(E.calibration_path(), ref)
+    timed = E.estimate([cfg], [], "cpu")
+    assert timed.seconds == pytest.approx(same.seconds) and timed.basis != costs.FIRST_GUESS
+
+
+def test_a_first_guess_leaves_counts_and_exponents_alone():
+    from xdd.estimate.first_guess import _nearest_threads, _scaled
+
+    cal = {"data_s": 1.0, "presets": {"quick": {
+        "project_point_s": {"tsne": 2.0}, "project_n": 1200, "project_exp": {"tsne": 1.4},
+        "pixels": {"fit_s": 3.0, "fit_rows": 500}, "rates": {"1": {"retrain_step_s": 0.5}}}}}
+    got = _scaled(cal, 3.0)
+    q = got["presets"]["quick"]
+    assert got["data_s"] == 3.0 and q["project_point_s"]["tsne"] == 6.0
+    assert q["project_n"] == 1200 and q["project_exp"]["tsne"] == 1.4
+    assert q["pixels"] == {"fit_s": 9.0, "fit_rows": 500}
+    assert q["rates"]["1"]["retrain_step_s"] == 1.5  # under a thread count: still a time
+    assert _nearest_threads(q, 3)["rates"]["3"] == q["rates"]["1"]

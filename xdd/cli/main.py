@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     cal = sub.add_parser("calibrate", help="time each preset's networks on this machine "
                          "(~35 s on a 2-core CPU); the app's time estimates use the figures")
     cal.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    cal.add_argument("--reference", action="store_true",
+                     help="also ship it as the reference a machine not timed yet scales by a "
+                          "one-second probe (xdd/estimate/reference.json)")
     cal.add_argument("--presets", default="tiny,quick",
                      help="comma-separated presets to time (default tiny,quick; paper is slow "
                           "on a CPU)")
@@ -300,6 +303,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print("UMAP's first call in a new process, compiled code loaded from numba's cache: "
               f"{cal[kind]['umap_load_s']:.1f} s")
     print(f"written to {calibration_path()}")
+    if args.reference:
+        from xdd.estimate.first_guess import write_reference
+
+        print(f"and shipped as the first-guess reference: {write_reference(cal)}")
     return 0
 
 

@@ -143,6 +143,11 @@ def _cost_pixels(stage: Stage, r: RunRates) -> list[Part]:
     return []
 
 
+FIRST_GUESS = ("a first guess: this CPU's one-second probe against the machine that made the "
+               "shipped figures (this machine is being timed)")
+FIRST_GUESS_AND_RUNS = "from this machine's earlier runs and a first guess for the rest"
+
+
 def scores_on_disk(stage: Stage, r: RunRates) -> bool:
     """Whether a score stage's unlabeled scores will be read, not computed (pipeline.reuse):
     a stage beside the retraining whose inputs an earlier run, or the bundle, scored."""
@@ -292,9 +297,14 @@ def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: st
     running, so the first job waits for one to start.  Pretraining is counted once per
     distinct pretraining config.
     """
-    cal = load_calibration(kind)
-    process = process_costs(cal)
     threads = threads or worker_threads()
+    cal = load_calibration(kind)
+    guess = cal is None
+    if guess:  # not timed yet: the shipped reference, scaled by a one-second probe
+        from xdd.estimate.first_guess import first_guess
+
+        cal = first_guess(kind, threads)
+    process = process_costs(cal)
     bill = _Bill()
     pretrained: set[str] = set()
     measured: dict[tuple[str, str], Rates] = {}  # (preset, mode): read once per batch
@@ -321,4 +331,7 @@ def estimate(cfgs: Sequence[RunConfig], runs: Sequence[dict[str, Any]], kind: st
     total = bill.total + _process_seconds(bill, process, umap_warm, start_worker)
     if not total and bill.n_cached == len(cfgs):
         return Estimate(0.0, "already cached", bill.n_cached)
-    return Estimate(total, bill.basis(), bill.n_cached)
+    basis = bill.basis()
+    if guess and CALIBRATION in (bill.used or bill.sources):
+        basis = FIRST_GUESS if bill.used <= {CALIBRATION} else FIRST_GUESS_AND_RUNS
+    return Estimate(total, basis, bill.n_cached)
