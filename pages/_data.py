@@ -1,5 +1,5 @@
-"""Cached reads of the run cache: the complete runs, one run's verified results and arrays,
-and the MNIST images their indices point into.
+"""Cached reads of the run cache: the complete runs, one run's verified results, arrays and
+retraining curves, and the MNIST images their indices point into.
 
 Nothing here trains, projects or imports torch: pages read what the worker wrote.  Reads of
 the cache go through ``st.cache_data`` keyed by a signature of the cache folder (run names and
@@ -69,6 +69,19 @@ def run_arrays(key: str, name: str) -> dict[str, np.ndarray] | None:
     if verified_results(key) is None:
         return None
     return _npz(str(store.cache_root().resolve()), key, name, run_mtime(key))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _curves(root: str, key: str, mtime: int) -> dict[str, dict[str, np.ndarray]] | None:
+    from xdd.pipeline.curves import load_curves
+
+    return load_curves(key)
+
+
+def run_curves(key: str) -> dict[str, dict[str, np.ndarray]] | None:
+    """A verified run's retraining curves by method (xdd.pipeline.curves.load_curves), or
+    None: a run made before runs kept curves, or one that fails its integrity check."""
+    return _curves(str(store.cache_root().resolve()), key, run_mtime(key))
 
 
 @st.cache_resource(show_spinner="Loading MNIST images…", max_entries=2)

@@ -1,29 +1,41 @@
 """Embeddings page: 2-D maps (t-SNE / UMAP / PCA) of the test images before and after XDD
 retraining, side by side, with the held-out digit highlighted and the labeled examples in
-black (the paper's Fig. 2-3).  A box or lasso selection shows the selected images.
+black (the paper's Fig. 2-3).  A box or lasso selection on either map highlights the same
+images on the other map and in the retraining animation, and lists them; a button selects the
+images whose anomaly-score rank moved most.  The animation plays the embedding's retraining
+frames on the final map's PCA axes.
 
 The projections are computed by the worker and stored in projections.npz; this page only
-reads them.  Which methods have a map comes from the method table (``projected``).
+reads them.  Which methods have a map comes from the method table (``projected``); the
+selection's state is in pages/_selection.py, the animation's figure in pages/_frames.py, the
+numbers they show in xdd.report.views.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from pages import _selection as selection
 from pages._charts import legend_row, show, styled
 from pages._common import DIGIT_COLORS, OOD_COLOR, require_router
 from pages._data import cached_runs, run_arrays, run_images
+from pages._frames import DIMMED, animation_figure
 from pages._jobs import bad_run_panel, first_visit_panel
 from xdd.core.fmt import PROJ_LABELS, config_group, describe_config, threads_note
-from xdd.core.methods import AFTER, BEFORE, BY_NAME, REFERENCES, display_order, label
+from xdd.core.methods import AFTER, BEFORE, BY_NAME, REFERENCE_SHORT, REFERENCES, \
+    display_order, label, short
 from xdd.report.tables import run_metrics, run_scores
+from xdd.report.views import highlight_points, positions_of, rank_moves, selection_counts, \
+    top_moved
 
 MAX_IMAGES = 120
 PROJECTIONS = ("tsne", "umap", "pca")
+MOVED_DEFAULT = 20  # how many images the "moved most" button selects, unless changed
 # The map titles of the paper's pair; any other projected method is titled by its label.
 SIDE_TITLES = {BEFORE: "Before: pretrained GAN discriminator", AFTER: "After: XDD retraining"}
 
@@ -58,16 +70,25 @@ class RunMaps:
         return [(m, SIDE_TITLES.get(m, label(m))) for m in display_order()
                 if BY_NAME[m].projected and any(k.startswith(m + "_") for k in self.proj)]
 
+    def positions(self) -> np.ndarray:
+        """Where each map row's test image sits in scores.npz."""
+        return positions_of(self.scores["test_index"], self.proj["index"])
+
     def subsample_scores(self, name: str, reference: str) -> np.ndarray:
         """The method's scores under a reference for the projected test subsample (NaN when
         the run lacks them)."""
         s = run_scores(self.scores, reference, name)
         if s is None:
             return np.full(self.n_test, np.nan)
-        ti = self.scores["test_index"]
-        order = np.argsort(ti)
-        pos = order[np.searchsorted(ti[order], self.proj["index"])]
-        return s[pos].astype(float)
+        return s[self.positions()].astype(float)
+
+    def frames(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The method's retraining frames (F, M + L, 2) and their steps (F,), or None (a run
+        made before runs kept them)."""
+        xy, steps = self.proj.get(f"{name}_frames"), self.proj.get(f"{name}_frame_steps")
+        if xy is None or steps is None or len(xy) != len(steps) or not len(steps):
+            return None
+        return xy, steps
 
 
 @dataclass(frozen=True)
@@ -76,6 +97,11 @@ class Controls:
     color_by: str  # "digit" or "score:<reference>"
     size: int
     show_labeled: bool
+
+    @property
+    def reference(self) -> str:
+        """The reference the page shows: the one the maps are coloured by, else the paper's."""
+        return self.color_by.split(":")[1] if self.color_by != "digit" else REFERENCES[0]
 
 
 def rank_pct(s: np.ndarray) -> np.ndarray:
@@ -92,7 +118,8 @@ def header() -> None:
     st.caption("Each dot is a test image, placed so that images the network embeds close "
                "together stay close on the map. Left: the embedding after GAN pretraining; "
                "right: after retraining with the XDD loss on the labeled examples (black). Drag "
-               "a box or lasso over either map to see the images you selected.")
+               "a box or lasso over either map: the same images light up on the other map and "
+               "are listed below.")
 
 
 def runs_with_maps() -> list[dict[str, Any]]:
@@ -112,37 +139,41 @@ def runs_with_maps() -> list[dict[str, Any]]:
 
 
 def pick_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run picker (the newest run first picked): its run, config and thread count named."""
+    """The run picker: the run named in the address bar (``?run=<key>``, as the Method page
+    links to it), else the newest; its config and thread count named."""
     runs = sorted(runs, key=lambda r: (r.get("preset", ""), r.get("ood_digit", 0),
                                        r.get("shots", 0), r.get("seed", 0)))
     by_key = {r["run_key"]: r for r in runs}
     labels = {k: dict(r, preset=config_group(r)) for k, r in by_key.items()}
-    newest = max(runs, key=lambda r: r.get("started") or 0)["run_key"]
+    wanted = st.query_params.get("run")
+    first = wanted if wanted in by_key else max(runs, key=lambda r: r.get("started") or 0)[
+        "run_key"]
     keys = list(by_key)
-    pick = st.selectbox("Run", keys, index=keys.index(newest), key="emb-run",
+    pick = st.selectbox("Run", keys, index=keys.index(first), key="emb-run",
                         format_func=lambda k: f"{describe_config(labels[k])} · "
                                               f"{threads_note(by_key[k].get('device'))} · run {k}")
     return by_key[pick]
 
 
 def controls(run: RunMaps, sides: list[tuple[str, str]], available: list[str]) -> Controls:
-    c1, c2, c3, c4 = st.columns([1.4, 1.4, 1.2, 1.2], vertical_alignment="bottom")
-    projection = c1.segmented_control("Projection", available, default=available[0],
-                                      required=True, format_func=lambda p: PROJ_LABELS[p],
-                                      key="emb-proj")
-    score_refs = [r for r in REFERENCES if any(run_scores(run.scores, r, e) is not None
-                                               for e, _ in sides)]
-    color_by = c2.segmented_control(
-        "Colour by", ["digit"] + [f"score:{r}" for r in score_refs], default="digit",
-        required=True, key="emb-color",
-        format_func=lambda c: "digit" if c == "digit" else f"score, {c.split(':')[1]} ref.",
-        help="Anomaly score under the labeled reference (the paper: KDE over the labeled "
-             "embeddings) or the unlabeled reference (k-NN distance to the unlabeled "
-             "in-distribution training images).")
-    size = c3.slider("Point size", 2, 12, 5, key="emb-size")
-    show_lab = c4.toggle("Labeled examples", value=True, key="emb-lab",
-                         help="The labeled training images used for retraining and for the "
-                              "KDE, drawn as black markers.")
+    # One row that wraps when the page is narrow: nothing is cut off at any width.
+    with st.container(horizontal=True, gap="small", vertical_alignment="bottom"):
+        projection = st.segmented_control(
+            "Projection", available, default=available[0], required=True,
+            format_func=lambda p: PROJ_LABELS[p], key="emb-proj")
+        score_refs = [r for r in REFERENCES if any(run_scores(run.scores, r, e) is not None
+                                                   for e, _ in sides)]
+        color_by = st.segmented_control(
+            "Colour by", ["digit"] + [f"score:{r}" for r in score_refs], default="digit",
+            required=True, key="emb-color",
+            format_func=lambda c: "digit" if c == "digit" else f"score, {c.split(':')[1]} ref.",
+            help="Anomaly score under the labeled reference (the paper: KDE over the labeled "
+                 "embeddings) or the unlabeled reference (k-NN distance to the unlabeled "
+                 "in-distribution training images).")
+        size = st.slider("Point size", 2, 12, 5, key="emb-size", width=150)
+        show_lab = st.toggle("Labeled examples", value=True, key="emb-lab",
+                             help="The labeled training images used for retraining and for "
+                                  "the KDE, drawn as black markers.")
     return Controls(projection, color_by, size, show_lab)
 
 
@@ -186,19 +217,28 @@ def _score_traces(run: RunMaps, xy, custom, hover: str, size: int,
     return out
 
 
+def auprc_line(run: RunMaps, emb: str) -> str:
+    """The map's AUPRC under every reference the run has, for its heading."""
+    by_metrics = run_metrics(run.res)
+    return " · ".join(f"AUPRC {by_metrics[r][emb]['auprc']:.3f} ({REFERENCE_SHORT[r]})"
+                      for r in REFERENCES if emb in by_metrics.get(r, {}))
+
+
 def build_figure(run: RunMaps, ctrl: Controls, emb: str,
-                 title: str) -> tuple[go.Figure, list[np.ndarray]]:
-    """The map of one embedding; also, per trace, the projection rows it draws (for selection)."""
+                 selected: tuple[int, ...] | None = None
+                 ) -> tuple[go.Figure, list[np.ndarray]]:
+    """The map of one embedding; also, per trace, the projection rows it draws (for
+    selection).  ``selected``: rows drawn at full opacity, the others dimmed."""
     xy = run.proj[f"{emb}_{ctrl.projection}"]
     m = run.n_test
     by_ref = {r: run.subsample_scores(emb, r) for r in REFERENCES}
     is_ood = run.test_digit == run.ood_digit
     kind = np.where(is_ood, f"OOD (digit {run.ood_digit})", "in-distribution")
     custom = np.c_[run.test_digit, kind, np.round(by_ref["labeled"], 3),
-                   np.round(by_ref["unlabeled"], 3)]
+                   np.round(by_ref["unlabeled"], 3), run.proj["index"]]
     hover = ("digit %{customdata[0]}<br>%{customdata[1]}<br>anomaly score, labeled ref. "
              "%{customdata[2]}<br>anomaly score, unlabeled ref. %{customdata[3]}"
-             "<extra></extra>")
+             "<br>test image #%{customdata[4]}<extra></extra>")
     fig = go.Figure()
     if ctrl.color_by == "digit":
         traces = _digit_traces(run, xy, custom, hover, ctrl.size)
@@ -215,83 +255,154 @@ def build_figure(run: RunMaps, ctrl: Controls, emb: str,
             customdata=np.c_[run.lab_digit, np.full(len(lab), "labeled example")],
             hovertemplate="digit %{customdata[0]}<br>%{customdata[1]}<extra></extra>",
             marker=dict(size=ctrl.size + 2, color="black", symbol="x")), lab))
-    for trace, _ in traces:
+    rows = [r for _, r in traces]
+    marks = highlight_points(rows, selected) if selected else None
+    for i, (trace, _) in enumerate(traces):
+        if marks is not None:
+            trace.update(selectedpoints=marks[i], selected=dict(marker=dict(opacity=1.0)),
+                         unselected=dict(marker=dict(opacity=DIMMED)))
         fig.add_trace(trace)
-    by_metrics = run_metrics(run.res)
-    parts = [f"AUPRC {by_metrics[r][emb]['auprc']:.3f} ({r} ref.)" for r in REFERENCES
-             if emb in by_metrics.get(r, {})]
-    sub = ("  ·  " + ", ".join(parts)) if parts else ""
-    styled(fig, 520, margin=(5, 5, 45, 5),
-           title=dict(text=f"{title}<span style='font-size:13px;color:#555'>{sub}</span>",
-                      x=0.0, font=dict(size=16)),
+    # The title and AUPRCs are a heading above the chart (pages wrap text, plotly cuts it).
+    styled(fig, 460, margin=(5, 5, 10, 5), meta=f"map:{emb}",
            legend=legend_row(-0.02, yanchor="top", itemsizing="constant", font=dict(size=12)),
            dragmode="lasso", uirevision=f"{run.key}-{ctrl.projection}")
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, title=None)
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, title=None,
                      scaleanchor="x", scaleratio=1)
-    return fig, [rows for _, rows in traces]
+    return fig, rows
 
 
-def _selected_rows(event: Any, rows: list[np.ndarray], n_test: int) -> list[int]:
-    """The test-subsample rows a box or lasso selection picked on one map."""
-    points: list[dict[str, Any]] = (event or {}).get("selection", {}).get("points", []) or []
-    out = []
-    for pt in points:
-        c, i = pt.get("curve_number"), pt.get("point_index", pt.get("point_number"))
-        if c is None or i is None or not 0 <= c < len(rows) or not 0 <= i < len(rows[c]):
-            continue
-        row = int(rows[c][i])
-        if row < n_test:  # labeled (training) examples are not test images
-            out.append(row)
-    return out
-
-
-def maps(run: RunMaps, ctrl: Controls, sides: list[tuple[str, str]]) -> list[int]:
-    """The maps side by side; returns the projection rows selected on any of them."""
-    selected: list[int] = []
+def maps(run: RunMaps, ctrl: Controls, sides: list[tuple[str, str]]) -> None:
+    """The maps side by side, the current selection highlighted on every one of them."""
+    sel = selection.current(run.key)
     for col, (emb, title) in zip(st.columns(len(sides)), sides):
-        fig, rows = build_figure(run, ctrl, emb, title)
+        fig, rows = build_figure(run, ctrl, emb, sel.rows if sel else None)
+        key = f"map-{emb}-{run.key}-{ctrl.projection}-{ctrl.color_by}-{ctrl.show_labeled}"
+        selection.remember_rows(key, rows)
         with col:
-            event = show(fig, f"map-{emb}-{run.key}-{ctrl.projection}-{ctrl.color_by}-"
-                              f"{ctrl.show_labeled}",
-                         on_select="rerun", selection_mode=("box", "lasso"),
-                         config={"scrollZoom": False})
-        selected += _selected_rows(event, rows, run.n_test)
+            st.markdown(f"**{title}**")
+            st.caption(auprc_line(run, emb) or "no AUPRC recorded")
+            show(fig, key, on_select=partial(selection.on_map_select, key, run.key, emb,
+                                             run.n_test),
+                 selection_mode=("box", "lasso"), config={"scrollZoom": False})
     st.caption(f"{run.n_test} test images (a fixed random subsample, the same on both maps) "
                f"and {len(run.lab_digit)} labeled examples. {PROJ_LABELS[ctrl.projection]} "
                "coordinates have no units. "
                + ("Colour: rank of the anomaly score within the map (yellow = most unusual). "
                   if ctrl.color_by != "digit" else "")
-               + f"AUPRCs computed with {threads_note(run.res.get('device'))} (a run of the "
-                 "same settings at another thread count may differ in the last digits).")
-    return selected
+               + f"AUPRC = average precision with the held-out digit as positive, computed "
+                 f"with {threads_note(run.res.get('device'))} (a run of the same settings at "
+                 "another thread count may differ in the last digits).")
 
 
-def selected_images(run: RunMaps, selected: list[int]) -> None:
+def _source_words(sel: selection.Selection) -> str:
+    if sel.source == selection.MOVED:
+        return (f"the {len(sel.rows)} whose anomaly-score rank moved most, "
+                f"{REFERENCE_SHORT.get(sel.reference, sel.reference)}")
+    return f"drawn on the {short(sel.source)} map"
+
+
+def selection_bar(run: RunMaps) -> None:
+    """What is selected (how many, the held-out digit's share, per digit) and Clear."""
+    sel = selection.current(run.key)
+    if sel is None:
+        st.caption("Nothing selected. Drag a box or lasso over either map, or pick the images "
+                   "that moved most below: the same images light up on both maps and in the "
+                   "animation. A new selection replaces the last one.")
+        return
+    c = selection_counts(sel.rows, run.test_digit, run.ood_digit)
+    counts = ", ".join(f"{d}: {n}" for d, n in c["per_digit"].items())
+    with st.container(horizontal=True, vertical_alignment="center", gap="medium"):
+        st.markdown(f"**{c['n']} selected** ({_source_words(sel)}), {c['n_ood']} of them the "
+                    f"held-out digit {run.ood_digit} &nbsp;·&nbsp; per digit: {counts}",
+                    width="content")
+        st.button("Clear the selection", key="emb-clear", on_click=selection.clear,
+                  icon=":material/deselect:")
+
+
+def moved_most(run: RunMaps, ctrl: Controls) -> None:
+    """Select the test images whose anomaly score's rank changed most with retraining."""
+    ref = ctrl.reference
+    before, after = run_scores(run.scores, ref, BEFORE), run_scores(run.scores, ref, AFTER)
+    st.subheader("Which images moved most")
+    if before is None or after is None:
+        st.caption(f"This run has no {REFERENCE_SHORT[ref]} scores for both maps.")
+        return
+    moves = rank_moves(before, after)[run.positions()]
+    n_max = int(np.isfinite(moves).sum())
+    why = ("the reference the maps are coloured by" if ctrl.color_by != "digit" else
+           "the paper's; colour the maps by the other reference's score to rank under it")
+    st.caption(f"Every test image's anomaly score is ranked among all {len(before):,} test "
+               f"images before and after retraining, under the {REFERENCE_SHORT[ref]} "
+               f"({why}); an image moved by how many percentile points its rank changed, "
+               "up (more unusual after) or down. The button selects the map's images that "
+               "moved most either way.")
+    with st.container(horizontal=True, vertical_alignment="bottom", gap="medium"):
+        n = st.number_input("How many", 1, max(1, n_max), min(MOVED_DEFAULT, max(1, n_max)),
+                            key="emb-moved-n", width=140)
+        rows = top_moved(moves, int(n))
+        picked = selection.Selection(run.key, tuple(int(r) for r in rows), selection.MOVED,
+                                     {int(r): float(moves[r]) for r in rows}, ref)
+        st.button(f"Select the {len(rows)} that moved most", key="emb-moved",
+                  on_click=selection.replace, args=(picked,), icon=":material/swap_vert:")
+
+
+def animation(run: RunMaps, ctrl: Controls) -> None:
+    """The retraining's frames, played on the final map's PCA axes (or why there are none)."""
+    emb = AFTER if run.frames(AFTER) is not None else next(
+        (e for e, _ in run.sides() if run.frames(e) is not None), None)
+    st.subheader("The embedding during retraining")
+    if emb is None:
+        st.info("This run was computed before runs kept the retraining's frames, so there is "
+                "nothing to animate. Recompute it (the same settings, on the Run page) to see "
+                "the embedding move.")
+        return
+    xy, steps = run.frames(emb)
+    total = int(steps[-1])
+    at = ", ".join(f"{int(s)}" for s in steps[:-1]) + f" and {total}"
+    pct = ", ".join(f"{100 * s / max(1, total):g}" for s in steps[:-1]) + " and 100 %"
+    st.caption(f"The {short(emb)} embedding of the same {run.n_test} test images and "
+               f"{len(run.lab_digit)} labeled examples at retraining steps {at} ({pct} of its "
+               f"{total} steps; step 0 is the pretrained network). Every frame is drawn on "
+               "the PCA axes of the final embedding, so the last frame is the right-hand map "
+               "above with Projection = PCA, point for point. The selection above is "
+               "highlighted here too.")
+    if not st.toggle("Show the animation", key="emb-anim",
+                     help="Press ▶ play under it, or drag the step slider."):
+        return
+    sel = selection.current(run.key)
+    fig = animation_figure(xy, steps, run.test_digit, run.proj["index"], run.ood_digit,
+                           len(run.lab_digit), ctrl.show_labeled, ctrl.size, DIGIT_COLORS,
+                           OOD_COLOR, sel.rows if sel else None)
+    show(fig, f"anim-{emb}-{run.key}", config={"scrollZoom": False, "displayModeBar": False})
+
+
+def selected_images(run: RunMaps) -> None:
     st.subheader("Selected images")
-    # Held-out digit first (what the class wants to see), then by digit; each map's own order.
-    test_digit, ood_digit = run.test_digit, run.ood_digit
-    sel = sorted(dict.fromkeys(selected),
-                 key=lambda r: (test_digit[r] != ood_digit, test_digit[r]))
-    if not sel:
+    sel = selection.current(run.key)
+    if sel is None:
         st.caption("Drag a box or lasso over either map to show the images here.")
         return
-    sel_digits = test_digit[sel]
-    n_ood = int((sel_digits == ood_digit).sum())
-    counts = ", ".join(f"{d}: {int((sel_digits == d).sum())}" for d in np.unique(sel_digits))
-    st.markdown(f"**{len(sel)} selected**, {n_ood} of them the held-out digit {ood_digit} "
-                f"&nbsp;·&nbsp; per digit: {counts}")
-    shown = sel[:MAX_IMAGES]
+    test_digit, ood_digit = run.test_digit, run.ood_digit
+    if sel.source == selection.MOVED:  # largest move first, as ranked
+        rows = list(sel.rows)
+    else:  # held-out digit first (what the class wants to see), then by digit
+        rows = sorted(sel.rows, key=lambda r: (test_digit[r] != ood_digit, test_digit[r]))
+    shown = rows[:MAX_IMAGES]
     try:
         x_shown = run_images(run.res, run.proj["index"][shown])
     except Exception as exc:  # a moved data folder: say so instead of failing the page
         st.error(f"Could not load the MNIST images: {exc}")
         return
     imgs = [np.kron(255 - x, np.ones((3, 3), np.uint8)) for x in x_shown]
-    caps = [f"{test_digit[r]}{' OOD' if test_digit[r] == ood_digit else ''}" for r in shown]
+    caps = [f"{test_digit[r]}{' OOD' if test_digit[r] == ood_digit else ''}"
+            + (f" {sel.moves[r]:+.0f}" if r in sel.moves else "") for r in shown]
     st.image(imgs, caption=caps, width=64)
-    if len(sel) > MAX_IMAGES:
-        st.caption(f"Showing the first {MAX_IMAGES} of {len(sel)}.")
+    if sel.moves:
+        st.caption("Under each image: its digit and how many percentile points its anomaly "
+                   "score's rank moved (+: more unusual after retraining).")
+    if len(rows) > MAX_IMAGES:
+        st.caption(f"Showing the first {MAX_IMAGES} of {len(rows)}.")
 
 
 # ---------------------------------------------------------------- the page
@@ -318,8 +429,11 @@ def render() -> None:
         st.error("This run's projection file holds no before/after maps.")
         return
     ctrl = controls(run, sides, available)
-    selected = maps(run, ctrl, sides)
-    selected_images(run, selected)
+    maps(run, ctrl, sides)
+    selection_bar(run)
+    moved_most(run, ctrl)
+    animation(run, ctrl)
+    selected_images(run)
 
 
 render()

@@ -14,7 +14,9 @@ from plotly.subplots import make_subplots
 
 from pages._charts import MAIN_WIDTH, legend_row, show, styled
 from pages._common import DIGIT_COLORS, require_router
-from xdd.core.config import preset
+from pages._data import cached_runs
+from pages._jobs import DEMO_DIGIT, demo_config
+from xdd.core.config import preset, run_key
 from xdd.core.methods import color, short
 from xdd.core.toy import N_CLASSES, TOY_STEPS, toy_claims
 
@@ -157,9 +159,69 @@ def references_section() -> None:
     show(reference_picture(), "ref-fig")
 
 
+def reading_section() -> None:
+    """7 · how to read the views of a real run that show the loss at work, with links to the
+    demo run's Results and Embeddings pages."""
+    st.subheader("7 · Watching the loss work on a real run")
+    st.markdown(
+        "**The loss and its two sides** (Results page, *How the retraining went*). One line "
+        "per term as the loss weighs it, over the retraining steps: the I(X;Z) side "
+        "(λ × the pairwise term) falls as the classes move apart, the −β·I(Z;Y) side "
+        "(β × the MCDD term, with its pull) falls as each labeled image moves towards its own "
+        "class centre, "
+        "and the black line is their sum, the loss. These are the estimators the loss "
+        "computes on the labeled batch, not the true mutual information, so read their "
+        "slopes, not their values.")
+    st.markdown(
+        "**Spread within and between the classes** (beside it). Measured on the labeled "
+        "embeddings on the unit sphere: the MCDD side pulls the within-class spread down, "
+        "the pairwise side pushes the distance between class centres up; which of the two "
+        "moves more depends on the run. Tight, separated classes leave empty space where an "
+        "unseen digit can land.")
+    st.markdown(
+        "**The information plane** (beside it). The same two sides plotted against each "
+        "other, one dot per step, coloured from dark (start) to yellow (end). The loss is "
+        "their sum, so training drags the dot towards the lower left; a path that moves "
+        "mostly down is the MCDD side doing the work, one that moves mostly left is the "
+        "pairwise side.")
+    st.markdown(
+        "**The embedding during retraining** (Embeddings page). The test images and the "
+        "labeled examples at a few retraining steps, all drawn on the PCA axes of the "
+        "final embedding, so that only the points move; the last frame is the \"after\" PCA "
+        "map. Press ▶ play and watch whether the red diamonds (the held-out digit) end up "
+        "away from the black crosses (the labeled images the density is fitted on).")
+    st.markdown(
+        "**Before and after, linked** (Embeddings page). Draw a box or lasso on either map: "
+        "the same images light up on the other map and in the animation, and are listed with "
+        "their digits. *Which images moved most* selects the test images whose anomaly-score "
+        "rank changed most between before and after: what retraining changed its mind about.")
+    st.markdown(
+        "**Score distributions and a threshold** (Results page, *Anomaly scores before and "
+        "after retraining*). For each network, how the anomaly scores of in-distribution "
+        "(blue) and held-out (red) test images spread: the less the two overlap, the better "
+        "the detector. The slider flags the most unusual share of the test images and reads "
+        "out what that catches (recall), the false alarms (FPR) and precision, marked as a "
+        "star on each precision–recall curve.")
+    key = run_key(demo_config())
+    if any(r.get("run_key") == key for r in cached_runs()):
+        st.markdown(f"The quick demo's run (digit {DEMO_DIGIT} held out, quick preset, seed 0; "
+                    f"run `{key}`) is cached: open its views.")
+        with st.container(horizontal=True, gap="medium"):
+            st.page_link("pages/results.py", label="Its Results page",
+                         icon=":material/bar_chart:", query_params={"run": key})
+            st.page_link("pages/embeddings.py", label="Its Embeddings page",
+                         icon=":material/scatter_plot:", query_params={"run": key})
+    else:
+        st.markdown(f"The quick demo (digit {DEMO_DIGIT} held out, quick preset, seed 0) makes "
+                    f"a run with all of these views (run `{key}`); it is not computed here yet: "
+                    "an empty app offers it as a one-click **Quick demo**. Every run from the "
+                    "Run page has the same views.")
+        st.page_link("pages/run.py", label="Go to the Run page", icon=":material/play_circle:")
+
+
 def loss_tab() -> None:
     for section in (objective_section, mcdd_section, pairwise_section, well_posed_section,
-                    scoring_section, references_section):
+                    scoring_section, references_section, reading_section):
         section()
 
 

@@ -1,5 +1,7 @@
 """Results page: the paper's Fig. 1 for whatever is cached, a metrics table, PR curves,
-AUPRC against the number of labeled shots, and a CSV download.  Reads the cache only.
+AUPRC against the number of labeled shots, and a CSV download; then one run up close: its
+anomaly scores before and after retraining with a threshold to try, and how its retraining
+went (the loss's two sides, the classes' spread, the information plane).  Reads the cache only.
 
 The numbers come from the report package (``xdd.report.tables`` aggregates as docs/RESULTS.md
 does, ``xdd.report.views`` shapes what this page shows); the page picks and draws.
@@ -14,21 +16,28 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
+from plotly.subplots import make_subplots
 
 from pages._charts import MAIN_WIDTH, OTHER_WIDTH, legend_row, show, styled
-from pages._common import require_router
-from pages._data import cache_signature, cached_runs, run_arrays, run_mtime, verified_results
+from pages._common import OOD_COLOR, require_router
+from pages._data import cache_signature, cached_runs, run_arrays, run_curves, run_mtime, \
+    verified_results
 from pages._jobs import first_visit_panel
 from xdd.core.fmt import md_table, threads_note
-from xdd.core.methods import REFERENCE_LABELS, REFERENCE_SHORT, REFERENCES, color, display_key, \
-    is_main, label, short
+from xdd.core.methods import AFTER, BEFORE, REFERENCE_LABELS, REFERENCE_SHORT, \
+    REFERENCES, color, display_key, is_main, label, short
 from xdd.core.metrics import pr_curve
 from xdd.report.tables import AUPRC_NOTE, SD_NOTE, run_scores
-from xdd.report.views import before_after, chance_per_digit, default_shots, digit_cells, \
-    page_table, per_digit_table, presets_by_runs, run_choices, shots_curve, side_by_side_rows
+from xdd.report.views import before_after, chance_per_digit, curve_view, default_shots, \
+    digit_cells, page_table, per_digit_table, presets_by_runs, run_choices, score_histogram, \
+    share_threshold, shots_curve, side_by_side_rows, threshold_readout
 
 PR_POINTS = 800  # points per precision-recall curve, at most
 D_WON = 0.05  # D's final pretraining loss below which it won the game outright
+HIST_BINS = 40  # bins of each score histogram
+IN_COLOR = "#7f9cb5"  # the in-distribution images in the score histograms
+ESTIMATOR_NOTE = ("I(X;Z) and I(Z;Y) here are the estimators the loss computes on the labeled "
+                  "batch, weighted as the loss weighs them, not the true mutual information.")
 
 
 @dataclass(frozen=True)
@@ -97,14 +106,19 @@ def nothing_cached() -> None:
 def filters(df_all: pd.DataFrame) -> View | None:
     """Preset, shot count, reference and methods; None (and a note) when no method is picked."""
     f1, f2, f4, f3 = st.columns([1, 1, 1.6, 3])
-    pick_preset = f1.selectbox("Preset", presets_by_runs(df_all), key="res-preset",
+    wanted = linked_run(df_all)
+    presets = presets_by_runs(df_all)
+    pick_preset = f1.selectbox("Preset", presets, key="res-preset",
+                               index=presets.index(wanted["preset"]) if wanted else 0,
                                help="Runs of different presets are never mixed in one chart; "
                                     "runs whose settings differ from their preset are listed "
                                     "apart.")
     df_p = df_all[df_all["preset"] == pick_preset]
     shot_counts = sorted(df_p["shots"].unique())
+    shots_first = (wanted["shots"] if wanted and wanted["preset"] == pick_preset
+                   else default_shots(df_p))
     pick_shots = f2.selectbox("Labeled shots per digit", shot_counts,
-                              index=shot_counts.index(default_shots(df_p)), key="res-shots")
+                              index=shot_counts.index(shots_first), key="res-shots")
     refs_here = [r for r in REFERENCES if r in set(df_p["reference"])]
     pick_ref = f4.segmented_control(
         "Scoring reference", refs_here, default=refs_here[0], required=True, key="res-ref",
@@ -123,6 +137,16 @@ def filters(df_all: pd.DataFrame) -> View | None:
     df = df_ref[(df_ref["shots"] == pick_shots) & df_ref["method"].isin(pick_methods)]
     return View(pick_preset, pick_shots, pick_ref, list(pick_methods), shot_counts, df, df_ref,
                 df_both)
+
+
+def linked_run(df_all: pd.DataFrame) -> dict[str, Any] | None:
+    """The run named in the address bar (``?run=<key>``, as the Method page links to it):
+    its preset and shots, which the filters then open on; None when absent or not cached."""
+    hit = df_all[df_all["run_key"] == st.query_params.get("run")]
+    if hit.empty:
+        return None
+    return {"run_key": hit["run_key"].iloc[0], "preset": hit["preset"].iloc[0],
+            "shots": hit["shots"].iloc[0]}
 
 
 def headline(view: View, cells: pd.DataFrame) -> None:
@@ -219,8 +243,10 @@ def per_digit(view: View, df_all: pd.DataFrame) -> None:
 def pick_run(view: View) -> str:
     """The run whose curves and GAN are shown (digit, seeds and thread count named)."""
     runs = {r["run_key"]: r for r in run_choices(view.df)}
+    keys = list(runs)
+    wanted = st.query_params.get("run")
     return st.selectbox(
-        "Run", list(runs), key="res-run",
+        "Run", keys, key="res-run", index=keys.index(wanted) if wanted in keys else 0,
         format_func=lambda k: f"digit {runs[k]['digit']} held out · seed {runs[k]['seed']} · "
                               f"GAN seed {runs[k]['gan_seed']} · "
                               f"{threads_note(runs[k]['device'])} · run {k}")
@@ -329,6 +355,248 @@ def shots_section(view: View) -> None:
     st.caption("Mean over seeds (and digits) at each shot count; error bars: s.d. over seeds.")
 
 
+# ---------------------------------------------------------------- one run up close
+
+
+def one_run_heading(view: View, key: str) -> None:
+    res = verified_results(key) or {}
+    st.header("One run up close", divider="gray")
+    st.caption(f"The run picked above: digit {res.get('ood_digit', '?')} held out, seed "
+               f"{res.get('seed', '?')}, {res.get('shots', '?')} labeled shots per digit, "
+               f"preset {view.preset} (run {key}).")
+
+
+def score_figure(arr: dict[str, np.ndarray], reference: str, pair: list[str],
+                 reads: dict[str, dict[str, float]], aps: pd.Series) -> go.Figure:
+    """The two methods' score histograms side by side (in-distribution vs held-out, each as
+    the share of its group, so the heights compare across panels), the threshold marked."""
+    is_ood = arr["is_ood"].astype(bool)
+    fig = make_subplots(rows=1, cols=len(pair), shared_yaxes=True, horizontal_spacing=0.04)
+    for col, m in enumerate(pair, start=1):
+        h = score_histogram(run_scores(arr, reference, m), is_ood, HIST_BINS)
+        width = float(h["edges"][1] - h["edges"][0])
+        for name, share, colour in ((f"in-distribution ({int((~is_ood).sum()):,} images)",
+                                     h["in"], IN_COLOR),
+                                    (f"held-out digit ({int(is_ood.sum()):,} images)",
+                                     h["ood"], OOD_COLOR)):
+            fig.add_trace(go.Bar(
+                x=h["centres"], y=share, width=width, name=name, marker_color=colour,
+                opacity=0.65, legendgroup=name, showlegend=col == 1,
+                hovertemplate=f"{short(m)}<br>score %{{x:.3g}}<br>%{{y:.1%}} of the group"
+                              "<extra></extra>"), 1, col)
+        t = reads[m]["threshold"]
+        fig.add_vline(x=t, line_dash="dash", line_color="black", line_width=1.5, row=1,
+                      col=col, annotation_text=f"flag ≥ {t:.4g}",
+                      annotation_position="top right", annotation_font_size=12)
+        fig.update_xaxes(title_text=f"anomaly score, {short(m)} ({REFERENCE_SHORT[reference]})"
+                                    f"<br>AUPRC {aps.get(m, np.nan):.3f}", nticks=6,
+                         row=1, col=col)
+    styled(fig, 380, margin=(10, 10, 30, 10), grid="y", barmode="overlay", bargap=0,
+           meta="score-histograms",
+           legend=legend_row(1.12))
+    fig.update_yaxes(title_text="share of the group's images", tickformat=".0%", row=1, col=1)
+    return fig
+
+
+def threshold_pr_figure(curves: dict[str, Any], pair: list[str],
+                        reads: dict[str, dict[str, float]], ref_note: str) -> go.Figure:
+    """The pair's precision-recall curves with the threshold's operating points marked."""
+    fig = go.Figure()
+    for m in pair:
+        r, p = curves[m]
+        fig.add_trace(go.Scatter(x=r, y=p, mode="lines", name=short(m), legendgroup=m,
+                                 line=dict(color=color(m), width=MAIN_WIDTH),
+                                 hovertemplate="recall %{x:.2f}<br>precision %{y:.2f}"
+                                               "<extra></extra>"))
+        rd = reads[m]
+        fig.add_trace(go.Scatter(
+            x=[rd["recall"]], y=[rd["precision"]], mode="markers", legendgroup=m,
+            name=f"{short(m)} at the threshold",
+            marker=dict(size=15, symbol="star", color=color(m),
+                        line=dict(width=1.2, color="black")),
+            hovertemplate=f"{short(m)}: flag ≥ {rd['threshold']:.4g}<br>recall %{{x:.3f}}<br>"
+                          "precision %{y:.3f}<extra></extra>"))
+    fig.add_hline(y=curves["_base_rate"], line_dash="dot", line_color="black",
+                  annotation_text="chance", annotation_position="bottom right")
+    return styled(fig, 360, margin=(10, 10, 10, 10), grid="xy", meta="threshold-pr",
+                  xaxis_title=f"recall ({ref_note})", yaxis_title="precision",
+                  xaxis_range=[0, 1.02], yaxis_range=[0, 1.02],
+                  legend=dict(x=1.0, xanchor="right", y=1.0, font=dict(size=11)))
+
+
+def _readout_row(m: str, rd: dict[str, float]) -> dict[str, Any]:
+    return {"method": short(m), "threshold": f"≥ {rd['threshold']:.4g}",
+            "flagged": rd["flagged"], "caught": f"{rd['caught']} of {rd['n_ood']}",
+            "recall": rd["recall"], "false": f"{rd['false_alarms']} of {rd['n_in']}",
+            "fpr": rd["fpr"], "precision": rd["precision"]}
+
+
+READOUT_COLUMNS = [("method", "network", ""), ("threshold", "flags a score", ""),
+                   ("flagged", "images flagged", "d"), ("caught", "held-out caught", ""),
+                   ("recall", "recall", ".3f"), ("false", "in-distribution flagged", ""),
+                   ("fpr", "FPR", ".3f"), ("precision", "precision", ".3f")]
+
+
+def score_distributions(view: View, key: str) -> None:
+    """Before vs after: the anomaly scores of the in-distribution and the held-out test
+    images, and what a threshold that flags a share of them catches."""
+    st.subheader(f"Anomaly scores before and after retraining ({view.ref_note})")
+    arr = run_arrays(key, "scores.npz")
+    if arr is None:
+        st.warning("This run's score file is missing or failed its integrity check.")
+        return
+    pair = [m for m in (BEFORE, AFTER) if run_scores(arr, view.reference, m) is not None]
+    if len(pair) < 2:
+        st.caption(f"This run has no before/after scores under the {view.ref_note}.")
+        return
+    is_ood = arr["is_ood"].astype(bool)
+    base = float(is_ood.mean())
+    share = st.slider("Flag the most unusual … of the test images", 1, 99,
+                      int(np.clip(round(100 * base), 1, 99)), format="%d%%", key="res-flag",
+                      help="A threshold on the anomaly score: every test image scoring at or "
+                           "above it is flagged as OOD. Set here as the share of test images "
+                           "it flags, so that it means the same for both networks.")
+    reads = {m: threshold_readout(s, is_ood, share_threshold(s, share / 100))
+             for m in pair for s in [run_scores(arr, view.reference, m)]}
+    aps = view.df[view.df["run_key"] == key].set_index("method")["auprc"]
+    show(score_figure(arr, view.reference, pair, reads, aps), "fig-scores")
+    st.caption("Bars: the share of each group's test images in each score bin (each colour "
+               "sums to 100 % per panel), so the heights compare across the panels; each "
+               "network's scores have their own axis, since the two embeddings' densities are "
+               "not on one scale. The dashed line is the threshold: it flags the same share of "
+               "test images in both panels.")
+    st.markdown(f"**At this threshold** ({share} % of the {len(is_ood):,} test images "
+                "flagged)")
+    st.markdown(md_table([_readout_row(m, reads[m]) for m in pair], READOUT_COLUMNS))
+    c1, c2 = st.columns([1.2, 1])
+    with c1:
+        curves = pr_curves(cache_signature()[0], key, tuple(pair), view.reference,
+                           run_mtime(key))
+        if all(m in curves for m in pair):
+            show(threshold_pr_figure(curves, pair, reads, view.ref_note), "fig-threshold-pr")
+    c2.caption("**Recall**: the share of the held-out digit's test images that are flagged. "
+               "**FPR** (false-positive rate): the share of in-distribution test images "
+               "flagged, i.e. false alarms. **Precision**: the share of flagged images that "
+               "really are the held-out digit. The stars mark the threshold's operating point "
+               "on each network's precision–recall curve; moving the slider slides them "
+               "along the curves. "
+               + (f"At {round(100 * base)} % (the held-out digit's share of the test set) as "
+                  "many images are flagged as there are held-out ones, so recall and "
+                  "precision nearly coincide." if share == round(100 * base) else ""))
+
+
+PANEL_WIDTH = 300  # px: three training-curve panels in a row on a 1400 px wide page, one at 1024
+CURVE_NAMES = {"ixz": "I(X;Z) side: λ × pairwise",
+               "izy": "−β·I(Z;Y) side: β × MCDD",
+               "loss": "loss L (their sum)"}
+CURVE_COLORS = {"ixz": "#9467bd", "izy": "#1f77b4", "loss": "black",
+                "within": "#2ca02c", "between": "#d62728"}
+
+
+def _izy_name(fields: dict[str, np.ndarray]) -> str:
+    return ("−β·I(Z;Y) side: β × (MCDD + pull)" if "pull" in fields
+            else CURVE_NAMES["izy"])
+
+
+def loss_figure(cv: dict[str, Any], izy_name: str) -> go.Figure:
+    fig = go.Figure()
+    for k in (("ixz", "izy", "loss") if cv["sides"] else ("loss",)):
+        fig.add_trace(go.Scatter(
+            x=cv["step"], y=cv[k], mode="lines", name=izy_name if k == "izy" else CURVE_NAMES[k],
+            line=dict(color=CURVE_COLORS[k], width=MAIN_WIDTH if k == "loss" else OTHER_WIDTH,
+                      dash="solid" if k == "loss" else "dot" if k == "ixz" else "dash"),
+            hovertemplate="step %{x}<br>%{y:.4g}<extra></extra>"))
+    return styled(fig, 330, margin=(10, 10, 10, 10), grid="xy", xaxis_title="retraining step",
+                  meta="loss-sides", yaxis_title="value in the loss",
+                  legend=legend_row(-0.25, yanchor="top", font=dict(size=11)))
+
+
+def spread_figure(cv: dict[str, Any]) -> go.Figure:
+    fig = go.Figure()
+    for k, name in (("within", "within-class spread"),
+                    ("between", "distance² between class centres")):
+        fig.add_trace(go.Scatter(x=cv["step"], y=cv[k], mode="lines", name=name,
+                                 line=dict(color=CURVE_COLORS[k], width=MAIN_WIDTH),
+                                 hovertemplate="step %{x}<br>%{y:.4g}<extra></extra>"))
+    return styled(fig, 330, margin=(10, 10, 10, 10), grid="xy", xaxis_title="retraining step",
+                  meta="class-spread", yaxis_title="on the unit sphere", yaxis_rangemode="tozero",
+                  legend=legend_row(-0.25, yanchor="top", font=dict(size=11)))
+
+
+def plane_figure(cv: dict[str, Any], izy_name: str) -> go.Figure:
+    """One side against the other, coloured by step: where the loss took the embedding."""
+    steps = cv["step"]
+    fig = go.Figure(go.Scatter(
+        x=cv["ixz"], y=cv["izy"], mode="lines+markers", name="retraining",
+        line=dict(color="#bbbbbb", width=1),
+        marker=dict(size=7, color=steps, colorscale="Viridis", showscale=True,
+                    colorbar=dict(title="step", thickness=10, len=0.9)),
+        hovertemplate="step %{marker.color}<br>I(X;Z) side %{x:.4g}<br>"
+                      "−β·I(Z;Y) side %{y:.4g}<extra></extra>"))
+    fig.update_xaxes(nticks=4)
+    for i, text in ((0, "start"), (len(steps) - 1, "end")):
+        fig.add_annotation(x=cv["ixz"][i], y=cv["izy"][i], text=text, showarrow=True,
+                           arrowhead=0, ax=24, ay=-18, font=dict(size=11))
+    return styled(fig, 330, margin=(10, 10, 10, 10), grid="xy", showlegend=False,
+                  meta="information-plane",
+                  xaxis_title=CURVE_NAMES["ixz"], yaxis_title=izy_name)
+
+
+def training_curves(key: str) -> None:
+    """How the run's retraining went, step by step: the loss's two sides and their sum, the
+    classes' spread and separation, and the information plane."""
+    st.subheader("How the retraining went")
+    if verified_results(key) is None:
+        st.warning("This run's files are missing or failed their integrity check.")
+        return
+    curves = run_curves(key)
+    if curves is None:
+        st.info("This run was computed before runs kept their training curves, so there is "
+                "nothing to draw here. Recompute it (the same settings, on the Run page) to "
+                "see how its retraining went.")
+        return
+    methods = sorted(curves, key=display_key)
+    pick = st.segmented_control(
+        "Retrained network", methods, default=AFTER if AFTER in methods else methods[0],
+        required=True, format_func=short, key="res-curve-method",
+        help="Every network this run retrained; each records its own curves.")
+    fields = curves[pick]
+    cv = curve_view(fields)
+    izy_name = _izy_name(fields)
+    lr = (f" The learning rate stayed at {cv['lr'][0]:.3g} throughout."
+          if cv["constant_lr"] else "")
+    st.caption(f"L = I(X;Z) − β·I(Z;Y), minimised over {len(cv['step'])} steps on the labeled "
+               f"images. {ESTIMATOR_NOTE}{lr}")
+    # Three panels of a fixed width that wrap onto more rows on a narrow page.
+    with st.container(horizontal=True, gap="small"):
+        with st.container(width=PANEL_WIDTH):
+            st.markdown("**The loss and its two sides**")
+            show(loss_figure(cv, izy_name), f"fig-loss-{pick}")
+            st.caption("Lower is better for both: the pairwise side falls as classes move "
+                       "apart; the MCDD side falls as each image gets closer to its own class "
+                       "centre." if cv["sides"] else
+                       f"{label(pick)} has no I(X;Z) and I(Z;Y) sides: its loss is drawn "
+                       "alone.")
+        with st.container(width=PANEL_WIDTH):
+            st.markdown("**Spread within and between the classes**")
+            if "within" in cv and "between" in cv:
+                show(spread_figure(cv), f"fig-spread-{pick}")
+                st.caption("Of the labeled images' embeddings on the unit sphere: their mean "
+                           "squared distance to their class centre, and the mean squared "
+                           "distance between class centres.")
+            else:
+                st.caption("Not recorded for this network.")
+        with st.container(width=PANEL_WIDTH):
+            st.markdown("**The information plane**")
+            if cv["sides"]:
+                show(plane_figure(cv, izy_name), f"fig-plane-{pick}")
+                st.caption("One side against the other, one dot per step (colour). The loss is "
+                           "their sum, so a step that lowers it moves the dot towards the lower "
+                           "left (x + y falls).")
+            else:
+                st.caption(f"{label(pick)} has no two sides to plot against each other.")
+
+
 # ---------------------------------------------------------------- the page
 
 
@@ -359,6 +627,10 @@ def render() -> None:
     pr_figure(view, key)
     gan_check(key)
     shots_section(view)
+    # One run up close: below the shots curve, whose chart the page has always drawn third.
+    one_run_heading(view, key)
+    score_distributions(view, key)
+    training_curves(key)
 
 
 render()
