@@ -36,13 +36,14 @@ _ROUTER = threading.local()
 
 
 def run_app() -> None:
-    """The router: page config, st.navigation over the four pages, the sidebar, the page."""
+    """The router: page config, st.navigation over the five pages, the sidebar, the page."""
     st.set_page_config(page_title="XDD Explorer", page_icon=":material/scatter_plot:",
                        layout="wide")
     page = st.navigation([
         st.Page("pages/run.py", title="Run", icon=":material/play_circle:", default=True),
         st.Page("pages/results.py", title="Results", icon=":material/bar_chart:"),
         st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
+        st.Page("pages/probe.py", title="Probe", icon=":material/draw:"),
         st.Page("pages/method.py", title="Method", icon=":material/school:"),
     ])
     claim_admin()

@@ -225,7 +225,7 @@ def _explore(app_url, page) -> None:
     page.get_by_text("Worker").first.wait_for()
     # each link reads "<icon name>\n\n<title>"; the title is the last line
     assert [t.split()[-1] for t in nav.locator("a").all_inner_texts()] == [
-        "Run", "Results", "Embeddings", "Method"], nav.inner_text()
+        "Run", "Results", "Embeddings", "Probe", "Method"], nav.inner_text()
 
     _mark(t0, "sub-path first request")
     # ---- first visit: empty cache, the app says what to do

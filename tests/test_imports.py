@@ -11,7 +11,7 @@ import pytest
 
 XDD = Path(__file__).resolve().parent.parent / "xdd"
 # Bottom to top: a module may import its own layer's modules and those of the layers below.
-LAYERS = ("core", "storage", "train", "report", "pipeline", "estimate", "jobs", "cli")
+LAYERS = ("core", "storage", "train", "report", "pipeline", "probe", "estimate", "jobs", "cli")
 MODULES = sorted(".".join(p.relative_to(XDD).with_suffix("").parts) for p in XDD.rglob("*.py")
                  if p.stem not in ("__init__", "__main__"))
 

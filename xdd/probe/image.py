@@ -20,7 +20,8 @@ black: 0 is background, 255 full ink.
    half up, clamped so that nothing is cut off.
 
 :func:`decode` reads uploaded bytes (PNG or JPEG, any size) and refuses what is not one, or is
-too large, with one sentence each.
+too large, with one sentence each; a picture larger than 1,024 px is shrunk to that (area
+average) as it is read, since the digit ends up in a 20 px box anyway.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ MIN_CONTRAST = 8  # grey levels of ink below which an image is blank
 INK_THRESHOLD = 0.1  # a pixel is ink (for the crop) above this fraction of the strongest ink
 MAX_BYTES = 20 * 2**20  # an upload larger than this is refused (20 MiB)
 MAX_SIDE = 10_000  # an image wider or taller than this is refused (px)
+WORK_SIDE = 1024  # a larger picture is shrunk to this (area average) as it is decoded
 
 
 class ProbeInputError(ValueError):
@@ -131,7 +133,11 @@ def decode(data: bytes) -> np.ndarray:
         raise ProbeInputError(f"the image is {im.size[0]} x {im.size[1]} px; the limit is "
                               f"{MAX_SIDE:,} px on a side")
     try:
-        im = ImageOps.exif_transpose(im)
-        return np.asarray(im.convert("RGBA"))
+        if im.format == "JPEG":
+            im.draft("RGB", (WORK_SIDE, WORK_SIDE))  # decode a large photo at a fraction
+        im = ImageOps.exif_transpose(im).convert("RGBA")
+        # the digit ends up in a 20 px box: a photo's full resolution only costs memory
+        im.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
+        return np.asarray(im)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         raise ProbeInputError("the image file is damaged and cannot be read") from None

@@ -12,14 +12,17 @@ What is rebuilt, and from what (nothing is trained or re-estimated):
   labeled images' embeddings, normalised as scored (float64, L2 when ``score.normalize``);
 - **unlabeled reference**: the run's scorer (:func:`xdd.pipeline.scorers.unlabeled_scorer`) on
   the reference features the run searched: the pretrained D's, kept beside its GAN
-  (:func:`xdd.pipeline.reference.load_cached`, checked against D's weights digest), and the
-  retrained D's, kept in the run's reference_after.npz, each with the PCA that made them;
+  (:func:`xdd.pipeline.reference.load_cached`, checked against D's weights digest) or, when
+  the run reused the pretrained D's scores and so never computed them, computed here once in
+  memory as the run would have (and checked against the run's stored scores, see
+  :attr:`Prober.recomputed_error`); the retrained D's, kept in the run's reference_after.npz;
+  each with the PCA that made them;
 - **maps**: the maps' input rows (the projected test subsample, then the labeled images)
   embedded again; the PCA map is refitted on them exactly as the run fitted it, and
   :attr:`Side.pca_error` says how closely the refit reproduces the stored map.
 
 A probe is embedded in a batch of two (itself twice): on the CPU a batch of one takes another
-convolution path whose float32 rounding differs (by ~4e-6), while every batch of two or more
+convolution path whose float32 rounding differs in the last bits, while every batch of two or more
 gives the bits the run's batches gave.  Its embedding is then scored as :data:`PAD_ROWS` copies
 of itself, for the same reason in the BLAS products of the KDE and the reference's PCA.  So a
 test image probed here gets the very score the run stored for it (at the run's thread count).
@@ -33,27 +36,60 @@ torch is imported inside the functions: importing this module loads numpy only.
 from __future__ import annotations
 
 import math
-import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from xdd.core.config import PROJECTIONS, ConfigError, RunConfig, from_dict
-from xdd.core.methods import AFTER, BEFORE, REFERENCES
+from xdd.core.config import PROJECTIONS, RunConfig
+from xdd.core.methods import AFTER, BEFORE
 from xdd.core.terms import SPHERE_MODES
 from xdd.pipeline.reference import REFERENCE_FILE
-from xdd.storage import store
 
 N_NEIGHBOURS = 8  # nearest unlabeled-reference images shown per network
 MAP_K = 5  # map points averaged to place a probe on a t-SNE / UMAP map
 PCA_TOLERANCE = 1e-3  # refit vs stored PCA map, as a fraction of the map's extent
 # A probe's embedding is scored as this many copies of itself: OpenBLAS rounds a matrix
-# product of fewer rows than its kernel's unroll (8 for float64, 16 for float32 here)
-# differently from the run's 2,048-row batches; with 32 rows the scores are the run's bits.
+# product of fewer rows than its kernels' unroll differently from the run's 2,048-row
+# batches; from 16 rows on they were the run's bits on the kernels tried, and 32 leaves room
+# (tests/test_probe.py checks the bits on the machine it runs on).
 PAD_ROWS = 32
 CHECKPOINT = "checkpoint.pt"
 SIDES = (BEFORE, AFTER)
+
+
+_CONTROLLER = None  # threadpoolctl's view of the BLAS / OpenMP libraries, made once
+
+
+@contextmanager
+def one_thread():
+    """torch, BLAS and OpenMP at one thread meanwhile (torch's count given back after).
+
+    A probe is a few tiny products: on a small machine a second thread costs more than it
+    brings (every call then waits on the thread pools' barrier, which takes longer than the
+    product itself, and far longer beside a busy worker; bench/app/probe.py measures it).
+    One thread also matches the worker's rounding (it scores at one thread on a 2-core
+    machine).  torch's count is process-wide: a page computing at the
+    same moment in another session runs at one thread until this returns."""
+    import torch
+    from threadpoolctl import ThreadpoolController
+
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        import scipy.special  # noqa: F401  (every library probing uses is loaded first:
+        import sklearn.neighbors  # noqa: F401  threadpoolctl only sees the loaded ones)
+
+        _CONTROLLER = ThreadpoolController()
+    n = torch.get_num_threads()
+    if n != 1:
+        torch.set_num_threads(1)
+    try:
+        with _CONTROLLER.limit(limits=1):
+            yield
+    finally:
+        if n != 1:
+            torch.set_num_threads(n)
 
 
 class ProbeUnavailable(Exception):
@@ -144,6 +180,12 @@ class Prober:
         self.scores: dict[str, np.ndarray] = {}  # scores.npz
         self.proj: dict[str, np.ndarray] | None = None  # projections.npz (None: no maps)
         self.auprc: dict[str, dict[str, float]] = {}  # reference -> method -> AUPRC
+        self.metrics: dict[str, dict[str, dict]] = {}  # results.json's, by reference and method
+        # the pretrained D's reference features were not on disk and were computed by load();
+        # then: the largest relative difference of the run's first test images' unlabeled
+        # scores, so computed, from the scores the run stored (0.0: the same bits)
+        self.recomputed = False
+        self.recomputed_error: float | None = None
 
     @property
     def ood_digit(self) -> int:
@@ -183,6 +225,10 @@ class Prober:
         x_u8 = np.asarray(x_u8)
         if x_u8.shape != (28, 28) or x_u8.dtype != np.uint8:
             raise ValueError(f"a probe is a (28, 28) uint8 image, got {x_u8.shape} {x_u8.dtype}")
+        with one_thread():
+            return self._probe(x_u8)
+
+    def _probe(self, x_u8: np.ndarray) -> ProbeResult:
         out: dict[str, SideResult] = {}
         raw_after = None
         for name, side in self.sides.items():
@@ -244,193 +290,3 @@ class Prober:
 
 
 # ---------------------------------------------------------------- building
-
-
-def _pretrained(cfg: RunConfig):
-    """The pretrained D the run scored: this machine's GAN cache, else the shipped bundle."""
-    from xdd.pipeline.gan import load_pretrained
-    from xdd.storage import bundle
-
-    got = load_pretrained(cfg, "cpu")
-    if got is not None:
-        return got[1]
-    shipped = bundle.load(cfg, "cpu")
-    return None if shipped is None else shipped[0]
-
-
-def _retrained(key: str, cfg: RunConfig) -> tuple[Any, dict]:
-    """The run's retrained D and its objective's tensors (checkpoint.pt, hash verified)."""
-    from xdd.core.models import Discriminator
-
-    path = store.run_dir(key) / CHECKPOINT
-    state = store.load_checkpoint(path)
-    if state is None or "D" not in state:
-        raise ProbeUnavailable("its retrained network (checkpoint.pt) cannot be read")
-    objective = state.get("objective") or {}
-    if not all(k in objective for k in ("centers", "log_sigma")):
-        raise ProbeUnavailable(
-            "it was computed before runs kept the retrained network's class centres (its "
-            "checkpoint has no objective): the class posterior cannot be computed; a run "
-            "computed now keeps them")
-    D = Discriminator(cfg.pretrain.d_width)
-    try:
-        D.load_state_dict(state["D"])
-    except RuntimeError:
-        raise ProbeUnavailable("its retrained network does not fit its config's "
-                               "discriminator") from None
-    return D.eval(), {k: v.detach().float().cpu() for k, v in objective.items()}
-
-
-def _after_reference(key: str):
-    """(reducer, features) of the retrained network's unlabeled reference (reference_after.npz)."""
-    from xdd.core.scoring import FeatureReducer
-
-    arrays = store.load_npz(key, REFERENCE_FILE)
-    if arrays is None:
-        raise ProbeUnavailable(f"its {REFERENCE_FILE} is missing")
-    try:
-        reducer = FeatureReducer.from_state(
-            {k[len("reducer_"):]: v for k, v in arrays.items() if k.startswith("reducer_")})
-        return reducer, arrays["feats"]
-    except (KeyError, ValueError) as exc:
-        raise ProbeUnavailable(f"its {REFERENCE_FILE} cannot be read: {exc}") from None
-
-
-def _embed_rows(D, x_u8: np.ndarray) -> np.ndarray:
-    """embed_all of uint8 images, as the run called it: (N, d) float32 numpy.  A last batch
-    of one image would round differently (see the module docstring): it goes with the image
-    before it."""
-    from xdd.storage.data import to_tensor
-    from xdd.train.retrain import EMBED_BATCH, embed_all
-
-    x = to_tensor(x_u8)
-    if len(x) % EMBED_BATCH["cpu"] != 1 or len(x) == 1:
-        return embed_all(D, x).numpy()
-    head = embed_all(D, x[:-2]).numpy()
-    return np.concatenate([head, embed_all(D, x[-2:]).numpy()])
-
-
-def load(key: str) -> Prober:
-    """Rebuild a finished run for probing; raises ProbeUnavailable saying why it cannot be.
-    Reads only: nothing is written anywhere (the run's files are verified by their hashes
-    first, the GAN's and the reference's by theirs)."""
-    from sklearn.neighbors import NearestNeighbors
-
-    from xdd.core.models import weights_digest
-    from xdd.core.scoring import KDEScorer
-    from xdd.pipeline.reference import load_cached
-    from xdd.pipeline.scorers import unlabeled_scorer
-    from xdd.report.tables import run_metrics, run_scores
-    from xdd.storage.data import eval_arrays, load_mnist
-
-    res = store.load_results(key)
-    if res is None:
-        raise ProbeUnavailable("its files are missing or failed their integrity check")
-    reason = why_not(res)
-    if reason:
-        raise ProbeUnavailable(reason)
-    try:
-        cfg = from_dict(res.get("config") or {})
-    except (ConfigError, TypeError) as exc:
-        raise ProbeUnavailable(f"its config cannot be read by this version of the code: "
-                               f"{exc}") from None
-    pr = Prober(key, res, cfg)
-    scores = store.load_npz(key, "scores.npz")
-    if scores is None:
-        raise ProbeUnavailable("its scores.npz is missing")
-    pr.scores = scores
-    pr.proj = None if res.get("projections_pending") else store.load_npz(key, "projections.npz")
-    metrics = run_metrics(res)
-    refs = tuple(r for r in REFERENCES if r in cfg.score.references
-                 and all(run_scores(scores, r, m) is not None for m in SIDES))
-    if not refs:
-        raise ProbeUnavailable("it kept no per-image scores of both networks")
-    pr.references = refs
-    pr.auprc = {r: {m: float(metrics.get(r, {}).get(m, {}).get("auprc", float("nan")))
-                    for m in SIDES} for r in refs}
-    try:
-        data = load_mnist(cfg.data.root)
-    except (ConfigError, OSError, ValueError) as exc:
-        raise ProbeUnavailable(f"its MNIST images cannot be loaded: {exc}") from None
-    pr.train_images, pr.train_labels = data.x_train, data.y_train
-    pr.eval_images = eval_arrays(data, cfg.data.eval_split)[0]
-    pr.ref_index = np.asarray(scores["reference_index"], dtype=np.int64)
-    x_lab = data.x_train[np.asarray(scores["labeled_index"], dtype=np.int64)]
-    ordinary = np.asarray(scores["is_ood"]) == 0
-
-    D_before = _pretrained(cfg)
-    if D_before is None:
-        raise ProbeUnavailable("its pretrained GAN is neither in this machine's cache nor "
-                               "among the shipped ones")
-    D_after, pr.objective = _retrained(key, cfg)
-    if pr.objective["centers"].shape[0] != len(pr.digits):
-        raise ProbeUnavailable("its class centres do not match its nine in-distribution digits")
-    map_rows = None
-    if pr.proj is not None and "index" in pr.proj:
-        map_rows = np.concatenate([pr.eval_images[np.asarray(pr.proj["index"], np.int64)], x_lab])
-    for name, D in ((BEFORE, D_before), (AFTER, D_after)):
-        kde = reducer = uns = nn = None
-        if "labeled" in refs:
-            bw = metrics.get("labeled", {}).get(name, {}).get("bandwidth", cfg.score.bandwidth)
-            kde = KDEScorer(bw).fit(pr.prep(_embed_rows(D, x_lab)))
-        if "unlabeled" in refs:
-            if name == BEFORE:
-                got = load_cached(cfg, pr.ref_index, weights_digest(D))
-                if got is None:
-                    raise ProbeUnavailable(
-                        "the pretrained network's unlabeled-reference features are no longer "
-                        "in this machine's GAN cache (or belong to another copy of the GAN), "
-                        "so its unlabeled-reference scores cannot be reproduced")
-                reducer, feats = got
-            else:
-                reducer, feats = _after_reference(key)
-            if len(feats) != len(pr.ref_index):
-                raise ProbeUnavailable("its reference features do not match its reference")
-            uns = unlabeled_scorer(cfg, feats)
-            nn = NearestNeighbors(n_neighbors=min(N_NEIGHBOURS, len(feats)),
-                                  algorithm="brute").fit(feats)
-        ordinary_scores = {r: np.sort(np.asarray(run_scores(scores, r, name))[ordinary])
-                           for r in refs}
-        side = Side(name, D.fused_embed(), kde, reducer, uns, nn, ordinary_scores)
-        if map_rows is not None:
-            _maps(pr, side, _embed_rows(D, map_rows))
-        pr.sides[name] = side
-    return pr
-
-
-def _maps(pr: Prober, side: Side, raw: np.ndarray) -> None:
-    """The side's maps: the points' embeddings as scored, the PCA map refitted on them as the
-    run fitted it (xdd.core.projection.project: float32, PCA(2, random_state=projection.seed)),
-    and how far the refit lies from the stored map."""
-    from sklearn.decomposition import PCA
-    from sklearn.neighbors import NearestNeighbors
-
-    side.map_z = pr.prep(raw).astype(np.float32)  # (M + L, d)
-    side.maps = {p: pr.proj[f"{side.method}_{p}"] for p in pr.projections}
-    if "pca" in side.maps and len(side.map_z) >= 3:
-        side.pca = PCA(n_components=2, random_state=pr.cfg.projection.seed)
-        refit = side.pca.fit_transform(side.map_z)
-        stored = side.maps["pca"]
-        extent = float(np.ptp(stored, axis=0).max()) or 1.0
-        side.pca_error = float(np.abs(refit - stored).max()) / extent
-    side.map_nn = NearestNeighbors(n_neighbors=min(MAP_K, len(side.map_z)),
-                                   algorithm="brute").fit(side.map_z)
-
-
-def kept_bytes(key: str) -> dict[str, int]:
-    """What a run keeps for probing, in bytes: its checkpoint and reference_after.npz, and the
-    pretrained D's reference features beside its GAN (shared by the runs of that GAN)."""
-    from xdd.pipeline.reference import cached_path
-
-    out = {}
-    d = store.run_dir(key)
-    for name in (CHECKPOINT, REFERENCE_FILE):
-        p = d / name
-        out[name] = p.stat().st_size if p.is_file() else 0
-    res = store.read_json(d / "results.json") or {}
-    try:
-        p = cached_path(from_dict(res.get("config") or {}))
-        out["pretrained reference (beside the GAN)"] = p.stat().st_size if p.is_file() else 0
-    except (ConfigError, TypeError, OSError, zipfile.BadZipFile):
-        pass
-    return out
