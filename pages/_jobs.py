@@ -182,3 +182,28 @@ def estimate_seconds(cfgs: Sequence[RunConfig]) -> Estimate:
     if est.seconds is None:
         ensure_calibration(kind, cfgs[0].preset if cfgs else "quick")
     return est
+
+
+# ---------------------------------------------------------------- the queue's room
+
+
+def queue_room(cfgs: Sequence[RunConfig]) -> tuple[int, int, int | None]:
+    """For a submission of cfgs: how many would be new jobs (neither cached nor queued or
+    running already: those are followed, never refused), how many are queued or running
+    already, and how many new jobs this visitor may queue now (None: no limit, the admin).
+    The limits themselves are enforced by xdd.jobs.api.submit, under the store's lock."""
+    from xdd.core.config import run_key
+    from xdd.jobs.store import store_errors
+    from xdd.storage import store
+
+    active = safe_call(store_errors(lambda: jobs.records().active()), what="read the queue",
+                       default=[]) or []
+    keys = {r.get("run_key") for r in active}
+    wanted = list(dict.fromkeys(run_key(c) for c in cfgs))
+    running = sum(k in keys for k in wanted)
+    new = sum(k not in keys and not (store.run_dir(k) / "results.json").is_file()
+              for k in wanted)
+    if is_admin():
+        return new, running, None
+    mine = sum(r.get("owner") == visitor_id() for r in active)
+    return new, running, max(0, min(MAX_JOBS_PER_VISITOR - mine, MAX_QUEUED - len(active)))

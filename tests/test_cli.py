@@ -65,6 +65,17 @@ BAD_INPUTS = {
     "show-unknown-key": (["show", "0123456789abcdef"], ["0123456789abcdef"]),
     "set-garbage-number": (["run", "--ood-digit", "8", *TINY, "--set", "retrain.steps=abc"],
                            ["steps", "abc"]),
+    "vary-unknown-field": (["sweep", "--digits", "8", "--reps", "1", *TINY,
+                            "--vary", "retrain.nope=1,2"], ["retrain.nope"]),
+    "vary-out-of-range": (["sweep", "--digits", "8", "--reps", "1", *TINY,
+                           "--vary", "retrain.train_blocks=2,9"], ["train_blocks", "9", "1-4"]),
+    "vary-a-sweep-axis": (["sweep", "--digits", "8", "--reps", "1", *TINY,
+                           "--vary", "ood_digit=1,2"], ["ood_digit", "cannot be swept"]),
+    "vary-no-values": (["sweep", "--digits", "8", "--reps", "1", *TINY, "--vary", "retrain.beta="],
+                       ["--vary", "no values"]),
+    "vary-and-set-one-field": (["sweep", "--digits", "8", "--reps", "1", *TINY,
+                                "--vary", "retrain.beta=1,2", "--set", "retrain.beta=3"],
+                               ["retrain.beta", "keep one"]),
 }
 
 
@@ -254,3 +265,87 @@ def test_sweep_writes_csv_and_markdown(tiny_run, tmp_path):
     md = out.with_suffix(".md").read_text()
     assert "| 8 |" in md and "| 3 |" in md and "**mean**" in md and "average precision" in md
     assert str(out.with_suffix(".csv")) in proc.stdout
+
+
+def _sweep_args(*args: str):
+    from xdd.cli.main import build_parser
+
+    return build_parser().parse_args(["sweep", *args])
+
+
+def test_sweep_vary_builds_one_config_per_value():
+    """`sweep --vary FIELD=V1,V2` is every digit x seed once per value, parsed as --set parses
+    one; a value equal to the preset's ("1" for its 1.0) is the preset's own run, as on the Run
+    page."""
+    from xdd.cli.main import sweep_plan
+
+    cfgs = sweep_plan(_sweep_args("--digits", "3,8", "--reps", "2", "--preset", "tiny",
+                                  "--vary", "retrain.beta=0.5,1,2", "--set", "retrain.steps=5"))
+    expected = [preset("tiny", ood_digit=d, seed=s,
+                       **{"pretrain.seed": s, "retrain.steps": 5, "retrain.beta": b})
+                for d in (3, 8) for s in (0, 1) for b in (0.5, 1.0, 2)]
+    assert cfgs == expected
+    assert [run_key(c) for c in cfgs] == [run_key(c) for c in expected]
+    assert run_key(cfgs[1]) == run_key(preset("tiny", ood_digit=3, **{"retrain.steps": 5}))
+    assert [type(c.retrain.beta) for c in cfgs[:3]] == [float, float, int]
+    # one GAN per digit and seed, shared by the values
+    from xdd.core.config import pretrain_key
+    assert len({pretrain_key(c) for c in cfgs}) == 4
+    # a GAN setting: each value is its own GAN
+    cfgs = sweep_plan(_sweep_args("--digits", "8", "--reps", "1", "--preset", "tiny",
+                                  "--vary", "pretrain.precision=fp32,bf16"))
+    assert [c.pretrain.precision for c in cfgs] == ["fp32", "bf16"]
+    assert len({pretrain_key(c) for c in cfgs}) == 2
+    # shots as the varied field, instead of --shots
+    cfgs = sweep_plan(_sweep_args("--digits", "8", "--reps", "1", "--preset", "tiny",
+                                  "--vary", "shots=1,5"))
+    assert [c.shots for c in cfgs] == [1, 5]
+    # without --vary: as before
+    cfgs = sweep_plan(_sweep_args("--digits", "8", "--reps", "3", "--preset", "tiny"))
+    assert [(c.seed, c.pretrain.seed, c.shots) for c in cfgs] == [(0, 0, 10), (1, 1, 10),
+                                                                  (2, 2, 10)]
+
+
+def test_set_parses_a_value_for_its_field():
+    """--set reads text as it always has ("1" is an int, "none" None, a comma list a tuple), so
+    the runs cached with a --set setting keep their keys."""
+    from xdd.cli.common import config_from_args
+
+    args = _sweep_args("--preset", "tiny", "--set", "retrain.beta=2", "--set", "retrain.steps=7",
+                       "--set", "score.n_reference=none", "--set", "projection.methods=pca")
+    cfg = config_from_args(args)
+    assert cfg.retrain.beta == 2 and isinstance(cfg.retrain.beta, int)
+    assert cfg.retrain.steps == 7 and cfg.score.n_reference is None
+    assert cfg.projection.methods == ("pca",)
+
+
+def test_set_keeps_the_run_keys_runs_were_cached_under():
+    """The keys `run --set ...` gave before the Run page could set these fields (computed with
+    that code): a cache made with them is hit, not recomputed."""
+    from xdd.cli.common import config_from_args
+    from xdd.cli.main import build_parser
+
+    for extra, key in ((["--set", "retrain.anchor_weight=10"], "3ebfd213841933f4"),
+                       (["--set", "retrain.beta=2", "--set", "retrain.pair_weight=0.5"],
+                        "3fdf5cdf24834ea2"),
+                       (["--set", "retrain.beta=1"], "0c1e01b516292311")):
+        args = build_parser().parse_args(["run", "--ood-digit", "3", "--preset", "quick", *extra])
+        assert run_key(config_from_args(args, ood_digit=3, shots=10, seed=0)) == key, extra
+
+
+def test_sweep_vary_runs_and_reports_each_value(tiny_run, tmp_path):
+    """A real sweep over one setting on the cached tiny GAN: one report section per value."""
+    out = tmp_path / "sweep" / "vary"
+    proc = cli("sweep", "--digits", "8", "--reps", "1", *TINY, "--out", str(out),
+               "--methods", "before,xdd", "--set", "projection.methods=",
+               "--vary", "retrain.steps=5,10", timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    df = pd.read_csv(out.with_suffix(".csv"), keep_default_na=False)
+    assert set(df.variant) == {"retrain.steps=5", ""}  # 10 is the tiny preset's own
+    md = out.with_suffix(".md").read_text()
+    assert "# Sweep: retrain.steps=5, 10 shots" in md
+    assert "# Sweep: the preset, 10 shots" in md
+    steps5 = store.load_results(run_key(preset("tiny", ood_digit=8, methods=("before", "xdd"),
+                                               **{"retrain.steps": 5,
+                                                  "projection.methods": ()})))
+    assert steps5 is not None and steps5["pretrain_reused"] is True

@@ -1,11 +1,12 @@
 """What both halves of the CLI (:mod:`xdd.cli.main`, :mod:`xdd.cli.jobs`) share: the error they
-report, the config that ``--preset`` / ``--methods`` / ``--data-root`` / ``--set`` describe, the
-device check, and a run's results as text."""
+report, the config that ``--preset`` / ``--methods`` / ``--data-root`` / ``--set`` describe (and
+``--vary``'s values, parsed as ``--set``'s), the device check, and a run's results as text."""
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from xdd.core import fields
 from xdd.core.config import ConfigError, RunConfig, preset
 
 
@@ -13,31 +14,41 @@ class CLIError(Exception):
     pass
 
 
-def _parse_value(text: str) -> Any:
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
+def _assignment(item: str, flag: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise ConfigError(f"{flag} {item!r}: expected FIELD=VALUE")
+    k, v = item.split("=", 1)
+    return k.strip(), v.strip()
 
 
-def config_from_args(args: argparse.Namespace, **fields: Any) -> RunConfig:
-    overrides: dict[str, Any] = dict(fields)
+def set_overrides(items: list[str]) -> dict[str, Any]:
+    """``--set FIELD=VALUE`` items as overrides, each value parsed for its field
+    (xdd.core.fields.parse, as the Run page reads them: "2" is an int, as it always was here,
+    so the runs cached with it keep their keys)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        k, v = _assignment(item, "--set")
+        out[k] = fields.parse(k, v)
+    return out
+
+
+def parse_vary(item: str) -> tuple[str, list[Any]]:
+    """``--vary FIELD=V1,V2,...``: the field and its values, each parsed as --set parses one."""
+    k, v = _assignment(item, "--vary")
+    fields.check_sweepable(k)
+    values = fields.parse_list(k, v)
+    if not values:
+        raise ConfigError(f"--vary {item!r}: no values; expected FIELD=V1,V2,...")
+    return k, values
+
+
+def config_from_args(args: argparse.Namespace, **given: Any) -> RunConfig:
+    overrides: dict[str, Any] = dict(given)
     if args.methods:
         overrides["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     if args.data_root:
         overrides["data.root"] = args.data_root
-    for item in args.set:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE")
-        k, v = item.split("=", 1)
-        overrides[k.strip()] = _parse_value(v.strip())
+    overrides.update(set_overrides(args.set))
     return preset(args.preset, **overrides)
 
 

@@ -60,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--digits", type=_int_list, default=list(range(10)))
     s.add_argument("--reps", type=int, default=3, help="repetitions (seeds first-seed..)")
     s.add_argument("--first-seed", type=int, default=0)
-    s.add_argument("--shots", type=_int_list, default=[10])
+    s.add_argument("--shots", type=_int_list, default=None, help="shot counts (default 10)")
+    s.add_argument("--vary", default=None, metavar="FIELD=V1,V2,...",
+                   help="one more axis: every run once per value of a config field, values "
+                        "parsed as --set's (e.g. --vary retrain.beta=0.5,1,2)")
     s.add_argument("--gan-seed", type=int, default=None, metavar="N",
                    help="one GAN (pretraining seed N) for every repetition; default: each "
                         "repetition pretrains its own GAN with the repetition's seed")
@@ -187,18 +190,34 @@ def _run_estimate(cfg, device: str, force: bool, threads: int | None = None) -> 
     return f"estimate: about {fmt_duration(est.seconds)} ({where}; {est.basis})"
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
+def sweep_plan(args: argparse.Namespace) -> list[RunConfig]:
+    """The configs a ``sweep`` command runs, validated, in order (digit, shots, seed, value);
+    nothing is read or written."""
+    from xdd.core import fields
     from xdd.pipeline.experiment import sweep_configs
-    from xdd.pipeline.sweep import run_sweep
+    from xdd.cli.common import parse_vary, set_overrides
 
     if args.reps < 1:
         raise ConfigError(f"repetitions {args.reps} is out of range; accepted: an integer >= 1")
+    field, values = parse_vary(args.vary) if args.vary else (None, [])
+    if field is not None and field in set_overrides(args.set):
+        raise ConfigError(f"--vary {field} and --set {field} both set {field}; keep one")
+    if field == "shots" and args.shots is not None:
+        raise ConfigError("--vary shots and --shots both give shot counts; keep one")
     base = config_from_args(args)
     seeds = list(range(args.first_seed, args.first_seed + args.reps))
     if args.gan_seed is not None and args.gan_seed < 0:
         raise ConfigError(f"--gan-seed {args.gan_seed} is out of range; accepted: an integer >= 0")
     gan_seeds = None if args.gan_seed is None else [args.gan_seed] * len(seeds)
-    configs = sweep_configs(base, args.digits, seeds, args.shots, gan_seeds)  # validated as built
+    shots = args.shots if args.shots is not None else [base.shots]
+    configs = sweep_configs(base, args.digits, seeds, shots, gan_seeds)  # validated as built
+    return fields.vary(configs, field, values) if field is not None else configs
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from xdd.pipeline.sweep import run_sweep
+
+    configs = sweep_plan(args)
     check_device(args.device)
     _check_data(*configs)
     import shlex
@@ -230,7 +249,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_ship_scores(args: argparse.Namespace) -> int:
     from xdd.core.config import preset
-    from xdd.pipeline.reuse import ship
+    from xdd.pipeline.ship import ship
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     for d in args.digits:

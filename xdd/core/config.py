@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xdd.core import methods as _methods
-from xdd.core.terms import PAIR_MODES
+from xdd.core.ranges import ConfigError, check_choices, check_numeric
 
 # Bump when a change to the code changes what a cached run would contain.
 CODE_VERSION = "1"
@@ -25,13 +25,6 @@ DEVICES = ("auto", "cpu", "cuda")
 # Scoring methods are declared in xdd.core.methods (names(): the registered ones, in order).
 REFERENCES = _methods.REFERENCES
 PROJECTIONS = ("pca", "tsne", "umap")
-EVAL_SPLITS = ("test", "val")
-SIGMA_INITS = ("mle", "unit")
-PRECISIONS = ("fp32", "bf16")
-
-
-class ConfigError(ValueError):
-    """A bad value in a config: the message names the value and the accepted range."""
 
 
 @dataclass(frozen=True)
@@ -198,44 +191,11 @@ def canonical(cfg: RunConfig) -> RunConfig:
                                score=dataclasses.replace(cfg.score, references=refs))
 
 
-# Numeric fields: (type, lowest accepted, may be None).  Integers are accepted for floats.
-_NUMERIC = {
-    "data.n_pretrain": (int, 1, True), "data.n_test": (int, 10, True),
-    "pretrain.z_dim": (int, 1, False), "pretrain.steps": (int, 0, False),
-    "pretrain.batch_size": (int, 1, False), "pretrain.lr": (float, 1e-12, False),
-    "pretrain.g_lr": (float, 1e-12, False), "pretrain.g_out_bias": (float, -1e9, False),
-    "pretrain.beta1": (float, 0.0, False), "pretrain.seed": (int, 0, False),
-    "retrain.steps": (int, 0, False), "retrain.lr": (float, 1e-12, False),
-    "retrain.weight_decay": (float, 0.0, False), "retrain.beta": (float, 0.0, False),
-    "retrain.pair_weight": (float, 0.0, False), "retrain.pull_weight": (float, 0.0, False),
-    "retrain.l2sp": (float, 0.0, False), "retrain.augment_shift": (int, 0, False),
-    "retrain.train_blocks": (int, 1, False), "retrain.anchor_weight": (float, 0.0, False),
-    "retrain.unlabeled_batch": (int, 1, False),
-    "score.pixel_pca": (int, 1, False), "score.knn_k": (int, 1, False),
-    "score.knn_pca": (int, 0, False), "score.knn_pca_fit": (int, 2, False),
-    "score.pixel_knn_pca": (int, 1, False), "score.n_reference": (int, 1, True), "projection.n_samples": (int, 0, False),
-    "projection.seed": (int, 0, False),
-}
-
-
-def _check_numeric(cfg: RunConfig) -> None:
-    for path, (typ, low, nullable) in _NUMERIC.items():
-        head, name = path.split(".")
-        value = getattr(getattr(cfg, head), name)
-        if value is None and nullable:
-            continue
-        ok_type = (isinstance(value, int) if typ is int else isinstance(value, (int, float)))
-        if isinstance(value, bool) or not ok_type:
-            kind = "an integer" if typ is int else "a number"
-            raise ConfigError(f"{path} {value!r} is not {kind}; accepted: {kind} >= {low:g}")
-        if value < low or value != value:  # value != value: NaN
-            raise ConfigError(f"{path} {value!r} is out of range; accepted: >= {low:g}")
-
-
 def validate(cfg: RunConfig) -> RunConfig:
     """Raise ConfigError naming the first bad value and the accepted range.  Called by
     RunConfig itself on construction; nothing else needs to."""
-    _check_numeric(cfg)
+    check_numeric(cfg)
+    check_choices(cfg)
     if cfg.preset not in PRESETS:
         raise ConfigError(f"unknown preset {cfg.preset!r}; accepted: {', '.join(PRESETS)}")
     if not isinstance(cfg.ood_digit, int) or not 0 <= cfg.ood_digit <= 9:
@@ -254,31 +214,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     if not sc.references or any(r not in REFERENCES for r in sc.references):
         raise ConfigError(f"score.references {sc.references!r}; accepted: a non-empty subset of "
                           f"{', '.join(REFERENCES)}")
-    if sc.unlabeled_scorer not in ("knn", "kde"):
-        raise ConfigError(f"score.unlabeled_scorer {sc.unlabeled_scorer!r}; accepted: knn, kde")
-    if sc.knn_backend not in ("sklearn", "faiss"):
-        raise ConfigError(f"score.knn_backend {sc.knn_backend!r}; accepted: sklearn, faiss")
     for p in cfg.projection.methods:
         if p not in PROJECTIONS:
             raise ConfigError(f"unknown projection {p!r}; accepted: {', '.join(PROJECTIONS)}")
-    if cfg.data.eval_split not in EVAL_SPLITS:
-        raise ConfigError(f"data.eval_split {cfg.data.eval_split!r}; accepted: "
-                          + ", ".join(EVAL_SPLITS))
-    r = cfg.retrain
-    if r.pair_mode not in PAIR_MODES:
-        raise ConfigError(f"retrain.pair_mode {r.pair_mode!r}; accepted: " + ", ".join(PAIR_MODES))
-    if cfg.pretrain.precision not in PRECISIONS:
-        raise ConfigError(f"pretrain.precision {cfg.pretrain.precision!r}; accepted: "
-                          + ", ".join(PRECISIONS))
-    for path in ("retrain.freeze_bn", "score.normalize", "pretrain.channels_last"):
-        head, name = path.split(".")
-        if not isinstance(getattr(getattr(cfg, head), name), bool):
-            raise ConfigError(f"{path} {getattr(getattr(cfg, head), name)!r}; accepted: true, false")
-    if r.sigma_init not in SIGMA_INITS:
-        raise ConfigError(f"retrain.sigma_init {r.sigma_init!r}; accepted: "
-                          + ", ".join(SIGMA_INITS))
-    if not 1 <= r.train_blocks <= 4:
-        raise ConfigError(f"retrain.train_blocks {r.train_blocks} is out of range; accepted: 1-4")
     bw = cfg.score.bandwidth
     if not (bw == "loo" or (isinstance(bw, (int, float)) and not isinstance(bw, bool) and bw > 0)):
         raise ConfigError(f"score.bandwidth {bw!r}; accepted: 'loo' or a positive number")
