@@ -37,3 +37,15 @@ def show(fig: go.Figure, key: str, **kwargs: Any) -> Any:
     """st.plotly_chart with the shared toolbar settings (``config`` adds to them)."""
     config = {**PLOT_CONFIG, **kwargs.pop("config", {})}
     return st.plotly_chart(fig, key=key, config=config, **kwargs)
+
+
+def digit_rows(test_digit, ood_digit: int):
+    """(digit, rows, is the held-out one, legend name) for each digit on a map, the held-out
+    digit last so that it is drawn on top; digits without a row are left out."""
+    import numpy as np
+
+    for d in [d for d in range(10) if d != ood_digit] + [ood_digit]:
+        rows = np.flatnonzero(test_digit == d)
+        if len(rows):
+            ood = d == ood_digit
+            yield d, rows, ood, f"{d} (OOD)" if ood else str(d)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from pages._charts import legend_row, styled
+from pages._charts import digit_rows, legend_row, styled
 from xdd.report.views import frame_ranges, highlight_points
 
 FRAME_MS, MOVE_MS = 1100, 700  # per frame while playing; the glide from one frame to the next
@@ -26,12 +26,8 @@ def _groups(test_digit: np.ndarray, ood_digit: int, n_lab: int, show_labeled: bo
     """One group of rows per digit (the held-out digit last, on top), then the labeled ones:
     name, rows and marker, drawn as on the static maps."""
     out = []
-    for d in [d for d in range(10) if d != ood_digit] + [ood_digit]:
-        rows = np.flatnonzero(test_digit == d)
-        if not len(rows):
-            continue
-        ood = d == ood_digit
-        out.append(dict(name=f"{d} (OOD)" if ood else str(d), rows=rows, marker=dict(
+    for d, rows, ood, name in digit_rows(test_digit, ood_digit):
+        out.append(dict(name=name, rows=rows, marker=dict(
             size=size + 3 if ood else size, symbol="diamond" if ood else "circle",
             color=ood_color if ood else colors[d], opacity=0.95 if ood else 0.6,
             line=dict(width=0.8, color="black") if ood else dict(width=0))))

@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pages import _selection as selection
-from pages._charts import legend_row, show, styled
+from pages._charts import digit_rows, legend_row, show, styled
 from pages._common import DIGIT_COLORS, OOD_COLOR, require_router
 from pages._data import cached_runs, run_arrays, run_images
 from pages._frames import DIMMED, animation_figure
@@ -187,13 +187,9 @@ def _digit_traces(run: RunMaps, xy, custom, hover: str, size: int) -> list[tuple
     """One trace per digit (the held-out digit last, on top), with its rows."""
     ood_digit, test_digit = run.ood_digit, run.test_digit
     out = []
-    for d in [d for d in range(10) if d != ood_digit] + [ood_digit]:
-        idx = np.flatnonzero(test_digit == d)
-        if not len(idx):
-            continue
-        ood = d == ood_digit
+    for d, idx, ood, name in digit_rows(test_digit, ood_digit):
         out.append((go.Scattergl(
-            x=xy[idx, 0], y=xy[idx, 1], mode="markers", name=f"{d} (OOD)" if ood else str(d),
+            x=xy[idx, 0], y=xy[idx, 1], mode="markers", name=name,
             customdata=custom[idx], hovertemplate=hover,
             marker=_marker(ood, size, color=OOD_COLOR if ood else DIGIT_COLORS[d],
                            opacity=0.95 if ood else 0.6)), idx))

@@ -126,7 +126,7 @@ def test_scores_shipped_beside_a_bundled_gan_are_read_by_a_first_run_and_equal_a
     import torch
 
     from xdd.pipeline.gan import load_pretrained
-    from xdd.pipeline.reuse import ship
+    from xdd.pipeline.ship import ship
     from xdd.storage import bundle
     from xdd.train.pretrain import sample_images
 
