@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from xdd.core.config import CODE_VERSION
@@ -36,8 +35,6 @@ def test_the_run_page_shows_a_first_guess_on_an_empty_cache(monkeypatch, tmp_pat
     assert not E.calibration_path().exists()  # a guess writes nothing
 
 
-@pytest.mark.skipif(not Path(__file__).resolve().parent.parent.joinpath(
-    "xdd", "estimate", "reference.json").is_file(), reason="no reference shipped")
 def test_the_shipped_reference_is_a_current_calibration(monkeypatch):
     from xdd.estimate.first_guess import REFERENCE, first_guess
 
