@@ -22,6 +22,13 @@ def _umap_not_compiled_yet(monkeypatch):
     monkeypatch.setattr(xdd.core.projection, "umap_compiled_on_disk", lambda: False)
 
 
+@pytest.fixture(autouse=True)
+def no_shipped_scores(monkeypatch, tmp_path):
+    """The estimates here are computed by hand from the rates each test writes: the scores
+    shipped beside the real bundle's GANs would be counted as read (xdd.pipeline.reuse)."""
+    monkeypatch.setenv("XDD_BUNDLE", str(tmp_path / "no-bundle"))
+
+
 def _write_calibration(pre=0.1, ret=0.02, score=1e-4, proj=None, compile_s=7.0, threads=None,
                        fast=None, **more):
     """A calibration as measure() writes it: the network rates at the job worker's thread

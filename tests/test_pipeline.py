@@ -213,7 +213,7 @@ def test_a_run_made_before_curves_has_none():
 
 def test_the_retraining_frames_share_the_static_maps_points_and_end_on_the_after_map(tiny_run):
     from xdd.storage import store
-    from xdd.train.retrain import snapshot_steps
+    from xdd.train.snapshots import snapshot_steps
 
     proj = store.load_npz(tiny_run.key, "projections.npz")
     after = methods.AFTER
@@ -229,10 +229,13 @@ def test_the_retraining_frames_share_the_static_maps_points_and_end_on_the_after
 
 
 def test_snapshots_are_what_embed_all_gives_at_that_step():
+    import dataclasses
+
     import torch
 
     from xdd.core.models import Discriminator
-    from xdd.train.retrain import embed_all, retrain, snapshot_steps
+    from xdd.train.retrain import embed_all, embed_snapshots, retrain
+    from xdd.train.snapshots import snapshot_steps
 
     assert snapshot_steps(200) == (0, 10, 25, 50, 100, 200)
     assert snapshot_steps(5) == (0, 1, 2, 5)
@@ -242,10 +245,19 @@ def test_snapshots_are_what_embed_all_gives_at_that_step():
     x = torch.rand(18, 1, 28, 28) * 2 - 1
     y = torch.arange(9).repeat(2)
     probe = torch.rand(7, 1, 28, 28) * 2 - 1
-    out = retrain(D0, cfg, x, y, methods.AFTER, seed=1, x_snapshot=probe)
-    assert tuple(out.snapshots) == snapshot_steps(cfg.steps)
-    assert np.array_equal(out.snapshots[0], embed_all(D0, probe).numpy())
-    assert np.array_equal(out.snapshots[cfg.steps], embed_all(out.D, probe).numpy())
+    out = retrain(D0, cfg, x, y, methods.AFTER, seed=1, snapshots=True)
+    assert tuple(out.snapshots) == snapshot_steps(cfg.steps)[:-1]  # the last: out.D's own
+    z = embed_snapshots(out.D, out.snapshots, probe)
+    assert np.array_equal(z[0], embed_all(D0, probe).numpy())
+    longer = retrain(D0, dataclasses.replace(cfg, steps=cfg.steps + 1), x, y, methods.AFTER,
+                     seed=1, snapshots=True)
+    # a snapshot is the network at that step: the same step of a longer retraining agrees
+    common = sorted(set(out.snapshots) & set(longer.snapshots) - {0})
+    assert common
+    z_longer = embed_snapshots(longer.D, longer.snapshots, probe)
+    for step in common:
+        assert np.array_equal(z[step], z_longer[step])
+    assert not np.array_equal(z[common[-1]], embed_all(out.D, probe).numpy())  # it moved
     plain = retrain(D0, cfg, x, y, methods.AFTER, seed=1)  # snapshots change no weight
     assert np.array_equal(embed_all(plain.D, x).numpy(), embed_all(out.D, x).numpy())
 

@@ -30,13 +30,15 @@ BEGIN = "<!-- bench/pipeline/stages.py: begin (generated; edits between these ma
 END = "<!-- bench/pipeline/stages.py: end -->"
 
 
-def demo_config(digit: int):
-    """The app's first demo (pages/_jobs.py): the paper's pair and the raw-pixel baseline."""
+def demo_config(digit: int, seed: int = 0):
+    """The app's first demo (pages/_jobs.py): the paper's pair and the raw-pixel baseline;
+    another ``seed`` keeps the shipped GAN (GAN seed 0) but draws another labeled set, so the
+    shipped scores do not apply and every stage is computed."""
     from xdd.core.config import preset
     from xdd.core.methods import BY_NAME, is_main, names
 
     methods = tuple(m for m in names() if is_main(m) or BY_NAME[m].network is None)
-    return preset("quick", ood_digit=digit, methods=methods)
+    return preset("quick", ood_digit=digit, seed=seed, methods=methods)
 
 
 def _env(cache: str) -> dict[str, str]:
@@ -45,14 +47,14 @@ def _env(cache: str) -> dict[str, str]:
     return env
 
 
-def in_job(digit: int) -> dict[str, Any]:
+def in_job(digit: int, seed: int) -> dict[str, Any]:
     """Submit the demo to a fresh worker on an empty cache; its results' timings."""
     with tempfile.TemporaryDirectory(prefix="xdd-stages-") as cache:
         code = ("import json, sys, time\n"
                 "from bench.pipeline.stages import demo_config\n"
                 "from xdd.jobs import api as jobs, workerproc\n"
                 "from xdd.storage import store\n"
-                f"cfg = demo_config({digit})\n"
+                f"cfg = demo_config({digit}, {seed})\n"
                 "t0 = time.perf_counter()\n"
                 "job = jobs.submit(cfg)\n"
                 "assert workerproc.ensure_worker()\n"
@@ -72,18 +74,18 @@ def in_job(digit: int) -> dict[str, Any]:
         return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def alone(digit: int, threads: int) -> dict[str, Any]:
+def alone(digit: int, seed: int, threads: int) -> dict[str, Any]:
     """The same config in a fresh process, at ``threads`` torch threads, no side threads."""
     with tempfile.TemporaryDirectory(prefix="xdd-stages-") as cache:
         out = subprocess.run([sys.executable, __file__, "--child", "--digit", str(digit),
-                              "--threads", str(threads)], env=_env(cache),
+                              "--seed", str(seed), "--threads", str(threads)], env=_env(cache),
                              cwd=DOC.parent.parent, capture_output=True, text=True, timeout=1800)
         if out.returncode:
             raise RuntimeError(out.stderr[-3000:])
         return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def child(digit: int, threads: int) -> None:
+def child(digit: int, seed: int, threads: int) -> None:
     import torch
 
     import xdd.pipeline.experiment as experiment
@@ -92,7 +94,7 @@ def child(digit: int, threads: int) -> None:
     torch.set_num_threads(threads)
     experiment.side_threads = lambda dev: 0  # every stage by itself
     t0 = time.perf_counter()
-    res = run_experiment(demo_config(digit), device="cpu")
+    res = run_experiment(demo_config(digit, seed), device="cpu")
     print(json.dumps({"timings": res["timings"], "scores_s": res.get("scores_s"),
                       "wall_s": time.perf_counter() - t0, "device": res["device"],
                       "reused": res.get("scores_reused", [])}))
@@ -103,10 +105,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     jobs, alones = [], []
     for i in range(args.reps):
         log(f"rep {i + 1}/{args.reps}: the demo job through a worker")
-        jobs.append(in_job(args.digit))
+        jobs.append(in_job(args.digit, args.seed))
         log(f"rep {i + 1}/{args.reps}: the same stages alone at {threads} torch thread(s)")
-        alones.append(alone(args.digit, threads))
-    return {"machine": machine(), "digit": args.digit, "threads": threads, "job": jobs,
+        alones.append(alone(args.digit, args.seed, threads))
+    return {"machine": machine(), "digit": args.digit, "seed": args.seed, "threads": threads,
+            "job": jobs,
             "alone": alones, "when": time.strftime("%Y-%m-%d %H:%M")}
 
 
@@ -124,7 +127,8 @@ def rows(raw: dict[str, Any]) -> list[tuple[str, float, float]]:
 
 def render(raw: dict[str, Any]) -> str:
     m = raw["machine"]
-    lines = [BEGIN, "", f"Demo job (digit {raw['digit']}, quick preset, pixels + before + XDD), "
+    lines = [f"Demo job (digit {raw['digit']}, seed {raw.get('seed', 0)}, quick preset, "
+             "pixels + before + XDD), "
              f"{raw['threads']} torch thread(s), median of {len(raw['job'])} alternating runs "
              f"each way; {m['cpu']}, {m['affinity']} cores; {raw['when']}. Command: "
              "`python bench/pipeline/stages.py`.", "",
@@ -140,8 +144,8 @@ def render(raw: dict[str, Any]) -> str:
                  "wall_s": "submit to finished job (job) / process (alone)"}[what]
         lines.append(f"| *{label}* | {j:.2f} | {a:.2f} | {j / a:.2f} |")
     reused = sorted({m for r in raw["job"] for m in r.get("reused", [])})
-    lines += ["", f"Scores read, not computed (shipped beside the GAN): {', '.join(reused) or 'none'}.",
-              "", END]
+    lines += ["", "Scores read, not computed (shipped beside the GAN): "
+              f"{', '.join(reused) or 'none'}.", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -149,6 +153,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--digit", type=int, default=8)
+    ap.add_argument("--seed", type=int, nargs="+", default=[0],
+                    help="run seeds, one table each (0: the shipped scores apply; 1: computed)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     ap.add_argument("--from-json", default=None, help="render a saved measurement")
@@ -156,11 +162,14 @@ def main() -> None:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        return child(args.digit, args.threads)
-    raw = json.loads(Path(args.from_json).read_text()) if args.from_json else measure(args)
+        return child(args.digit, args.seed[0], args.threads)
+    if args.from_json:
+        raws = json.loads(Path(args.from_json).read_text())
+    else:
+        raws = [measure(argparse.Namespace(**{**vars(args), "seed": s})) for s in args.seed]
     if args.json:
-        write_json(args.json, raw)
-    section = render(raw)
+        write_json(args.json, raws)
+    section = "\n".join([BEGIN, ""] + [render(r) for r in raws] + [END]) + "\n"
     print(section)
     if not args.no_doc:
         write_section(DOC, BEGIN, END, section, "## The demo's stages, in the job and alone\n\n")

@@ -208,8 +208,9 @@ def _cost_project(stage: Stage, r: RunRates) -> list[Part]:
 
 
 def _cost_frames(stage: Stage, r: RunRates) -> list[Part]:
-    """A retraining's frames: one PCA of the map's points (the snapshots' embedding passes
-    are part of the retraining's timing); nothing where no PCA map was ever timed."""
+    """A retraining's frames: one PCA of the map's points (nothing where no PCA map was ever
+    timed).  The kept states' embedding of those points (five passes over ~1,000 images, well
+    under a second on a quick run) is left out."""
     try:
         return _cost_project(dataclasses.replace(stage, projection="pca"), r)
     except NotMeasured:

@@ -66,7 +66,8 @@ class Run:
         self.reused: list[str] = []  # methods whose unlabeled scores were read, not computed
         self.nets: dict[str, Net] = {}  # method -> its retrained network, until scored
         self.curves: dict[str, dict[str, list[float]]] = {}  # method -> its training curves
-        self.snapshots: dict[str, dict[int, np.ndarray]] = {}  # method -> step -> embedding
+        # method -> (its retrained network, its states at the snapshot steps)
+        self.snapshots: dict[str, tuple[Any, dict[int, dict]]] = {}
         self.scores: Scores | None = None
         self.refs: ReferenceStore | None = None
 
@@ -110,11 +111,11 @@ class Run:
         torch.manual_seed(cfg.seed)
         x_unl = self.data.fit_images().to(self.dev) if cfg.retrain.anchor_weight > 0 else None
         out = retrain(self.D, cfg.retrain, self.data.x_lab, self.data.y_lab_idx, stage.method,
-                      cfg.seed, self.progress, x_unlabeled=x_unl,
-                      x_snapshot=self.data.map_images() if stage.snapshots else None)
+                      cfg.seed, self.progress, x_unlabeled=x_unl, snapshots=stage.snapshots)
         self.nets[stage.method] = Net(out.D, out.head, out.objective)
         self.curves[stage.method] = out.curves
-        self.snapshots[stage.method] = out.snapshots
+        if out.snapshots:
+            self.snapshots[stage.method] = (out.D, out.snapshots)
 
     def stage_score(self, stage: Stage, report: bool = True) -> None:
         method = BY_NAME[stage.method]
@@ -248,8 +249,11 @@ class Run:
         last is the static "pca" map of the retrained embedding itself."""
         from xdd.core.projection import pca_frames
 
-        snaps = self.snapshots.pop(method, {})
-        steps = sorted(snaps)[:-1]  # the last step is the scored embedding itself
+        from xdd.train.retrain import embed_snapshots
+
+        D, states = self.snapshots.pop(method)
+        snaps = embed_snapshots(D, states, self.data.map_images())
+        steps = sorted(snaps)  # the earlier steps; the last is the scored embedding itself
         z_sub, z_lab = self.scores.embeddings[method]
         xy = pca_frames(np.concatenate([z_sub, z_lab]),
                         [self.prep_array(snaps[s]) for s in steps],

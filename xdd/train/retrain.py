@@ -19,6 +19,7 @@ from xdd.core.methods import BY_NAME
 from xdd.core.models import Discriminator
 from xdd.core.objectives import Objective
 from xdd.core.terms import SPHERE_MODES
+from xdd.train.snapshots import snapshot_steps
 
 Progress = Callable[[str, int, int, dict], None]
 
@@ -31,26 +32,28 @@ class Retrained:
     # every step: the loss and each of its terms as the loss weighs them, the labeled
     # embedding's within-class spread and mean inter-class distance, the learning rate
     curves: dict[str, list[float]] = field(default_factory=dict)
-    # step -> (N, d) float32 embedding of the snapshot images at that step (0: before training)
-    snapshots: dict[int, np.ndarray] = field(default_factory=dict)
+    # step -> the network's state at that step (0: before training; the last step's is left
+    # out: it is the retrained network's own): embed_snapshots() embeds images with them
+    snapshots: dict[int, dict] = field(default_factory=dict)
     objective: dict = field(default_factory=dict)  # the objective's trained tensors, by name
 
 
-# Where in a retraining its embedding is snapshot, as fractions of its steps: for 200 steps,
-# 0, 10, 25, 50, 100 and 200 (early steps move the embedding most, so the frames crowd there).
-SNAPSHOT_FRACTIONS = (0.0, 0.05, 0.125, 0.25, 0.5, 1.0)
+def _snapshot(out: "Retrained", D: Discriminator, step: int) -> None:
+    """D's state at this step (a copy: a few hundred KB), embedded after the retraining, off
+    its critical path (:func:`embed_snapshots`)."""
+    out.snapshots[step] = {k: v.detach().clone() for k, v in D.state_dict().items()}
 
 
-def snapshot_steps(total: int) -> tuple[int, ...]:
-    return tuple(sorted({round(f * total) for f in SNAPSHOT_FRACTIONS}))
-
-
-def _snapshot(out: "Retrained", D: Discriminator, step: int, x: torch.Tensor) -> None:
-    """The embedding of x at this step, as embed_all computes it (so the last one is exactly
-    what the run scores); D's train/eval mode is given back."""
-    was = D.training
-    out.snapshots[step] = embed_all(D, x).numpy()
-    D.train(was)
+def embed_snapshots(D: Discriminator, snapshots: dict[int, dict], x: torch.Tensor
+                    ) -> dict[int, np.ndarray]:
+    """step -> (N, d) float32 embedding of x by the network as it was at that step, as
+    embed_all computes it (D, the retrained network, is only a template: it is not changed)."""
+    net = copy.deepcopy(D)
+    out = {}
+    for step, state in sorted(snapshots.items()):
+        net.load_state_dict(state)
+        out[step] = embed_all(net, x).numpy()
+    return out
 
 
 @torch.no_grad()
@@ -147,7 +150,7 @@ def _anchor(D: Discriminator, D0: Discriminator, cfg: RetrainConfig, x_unlabeled
 def retrain(D0: Discriminator, cfg: RetrainConfig, x: torch.Tensor, y: torch.Tensor,
             method: Objective | str, seed: int, progress: Progress | None = None,
             report_every: int = 5, x_unlabeled: torch.Tensor | None = None,
-            x_snapshot: torch.Tensor | None = None) -> Retrained:
+            snapshots: bool = False) -> Retrained:
     """Retrain a copy of D0's last ``cfg.train_blocks`` conv blocks on x: (N,1,28,28), y: (N,)
     with classes re-indexed 0..K-1, under ``method``'s objective (a method name or an
     Objective).  ``x_unlabeled`` (U,1,28,28): unlabeled in-distribution images for the anchor
@@ -167,9 +170,9 @@ def retrain(D0: Discriminator, cfg: RetrainConfig, x: torch.Tensor, y: torch.Ten
     opt = torch.optim.Adam(trainable + trainer.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     out = Retrained(D=D, head=trainer.head)
     anchored = cfg.anchor_weight > 0 and x_unlabeled is not None and len(x_unlabeled)
-    snaps = snapshot_steps(cfg.steps) if x_snapshot is not None and len(x_snapshot) else ()
+    snaps = snapshot_steps(cfg.steps)[:-1] if snapshots else ()  # the last: out.D itself
     if 0 in snaps:
-        _snapshot(out, D, 0, x_snapshot)
+        _snapshot(out, D, 0)
     if progress:
         progress(stage, 0, cfg.steps, {})
     for step in range(1, cfg.steps + 1):
@@ -188,7 +191,7 @@ def retrain(D0: Discriminator, cfg: RetrainConfig, x: torch.Tensor, y: torch.Ten
         loss.backward()
         opt.step()
         if step in snaps:
-            _snapshot(out, D, step, x_snapshot)
+            _snapshot(out, D, step)
         if step % report_every == 0 or step == cfg.steps:
             out.history.append({"step": step, **parts})
             if progress:
