@@ -555,7 +555,7 @@ def test_client_restart_finds_running_job(workers):
     # A client submits, starts a detached worker, sees the job running and dies (SIGKILL).
     client = _py(
         "import os, signal, sys, time\n"
-        "from xdd.jobs import api as jobs\nfrom xdd.core.config import preset\n"
+        "from xdd.jobs import api as jobs, workerproc\nfrom xdd.core.config import preset\n"
         "cfg = preset('tiny', ood_digit=4, seed=1, shots=2, methods=('before',),"
         " **{'pretrain.steps': 100_000, 'projection.n_samples': 0})\n"
         "job = jobs.submit(cfg)\nassert workerproc.ensure_worker()\n"
@@ -587,7 +587,7 @@ def test_client_restart_finds_running_job(workers):
 _SUBMITTER = """
 import json, os, sys, time
 from pathlib import Path
-from xdd.jobs import api as jobs
+from xdd.jobs import api as jobs, workerproc
 from xdd.core.config import preset
 go, seeds = Path(sys.argv[1]), json.loads(sys.argv[2])
 while not go.exists():
@@ -757,7 +757,7 @@ def test_a_job_runs_with_the_workers_thread_count_for_blas_too(monkeypatch) -> N
         return {"run_key": rk}
 
     # the run's body is replaced; run_experiment itself (which sets the cap) still runs
-    monkeypatch.setattr(xdd.pipeline.experiment, "_run_experiment", fake_run)
+    monkeypatch.setattr(xdd.pipeline.experiment, "_run", fake_run)
     monkeypatch.setattr(worker, "IDLE_POLL_S", 0.05)
     outer = threadpool_limits(limits=2)  # the libraries' default on a 2-core machine
     try:
@@ -779,7 +779,7 @@ def test_a_job_run_in_this_process_after_a_worker_stopped_here_runs(monkeypatch)
     def fake_run(cfg, device, progress, force=False):
         return {"run_key": run_key(cfg)}
 
-    monkeypatch.setattr(xdd.pipeline.experiment, "_run_experiment", fake_run)
+    monkeypatch.setattr(xdd.pipeline.experiment, "_run", fake_run)
     monkeypatch.setattr(worker, "IDLE_POLL_S", 0.05)
     first = jobs.submit(preset("tiny", ood_digit=2))
     assert worker.run_worker(device="cpu", threads=1, once=True) == 1

@@ -118,6 +118,13 @@ def test_reference_features_embed_each_image_once_and_match_two_passes():
     np.testing.assert_allclose(red.transform(all_z[:5]), want[:5], rtol=1e-5, atol=1e-6)
 
 
+def _forget_kept_scores() -> None:
+    """Remove the reusable scores runs keep, so a rerun scores the pretrained D itself."""
+    import shutil
+
+    shutil.rmtree(store.cache_root() / "reuse", ignore_errors=True)
+
+
 def test_the_pretrained_ds_reference_is_kept_beside_its_gan_and_reused(tiny_run):
     """A rerun of the GAN and seed with other shots reads the pretrained D's reference
     features from disk and scores exactly as a run that computes them; another seed does
@@ -132,10 +139,12 @@ def test_the_pretrained_ds_reference_is_kept_beside_its_gan_and_reused(tiny_run)
     assert cached_path(fewer) == path and cached_path(dataclasses.replace(cfg, seed=1)) != path
     assert cached_path(dataclasses.replace(
         cfg, score=dataclasses.replace(cfg.score, knn_pca=8))) != path
+    _forget_kept_scores()  # else the pretrained D's scores are read whole (xdd.pipeline.reuse)
     loaded = run_experiment(fewer, device="cpu")
     assert loaded["reference_loaded"] == ["before"]
     scores = store.load_npz(loaded["run_key"], "scores.npz")
     path.unlink()
+    _forget_kept_scores()
     computed = run_experiment(fewer, device="cpu", force=True)
     assert computed["reference_loaded"] == [] and path.is_file()  # computed, and kept again
     again = store.load_npz(computed["run_key"], "scores.npz")
@@ -169,6 +178,7 @@ def test_an_altered_or_mismatched_reference_file_is_not_used(tiny_run):
     path.write_bytes(good)
     assert load_cached(cfg, ref_index, net) is not None
     path.write_bytes(b"not an npz file")
+    _forget_kept_scores()
     res = run_experiment(dataclasses.replace(cfg, shots=3), device="cpu")
     assert res["reference_loaded"] == [] and load_cached(cfg, ref_index, net) is not None
 
