@@ -435,8 +435,8 @@ def test_a_method_registered_at_run_time_costs_one_retraining_and_one_scoring(be
 
 def test_no_estimate_module_names_a_method():
     """Every decision comes from the stages and the method rows: no method's name is written
-    in xdd/estimate/ ("pixels" is also the stage's name for the raw-pixel reference and the
-    calibration's key for its cost)."""
+    in xdd/estimate/ ("pixels" is also the calibration's key for the raw-pixel reference's
+    cost, a field of its file)."""
     import ast
     from pathlib import Path
 

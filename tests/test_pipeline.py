@@ -30,7 +30,7 @@ def test_the_plan_lists_the_stages_a_run_executes_in_order():
     by = {s.name: s for s in stages}
     assert by["score:pixels"].beside and by["score:before"].beside
     assert not by["score:xdd"].beside and not by["score:mcdd"].beside
-    assert by["score:pixels"].reference == "pixels" and not by["score:pixels"].embeds_test
+    assert by["score:pixels"].reference == "raw-pixels" and not by["score:pixels"].embeds_test
     assert by["score:before"].reference == "build" and by["score:before"].keeps_reference
     assert by["score:xdd"].reference == "build" and not by["score:xdd"].keeps_reference
     assert by["retrain:xdd"].snapshots and not by["retrain:mcdd"].snapshots  # xdd is mapped

@@ -89,7 +89,7 @@ TABLE: list[Method] = [
     Method("pixels", "Raw pixels (no network)", "pixels", "#c7b299",
            "Raw pixels, no network: KDE over the labeled images' first 30 principal components; "
            "k-NN on 50 components under the unlabeled reference.",
-           "pixels", {"labeled": "KDE on PCA-30 of the labeled pixels",
+           "raw-pixels", {"labeled": "KDE on PCA-30 of the labeled pixels",
                       "unlabeled": "k-NN distance on raw pixels (PCA-50)"}, network=None),
     Method("before", "Before (pretrained GAN discriminator)", "before", "#9aa5b1",
            "The pretrained discriminator's embedding, not retrained (uses no label under the "
@@ -107,11 +107,11 @@ TABLE: list[Method] = [
     Method("softmax", "Max-softmax classifier", "max-softmax", "#ff7f0e",
            "A softmax classifier on the embedding; score = 1 - max probability (no reference "
            "set: shown with the labeled protocol).",
-           "softmax", {"labeled": "1 - max softmax"}, objective=Softmax()),
+           "max-softmax", {"labeled": "1 - max softmax"}, objective=Softmax()),
     Method("pyod", "pyod KNN on pretrained D", "pyod KNN", "#8c564b",
            "A library detector with its defaults: pyod's KNN (distance to the 5th neighbour) "
            "on the pretrained embedding of the unlabeled images; uses no label.",
-           "pyod", {"unlabeled": "pyod KNN (n_neighbors=5, largest) on D's L2-normalised "
+           "pyod-knn", {"unlabeled": "pyod KNN (n_neighbors=5, largest) on D's L2-normalised "
                                  "PCA features"}, network="pretrained"),
     Method("xdd", "After XDD retraining", "XDD", "#d62728",
            "Retrain with the XDD loss (pairwise + beta * MCDD).",

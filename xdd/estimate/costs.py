@@ -136,7 +136,7 @@ def _cost_pixels(stage: Stage, r: RunRates) -> list[Part]:
     unlabeled reference's PCA and search (the labeled protocol's PCA + KDE is negligible)."""
     if r.runs.pixels_s:
         return [Part(r.runs.pixels_s, RUNS, named=False)]
-    if stage.reference == "pixels" and r.cal.pixel_reference is not None:
+    if stage.reference == "raw-pixels" and r.cal.pixel_reference is not None:
         n_ref = reference_images(r.cfg)
         return [Part(r.cal.pixel_reference.seconds(r.cfg, n_ref, r.n_test), CALIBRATION,
                      named=False)]

@@ -24,7 +24,7 @@ class Stage:
     embeds_test: bool = False  # score: embeds the test images through a network
     # score: what it does with the unlabeled reference of its network: "build" (embeds the
     # reference images, unless the pretrained D's are kept on disk), "reuse" (an earlier
-    # stage built them), "pixels" (the raw-pixel reference), or None
+    # stage built them), "raw-pixels" (the raw-pixel reference), or None
     reference: str | None = None
     keeps_reference: bool = False  # score: its network's reference may be kept on disk
     projection: str | None = None  # project: the map (pca, tsne, umap)
@@ -45,7 +45,7 @@ def _score_stage(cfg: RunConfig, method, built: set) -> Stage:
     if scorer.uses_reference and "unlabeled" in cfg.score.references \
             and "unlabeled" in method.scored:
         key = network_key(method)
-        reference = "pixels" if key is None else ("reuse" if key in built else "build")
+        reference = "raw-pixels" if key is None else ("reuse" if key in built else "build")
         built.add(key)
     return Stage(f"score:{method.name}", "score", method.name, beside=method.objective is None,
                  embeds_test=scorer.embeds_test and method.network is not None,

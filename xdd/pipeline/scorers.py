@@ -132,8 +132,8 @@ class PyodScorer(Scorer):
             for i in _batches(len(x_test))]))
 
 
-SCORERS: dict[str, Scorer] = {"embedding": EmbeddingScorer(), "pixels": PixelScorer(),
-                              "softmax": SoftmaxScorer(), "pyod": PyodScorer()}
+SCORERS: dict[str, Scorer] = {"embedding": EmbeddingScorer(), "raw-pixels": PixelScorer(),
+                              "max-softmax": SoftmaxScorer(), "pyod-knn": PyodScorer()}
 
 
 def register_scorer(kind: str, scorer: Scorer) -> None:
