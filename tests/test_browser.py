@@ -67,7 +67,6 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90)
 
 def _worker_pids(cache: Path) -> set[int]:
     """Pids of the worker processes that the app started for this cache (this host only)."""
-    from xdd.jobs import api as jobs
     from xdd.jobs import workerproc
 
     pids: set[int] = set()
@@ -183,6 +182,18 @@ def _plots(page, n: int, timeout: float = 60) -> list[list[dict[str, Any]]]:
         time.sleep(0.5)
 
 
+def _plot_where(page, wanted, timeout: float = 60) -> list[dict[str, Any]]:
+    """The first plotly chart on the page whose traces satisfy ``wanted``, once drawn."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [p for p in page.evaluate(PLOTS_JS) if wanted(p)]
+        if found:
+            return found[0]
+        if time.monotonic() > deadline:
+            raise AssertionError("no plotly chart on the page holds what was looked for")
+        time.sleep(0.5)
+
+
 def _no_exception(page) -> None:
     assert page.locator("[data-testid=stException]").count() == 0, page.inner_text("body")
 
@@ -268,9 +279,11 @@ def _explore(app_url, page) -> None:
     _mark(t0, "second tab")
     # ---- Results: Fig. 1 bars hold exactly the cached AUPRC values
     page.goto(f"{url}/results")
-    plots = _plots(page, 2)
+    # the page draws more charts below (the run up close): find Fig. 1 and the PR curves by
+    # what they hold, whatever order they are drawn in
+    fig1 = _plot_where(page, lambda f: any(t["type"] == "bar" and t["name"] ==
+                                           "After XDD retraining" for t in f))
     _no_exception(page)
-    fig1 = plots[0]
     bars = {t["name"]: t for t in fig1 if t["type"] == "bar"}
     assert set(bars) == {"Before (pretrained GAN discriminator)", "After XDD retraining",
                          "Raw pixels (no network)", "MCDD term only"}, list(bars)
@@ -278,7 +291,8 @@ def _explore(app_url, page) -> None:
                          ("After XDD retraining", "xdd")):
         assert bars[name]["x"] == [8]
         assert bars[name]["y"][0] == pytest.approx(res["methods"][method]["auprc"], abs=1e-9)
-    pr = plots[1]
+    pr = _plot_where(page, lambda f: f and all(t["type"] == "scatter" and "(AUPRC " in
+                                               str(t["name"]) for t in f))
     assert len(pr) == len(res["methods"])  # one PR curve per scored method
     assert all(0.0 <= v <= 1.0 for t in pr for v in t["y"])
     page.get_by_text("average precision").first.wait_for()
