@@ -25,13 +25,9 @@ END = "<!-- bench/run.py: end -->"
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    from xdd.core.device import cpu_model as model
+
+    return model()
 
 
 def ram_gib() -> float:

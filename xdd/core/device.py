@@ -15,6 +15,19 @@ from typing import Iterator
 from xdd.core.config import DEVICES, ConfigError
 
 
+def cpu_model() -> str:
+    """The CPU's model name, as Linux reports it ("unknown" where it does not)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def usable_cores() -> int:
     """CPU cores this process may run on (its affinity mask where the OS has one)."""
     try:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from xdd.core.device import cpu_model
 from xdd.storage import store
 
 REFERENCE = Path(__file__).resolve().parent / "reference.json"
@@ -91,15 +92,6 @@ def first_guess(kind: str, threads: int) -> dict[str, Any] | None:
 def write_reference(cal: dict[str, Any]) -> Path:
     """Ship this machine's calibration as the reference (``calibrate --reference``)."""
     store.atomic_write_json(REFERENCE, {**cal, "probe_s": probe_s(1.0),
-                                        "machine": _cpu_model()})
+                                        "machine": cpu_model()})
     return REFERENCE
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
