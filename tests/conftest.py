@@ -85,3 +85,20 @@ def tiny_run(xdd_cache: Path, _tiny_run_master) -> TinyRun:
     cfg, results, key, master = _tiny_run_master
     shutil.copytree(master, xdd_cache, dirs_exist_ok=True)
     return TinyRun(cfg=cfg, results=results, key=key, cache=xdd_cache)
+
+
+@pytest.fixture
+def beta_two():
+    """A throw-away method, registered by the test that asks for it and nowhere else: the XDD
+    loss at beta = 2 (an existing objective and scorer kind, so the row is all it needs)."""
+    from xdd.core import methods
+    from xdd.core.methods import Method
+    from xdd.core.objectives import IB
+
+    row = methods.register(Method(
+        "beta2", "XDD at beta = 2 (test)", "beta 2", "#123456", "a test's method",
+        "embedding", {"labeled": "KDE", "unlabeled": "k-NN"}, objective=IB(beta=2.0)))
+    try:
+        yield row
+    finally:
+        methods.unregister(row.name)

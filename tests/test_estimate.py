@@ -392,22 +392,6 @@ def test_a_reference_kept_on_disk_is_searched_not_embedded_again(monkeypatch):
 # ---------------------------------------------------------------- the estimate follows the plan
 
 
-@pytest.fixture
-def beta_two():
-    """A throw-away method: the XDD loss at beta = 2, declared here and nowhere else."""
-    from xdd.core import methods
-    from xdd.core.methods import Method
-    from xdd.core.objectives import IB
-
-    row = methods.register(Method(
-        "beta2", "XDD at beta = 2 (test)", "beta 2", "#123456", "a test's method",
-        "embedding", {"labeled": "KDE", "unlabeled": "k-NN"}, objective=IB(beta=2.0)))
-    try:
-        yield row
-    finally:
-        methods.unregister(row.name)
-
-
 def _seconds(cfg, **kw) -> float:
     return E.estimate([cfg], [], "cpu", gan_available=lambda c: True, **kw).seconds
 

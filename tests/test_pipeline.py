@@ -10,8 +10,6 @@ import pytest
 
 from xdd.core import methods
 from xdd.core.config import preset
-from xdd.core.methods import Method
-from xdd.core.objectives import IB
 from xdd.pipeline.plan import plan
 
 
@@ -105,18 +103,6 @@ def test_the_reference_store_computes_each_networks_features_once(monkeypatch):
     store.clear()
     store.features("pretrained", "before", net, keep=True)
     assert len(calls) == 3  # cleared: computed again
-
-
-@pytest.fixture
-def beta_two():
-    """A throw-away method: the XDD loss at beta = 2, declared here and nowhere else."""
-    row = methods.register(Method(
-        "beta2", "XDD at beta = 2 (test)", "beta 2", "#123456", "a test's method",
-        "embedding", {"labeled": "KDE", "unlabeled": "k-NN"}, objective=IB(beta=2.0)))
-    try:
-        yield row
-    finally:
-        methods.unregister(row.name)
 
 
 def test_a_method_registered_in_a_test_runs_through_the_pipeline_the_report_and_the_cli(

@@ -174,7 +174,7 @@ class Run:
         n_side = side_threads(self.dev)
         pool = side_pool(n_side)
         futures = []
-        run_here = {"data": self.stage_data, "gan": self.stage_gan, "retrain": self.stage_retrain}
+        run_here = {"gan": self.stage_gan, "retrain": self.stage_retrain}  # data ran before
         try:
             for stage in stages:
                 if stage.kind == "score" and stage.beside:
