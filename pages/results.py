@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from pages import _links as links
 from pages._charts import MAIN_WIDTH, OTHER_WIDTH, legend_row, show, styled
 from pages._common import OOD_COLOR, require_router
 from pages._data import cache_signature, cached_runs, run_arrays, run_curves, run_mtime, \
@@ -27,6 +28,7 @@ from xdd.core.fmt import md_table, threads_note
 from xdd.core.methods import AFTER, BEFORE, REFERENCE_LABELS, REFERENCE_SHORT, \
     REFERENCES, color, display_key, is_main, label, short
 from xdd.core.metrics import pr_curve
+from xdd.report import compare
 from xdd.report.tables import AUPRC_NOTE, SD_NOTE, run_scores
 from xdd.report.views import before_after, chance_per_digit, curve_view, default_shots, \
     digit_cells, page_table, per_digit_table, presets_by_runs, run_choices, score_histogram, \
@@ -51,6 +53,7 @@ class View:
     df: Any  # the picked preset, shots, reference and methods
     df_ref: Any  # the picked preset and reference, every shot count
     df_both: Any  # the picked preset, shots and methods, both references
+    linked: str | None = None  # the run the address bar named when the page was opened
 
     @property
     def ref_note(self) -> str:
@@ -103,46 +106,61 @@ def nothing_cached() -> None:
     st.page_link("pages/run.py", label="Go to the Run page", icon=":material/play_circle:")
 
 
-def filters(df_all: pd.DataFrame) -> View | None:
-    """Preset, shot count, reference and methods; None (and a note) when no method is picked."""
+def filters(df_all: pd.DataFrame, problems: list[str]) -> View | None:
+    """Preset, shot count, reference and methods; None (and a note) when no method is picked.
+    Each opens on what the address bar names (else on the run it names, else the defaults),
+    and what is picked is written back, so a copied link opens the same view."""
     f1, f2, f4, f3 = st.columns([1, 1, 1.6, 3])
-    wanted = linked_run(df_all)
+    linked = links.initial("res-run", "run", list(df_all["run_key"].unique()), problems)
+    wanted = linked_run(df_all, linked)
     presets = presets_by_runs(df_all)
+    first_preset = wanted["preset"] if wanted else presets[0]
+    link_preset = links.initial("res-preset", "preset", presets, problems)
     pick_preset = f1.selectbox("Preset", presets, key="res-preset",
-                               index=presets.index(wanted["preset"]) if wanted else 0,
+                               index=presets.index(link_preset or first_preset),
                                help="Runs of different presets are never mixed in one chart; "
                                     "runs whose settings differ from their preset are listed "
                                     "apart.")
     df_p = df_all[df_all["preset"] == pick_preset]
     shot_counts = sorted(df_p["shots"].unique())
-    shots_first = (wanted["shots"] if wanted and wanted["preset"] == pick_preset
-                   else default_shots(df_p))
+    default_k = (wanted["shots"] if wanted and wanted["preset"] == pick_preset
+                 else default_shots(df_p))
+    link_k = links.initial("res-shots", "shots", shot_counts, problems)
     pick_shots = f2.selectbox("Labeled shots per digit", shot_counts,
-                              index=shot_counts.index(shots_first), key="res-shots")
+                              index=shot_counts.index(default_k if link_k is None else link_k),
+                              key="res-shots")
     refs_here = [r for r in REFERENCES if r in set(df_p["reference"])]
+    link_ref = links.initial("res-ref", "ref", refs_here, problems)
     pick_ref = f4.segmented_control(
-        "Scoring reference", refs_here, default=refs_here[0], required=True, key="res-ref",
-        format_func=lambda r: REFERENCE_SHORT[r],
+        "Scoring reference", refs_here, default=link_ref or refs_here[0], required=True,
+        key="res-ref", format_func=lambda r: REFERENCE_SHORT[r],
         help="labeled: the paper's protocol, a KDE over the labeled images' embeddings. "
              "unlabeled: k-NN distance to the in-distribution training images the GAN was "
              "pretrained on, without their labels.")
     df_ref = df_p[df_p["reference"] == pick_ref]
     present = sorted(df_ref["method"].unique(), key=display_key)
-    pick_methods = f3.pills("Methods", present, selection_mode="multi", default=present,
-                            key="res-methods", format_func=short)
+    link_methods = links.initial("res-methods", "methods", present, problems, many=True)
+    pick_methods = f3.pills("Methods", present, selection_mode="multi",
+                            default=link_methods or present, key="res-methods",
+                            format_func=short)
+    links.write({"preset": None if pick_preset == first_preset else pick_preset,
+                 "shots": None if pick_shots == default_k else str(pick_shots),
+                 "ref": None if pick_ref == refs_here[0] else pick_ref,
+                 "methods": None if set(pick_methods or []) == set(present)
+                 else links.join(pick_methods or [])})
     if not pick_methods:
         st.info("Select at least one method.")
         return None
     df_both = df_p[(df_p["shots"] == pick_shots) & df_p["method"].isin(pick_methods)]
     df = df_ref[(df_ref["shots"] == pick_shots) & df_ref["method"].isin(pick_methods)]
     return View(pick_preset, pick_shots, pick_ref, list(pick_methods), shot_counts, df, df_ref,
-                df_both)
+                df_both, linked)
 
 
-def linked_run(df_all: pd.DataFrame) -> dict[str, Any] | None:
-    """The run named in the address bar (``?run=<key>``, as the Method page links to it):
-    its preset and shots, which the filters then open on; None when absent or not cached."""
-    hit = df_all[df_all["run_key"] == st.query_params.get("run")]
+def linked_run(df_all: pd.DataFrame, key: str | None) -> dict[str, Any] | None:
+    """The run the address bar names (``?run=<key>``, as the Method page links to it): its
+    preset and shots, which the filters then open on; None when absent or not cached."""
+    hit = df_all[df_all["run_key"] == key]
     if hit.empty:
         return None
     return {"run_key": hit["run_key"].iloc[0], "preset": hit["preset"].iloc[0],
@@ -244,12 +262,13 @@ def pick_run(view: View) -> str:
     """The run whose curves and GAN are shown (digit, seeds and thread count named)."""
     runs = {r["run_key"]: r for r in run_choices(view.df)}
     keys = list(runs)
-    wanted = st.query_params.get("run")
-    return st.selectbox(
-        "Run", keys, key="res-run", index=keys.index(wanted) if wanted in keys else 0,
+    pick = st.selectbox(
+        "Run", keys, key="res-run", index=keys.index(view.linked) if view.linked in keys else 0,
         format_func=lambda k: f"digit {runs[k]['digit']} held out · seed {runs[k]['seed']} · "
                               f"GAN seed {runs[k]['gan_seed']} · "
                               f"{threads_note(runs[k]['device'])} · run {k}")
+    links.write({"run": None if pick == keys[0] and view.linked != pick else pick})
+    return pick
 
 
 def pr_figure(view: View, key: str) -> None:
@@ -353,6 +372,186 @@ def shots_section(view: View) -> None:
     fig.update_xaxes(tickvals=shot_counts)
     show(fig, "fig-shots")
     st.caption("Mean over seeds (and digits) at each shot count; error bars: s.d. over seeds.")
+
+
+# ---------------------------------------------------------------- settings compared
+
+SPLIT_NAMES = {"test": "test split", "val": "validation split"}
+CMP_HEIGHT = 380
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def compare_data(signature: tuple, base: str, split: str, shots: int, field: str,
+                 method: str) -> dict[str, Any]:
+    """What the comparison draws, computed once per cache state and shared by every session
+    (xdd.report.compare: the same functions as the results document)."""
+    df = _group_table(signature, base, split, shots)
+    baselines = [m for m in sorted(df["method"].unique(), key=display_key)
+                 if m in (BEFORE, "pixels")]
+    return {"points": compare.field_points(df, field, base, method),
+            "levels": compare.method_lines(df, field, base, baselines),
+            "paired": compare.paired(df, method),
+            "fields": compare.swept_fields(df)}
+
+
+def _group_table(signature: tuple, base: str, split: str, shots: int) -> pd.DataFrame:
+    df = runs_frame(signature)
+    return df[(df["base_preset"] == base) & (df["eval_split"] == split)
+              & (df["shots"] == shots)]
+
+
+def _numeric(values: list[Any]) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def compare_figure(points: pd.DataFrame, levels: dict[tuple[str, str], float], field: str,
+                   method: str) -> go.Figure:
+    """AUPRC against one field, one panel per reference: the method's points with GAN-seed
+    error bars, the preset's value starred, the unchanged baselines as level lines."""
+    refs = [r for r in REFERENCES if r in set(points["reference"])]
+    fig = make_subplots(rows=1, cols=len(refs), shared_yaxes=True, horizontal_spacing=0.05,
+                        subplot_titles=[REFERENCE_SHORT[r] + " reference" for r in refs])
+    values = list(points["value"].drop_duplicates())
+    numeric = _numeric(values)
+    for col, ref in enumerate(refs, start=1):
+        p = points[points["reference"] == ref]
+        x = p["value"].tolist() if numeric else [compare.fmt_value(v) for v in p["value"]]
+        fig.add_trace(go.Scatter(
+            x=x, y=p["auprc"], mode="lines+markers", name=short(method), legendgroup=method,
+            showlegend=col == 1, line=dict(color=color(method), width=MAIN_WIDTH),
+            error_y=dict(type="data", array=p["sd_gan"], visible=bool((p["gans"] > 1).any())),
+            customdata=np.c_[p["gans"], p["keys"]],
+            hovertemplate=f"{field} = %{{x}}<br>AUPRC %{{y:.3f}}<br>GANs %{{customdata[0]}}, "
+                          "draws %{customdata[1]}<extra></extra>"), 1, col)
+        own = p[p["is_preset"]]
+        if not own.empty:
+            fig.add_trace(go.Scatter(
+                x=own["value"].tolist() if numeric else
+                [compare.fmt_value(v) for v in own["value"]], y=own["auprc"], mode="markers",
+                name="the preset's value", legendgroup="preset", showlegend=col == 1,
+                marker=dict(symbol="star", size=16, color=color(method),
+                            line=dict(width=1.2, color="black")),
+                hovertemplate="the preset's value<br>AUPRC %{y:.3f}<extra></extra>"), 1, col)
+        for m in (BEFORE, "pixels"):
+            if (ref, m) in levels:
+                fig.add_hline(y=levels[(ref, m)], line_dash="dot", line_color=color(m),
+                              row=1, col=col, annotation_text=short(m),
+                              annotation_position="bottom right")
+    positive = numeric and all(v > 0 for v in values)
+    log_x = positive and max(values) / min(values) >= 10
+    styled(fig, CMP_HEIGHT, grid="xy", meta="compare", yaxis_title="AUPRC",
+           legend=legend_row(1.15))
+    fig.update_xaxes(title_text=field, type="log" if log_x else
+                     ("linear" if numeric else "category"))
+    if numeric:
+        fig.update_xaxes(tickvals=values)
+    return fig
+
+
+PAIRED_COLUMNS = [("setting", "variant", ""), ("reference", "reference", ""),
+                  ("pairs", "pairs", "d"), ("digits", "digits", "d"), ("gans", "GANs", "d"),
+                  ("variant", "variant AUPRC", ".3f"), ("preset", "preset AUPRC", ".3f"),
+                  ("diff", "diff (variant − preset)", "+.3f"), ("se", "± s.e.", ".3f"),
+                  ("leads", "GAN seeds it leads on", "")]
+
+
+def parallel_figure(table: pd.DataFrame, fields: list[str]) -> go.Figure:
+    """One line per run across the swept fields, coloured by its AUPRC."""
+    dims = []
+    for f in fields:
+        vals = table[f].tolist()
+        if _numeric(vals):
+            dims.append(dict(label=f, values=[float(v) for v in vals]))
+        else:
+            cats = sorted({str(v) for v in vals})
+            dims.append(dict(label=f, values=[cats.index(str(v)) for v in vals],
+                             tickvals=list(range(len(cats))), ticktext=cats))
+    dims.append(dict(label="AUPRC", values=table["auprc"].tolist(), range=[0, 1]))
+    fig = go.Figure(go.Parcoords(line=dict(color=table["auprc"], colorscale="Viridis",
+                                           showscale=True, cmin=0, cmax=1),
+                                 dimensions=dims))
+    return styled(fig, 360, margin=(60, 40, 50, 20), meta="parallel")
+
+
+def compare_section(view: View, df_all: pd.DataFrame, problems: list[str]) -> None:
+    """AUPRC against any swept setting, both references, and every variant paired with the
+    preset: the same numbers as the results document's "Settings compared"."""
+    st.subheader("Compare settings")
+    options = compare.groups(df_all)
+    if not options:
+        st.caption("No cached run changes a setting of its preset yet. Sweep a setting on the "
+                   "Run page (Advanced · Sweep over a setting), or `python -m xdd sweep --vary "
+                   "FIELD=V1,V2,...`, to compare settings here.")
+        return
+    labels = {f"{p} · {SPLIT_NAMES.get(s, s)}": (p, s) for p, s in options}
+    names = {f"{p}:{s}": lab for lab, (p, s) in labels.items()}
+    c1, c2, c3, c4 = st.columns([1.4, 1.4, 0.8, 1])
+    link_group = links.initial("res-cmp-group", "compare", list(names), problems)
+    group = c1.selectbox("Runs", list(labels), key="res-cmp-group",
+                         index=list(labels).index(names[link_group]) if link_group else 0,
+                         help="A preset's runs on one evaluation split: the validation split is "
+                              "where settings are chosen, the test split where they are "
+                              "reported.")
+    base, split = labels[group]
+    here = df_all[(df_all["base_preset"] == base) & (df_all["eval_split"] == split)]
+    shot_counts = sorted(here["shots"].unique().tolist())
+    default_k = view.shots if view.shots in shot_counts else shot_counts[0]
+    link_k = links.initial("res-cmp-shots", "compare_shots", shot_counts, problems)
+    shots = c3.selectbox("Shots", shot_counts, key="res-cmp-shots",
+                         index=shot_counts.index(default_k if link_k is None else link_k))
+    fields = compare.swept_fields(here[here["shots"] == shots])
+    if not fields:
+        st.caption(f"No run with {shots} shots changes a setting here.")
+        return
+    link_field = links.initial("res-cmp-field", "field", fields, problems)
+    field = c2.selectbox("Setting on the x axis", fields, key="res-cmp-field",
+                         index=fields.index(link_field) if link_field else 0)
+    retrained = [m for m in sorted(here["method"].unique(), key=display_key)
+                 if m not in (BEFORE, "pixels") and m in set(compare.field_runs(
+                     here[here["shots"] == shots], field, base)["method"])]
+    if not retrained:
+        st.caption("No retrained network was scored in these runs.")
+        return
+    default_m = AFTER if AFTER in retrained else retrained[0]
+    link_m = links.initial("res-cmp-method", "network", retrained, problems)
+    method = c4.selectbox("Network", retrained, key="res-cmp-method", format_func=short,
+                          index=retrained.index(link_m or default_m))
+    links.write({"compare": None if group == list(labels)[0] else f"{base}:{split}",
+                 "compare_shots": None if shots == default_k else str(shots),
+                 "field": None if field == fields[0] else field,
+                 "network": None if method == default_m else method})
+    data = compare_data(cache_signature(), base, split, shots, field, method)
+    pts = data["points"]
+    if pts.empty or pts["value"].nunique() < 2:
+        st.caption(f"Only one value of {field} is cached beside the preset's runs; sweep it "
+                   "over more values to draw a curve.")
+    else:
+        show(compare_figure(pts, data["levels"], field, method), "fig-compare")
+        st.caption("Each point: the mean over held-out digits of the per-digit mean AUPRC, "
+                   "over the (digit, GAN seed, labeled draw) draws that every value covers, so "
+                   "every point stands on the same draws. Error bars: s.d. over GAN seeds of "
+                   "the mean over digits (how far the answer moves when the GANs are drawn "
+                   "again). Star: the preset's own value. Dotted: the pretrained D and the "
+                   "raw pixels in the plain runs, which no retraining setting changes.")
+    paired = data["paired"]
+    if not paired.empty:
+        st.markdown(f"**Every variant beside the preset** ({short(method)}, {shots} shots, "
+                    f"{SPLIT_NAMES.get(split, split)})")
+        rows = [{**r, "leads": f"{r['leads']} of {r['gans']}"}
+                for r in paired.to_dict("records")]
+        st.markdown(md_table(rows, PAIRED_COLUMNS))
+        st.caption("Pairs: a variant's run and the preset's run of the same digit, GAN seed, "
+                   "labeled draw and shots. diff: variant − preset over the pairs, ± its "
+                   "standard error (s.d. of the differences / √pairs). Leads: GAN seeds on "
+                   "which the mean difference over the digits is above zero.")
+    if len(data["fields"]) >= compare.PARALLEL_MIN_FIELDS:
+        ref = view.reference
+        table = compare.parallel_table(_group_table(cache_signature(), base, split, shots),
+                                       method, ref, base)
+        if not table.empty:
+            st.markdown(f"**Every run across the settings that vary** ({view.ref_note})")
+            show(parallel_figure(table, data["fields"]), "fig-parallel")
+            st.caption("One line per run; drag along an axis to keep only the runs in a range.")
 
 
 # ---------------------------------------------------------------- one run up close
@@ -613,8 +812,12 @@ def render() -> None:
     if df_all.empty:
         st.info("The cached runs hold no metrics.")
         return
-    view = filters(df_all)
+    problems: list[str] = []
+    slot = st.empty()  # the link's message, above the filters it concerns
+    view = filters(df_all, problems)
     if view is None:
+        with slot:
+            links.warn(problems)
         return
     # The same aggregation as docs/RESULTS.md and the CLI (xdd.report): mean and sample s.d.
     cells = digit_cells(view.df)
@@ -627,6 +830,9 @@ def render() -> None:
     pr_figure(view, key)
     gan_check(key)
     shots_section(view)
+    compare_section(view, df_all, problems)
+    with slot:
+        links.warn(problems)
     # One run up close: below the shots curve, whose chart the page has always drawn third.
     one_run_heading(view, key)
     score_distributions(view, key)

@@ -93,11 +93,15 @@ def test_report_separates_preset_runs_shot_counts_and_ablations(tiny_run):
     shots_row = next(line for line in md.splitlines() if line.startswith("| xdd | labeled |"))
     assert f"{five['methods']['xdd']['auprc']:.3f}" in shots_row
     assert f"{main['xdd']['auprc']:.3f}" in shots_row
-    ablation = next(line for line in md.splitlines()
-                    if line.startswith("| retrain.pair_mode=raw | labeled |") and "| xdd |" in line)
-    assert f"| {raw['methods']['xdd']['auprc']:.3f} | {main['xdd']['auprc']:.3f} |" in ablation
-    above = raw["methods"]["xdd"]["auprc"] > main["before"]["auprc"]
-    assert ablation.endswith(f"| {int(above)} of 1 |")
+    # The variant beside the plain run it pairs with (same digit, GAN seed and draw), and
+    # AUPRC against the field it changes, the preset's own value in bold.
+    r_x, m_x = raw["methods"]["xdd"]["auprc"], main["xdd"]["auprc"]
+    pair = next(line for line in md.splitlines()
+                if line.startswith("| retrain.pair_mode=raw | labeled |"))
+    assert pair.startswith(f"| retrain.pair_mode=raw | labeled | 1 | 1 | 1 | {r_x:.3f} | "
+                           f"{m_x:.3f} | {r_x - m_x:+.3f} ± – | {int(r_x > m_x)} of 1 |")
+    assert "### `retrain.pair_mode`, xdd" in md
+    assert f"| raw | {r_x:.3f} ± 0.000 |" in md and f"| **ratio** | {m_x:.3f} ± 0.000 |" in md
     d_loss = tiny_run.results["pretrain_losses"]["d_loss"]
     assert f"D's loss at the end lies between {d_loss:.2f} and {d_loss:.2f} over the 1 " in md
     assert "Paper protocol (labeled reference): XDD above `before` on" in md

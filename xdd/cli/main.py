@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default="docs/RESULTS.md")
     rp.add_argument("--csv", default="docs/results.csv",
                     help="every run x reference x method of the preset, one row each")
+    rp.add_argument("--split", default="test", choices=("test", "val"),
+                    help="evaluation split of the runs reported (val: where settings are "
+                         "chosen; default test)")
     pt = sub.add_parser("pretrain", help="pretrain (or reuse) the GANs of digits x GAN seeds; "
                         "--bundle also writes them into the bundle shipped with the code")
     pt.add_argument("--digits", type=_int_list, default=list(range(10)))
@@ -238,11 +241,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"unknown preset {args.preset!r}; accepted: {', '.join(PRESETS)}")
     try:
         md = cache_report(args.preset, command="python -m xdd " + shlex.join(sys.argv[1:]),
-                          shots=args.shots)
+                          shots=args.shots, split=args.split)
     except ValueError as exc:
         raise CLIError(str(exc))
     store.atomic_write_bytes(Path(args.out), (md + "\n").encode())
-    store.atomic_write_bytes(Path(args.csv), cache_csv(args.preset).encode())
+    store.atomic_write_bytes(Path(args.csv), cache_csv(args.preset, args.split).encode())
     print(f"wrote {args.out} and {args.csv}")
     return 0
 

@@ -11,7 +11,8 @@ import numpy as np
 
 from xdd.core.methods import AFTER, BEFORE, BY_NAME, REFERENCE_LABELS, REFERENCES, short
 from xdd.report.tables import AUPRC_NOTE, SD_NOTE, after_rows, aggregate, gan_seed, \
-    ordered_methods, over_digits, results_table, runs_on_test_split, span, variant_of
+    ordered_methods, over_digits, results_table, runs_on_split, span, variant_of
+from xdd.report.compare import compare_markdown, settings_of
 from xdd.report.targets import targets_markdown
 from xdd.storage import store
 
@@ -86,52 +87,6 @@ def shots_markdown(df, methods: tuple[str, ...] = (BEFORE, AFTER)) -> str:
                 cells.append(f"{per_digit.mean():.3f}" if len(per_digit) else "–")
             lines.append(f"| {m} | {ref} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _retrains(method: str) -> bool:
-    """Whether an ablation changes the method: it retrains a network (an unknown name: yes)."""
-    row = BY_NAME.get(method)
-    return row is None or row.objective is not None
-
-
-def _ablation_rows(v: str, vdf, base) -> list[str]:
-    """The rows of one variant: per reference and retrained method, its AUPRC, the plain
-    preset's on the same digits and seeds (``base``), and the digits where it beats BEFORE."""
-    rows = []
-    for ref in [r for r in REFERENCES if r in set(vdf.reference)]:
-        vref, bref = vdf[vdf.reference == ref], base[base.reference == ref]
-        before = bref[bref.method == BEFORE].groupby("ood_digit").auprc.mean()
-        for m in [m for m in ordered_methods(vref.method) if _retrains(m)]:
-            per_digit = vref[vref.method == m].groupby("ood_digit").auprc.mean()
-            bm = bref[bref.method == m]
-            b = bm.groupby("ood_digit").auprc.mean().mean() if len(bm) else float("nan")
-            common = per_digit.index.intersection(before.index)
-            wins = (f"{int((per_digit[common] > before[common]).sum())} of {len(common)}"
-                    if len(common) else "–")
-            rows.append(f"| {v} | {ref} | {vdf.ood_digit.nunique()} x {vdf.seed.nunique()} | "
-                        f"{m} | {per_digit.mean():.3f} | {b:.3f} | {wins} |")
-    return rows
-
-
-def ablations_markdown(df, by_variant: dict[str, list], shots: int) -> list[str]:
-    ablations = {v: rs for v, rs in by_variant.items() if v}
-    if not ablations:
-        return []
-    md = ["## Ablations", "",
-          f"Mean AUPRC over the digits each variant covers, {shots} shots; the plain preset on "
-          "the same digits and seeds beside it.", "",
-          "| variant | reference | digits x seeds | method | variant AUPRC | preset AUPRC | "
-          f"digits above `{BEFORE}` |",
-          "|---|---|---|---|---|---|---|"]
-    for v, rs in sorted(ablations.items()):
-        vdf = results_table([r for r in rs if r["shots"] == shots])
-        if vdf.empty:
-            continue
-        keys = set(zip(vdf.ood_digit, vdf.seed))
-        same = np.array([k in keys for k in zip(df.ood_digit, df.seed)], dtype=bool)
-        md += _ablation_rows(v, vdf, df[(df.shots == shots).to_numpy() & same])
-    md.append("")
-    return md
 
 
 # ---------------------------------------------------------------- settings
@@ -242,31 +197,42 @@ def _shots_section(df) -> list[str]:
 
 
 def cache_report(preset_name: str, command: str | None = None, shots: int = 10,
-                 preamble: str | None = None) -> str:
-    """docs/RESULTS.md from every cached test-split run of a preset: the main tables (plain
-    preset runs at ``shots``), AUPRC against shots, and the ablations (runs that change one
-    setting).  ``preamble``: markdown placed after the targets (e.g. what it supersedes)."""
-    runs = runs_on_test_split(store.list_runs(), preset_name)
+                 preamble: str | None = None, split: str = "test") -> str:
+    """docs/RESULTS.md from every cached run of a preset on one evaluation split: the main
+    tables (plain preset runs at ``shots``), AUPRC against shots, and the settings compared
+    (runs that change settings, beside the plain preset's: xdd.report.compare).
+    ``preamble``: markdown placed after the targets (e.g. what it supersedes)."""
+    where = "the test set" if split == "test" else f"the {split} split"
+    runs = runs_on_split(store.list_runs(), preset_name, split)
     if not runs:
-        raise ValueError(f"no cached runs of preset {preset_name!r} on the test set")
-    by_variant: dict[str, list] = {}
-    for r in runs:
-        by_variant.setdefault(variant_of(r), []).append(r)
-    main = by_variant.get("", [])
+        raise ValueError(f"no cached runs of preset {preset_name!r} on {where}")
+    main = [r for r in runs if not settings_of(variant_of(r))]
     if not main:
-        raise ValueError(f"no plain {preset_name!r} runs cached (only variants)")
+        raise ValueError(f"no plain {preset_name!r} runs on {where} cached (only variants)")
     df = results_table(main)
     main_k = [r for r in main if r["shots"] == shots]
     if not main_k:
-        raise ValueError(f"no plain {preset_name!r} runs with {shots} shots cached")
-    md = [report_markdown(df[df.shots == shots], main_k, title=f"Results: {preset_name} preset",
-                          command=command, preamble=HISTORY_NOTE if preamble is None
-                          else preamble)]
+        raise ValueError(f"no plain {preset_name!r} runs with {shots} shots on {where} cached")
+    title = f"Results: {preset_name} preset" + ("" if split == "test" else f", {split} split")
+    md = [report_markdown(df[df.shots == shots], main_k, title=title, command=command,
+                          preamble=(HISTORY_NOTE if split == "test" else None)
+                          if preamble is None else preamble)]
     md += _shots_section(df)
-    md += ablations_markdown(df, by_variant, shots)
+    every = results_table([r for r in runs if r["shots"] == shots])
+    md += compare_markdown(every, preset_name, [m for m in ordered_methods(every.method)
+                                                if _retrains(m)],
+                           [m for m in ordered_methods(every.method) if not _retrains(m)])
     return "\n".join(md)
 
 
-def cache_csv(preset_name: str) -> str:
-    """Every test-split run x reference x method of a preset, one row each (CSV text)."""
-    return results_table(runs_on_test_split(store.list_runs(), preset_name)).to_csv(index=False)
+def _retrains(method: str) -> bool:
+    """Whether a method scores a retrained network (an unknown name: yes), so that a setting
+    of the retraining can change it."""
+    row = BY_NAME.get(method)
+    return row is None or row.objective is not None
+
+
+def cache_csv(preset_name: str, split: str = "test") -> str:
+    """Every run x reference x method of a preset on one split, one row each (CSV text)."""
+    return results_table(runs_on_split(store.list_runs(), preset_name, split)).to_csv(
+        index=False)

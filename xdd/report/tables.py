@@ -49,10 +49,12 @@ def variant_of(res: dict[str, Any]) -> str:
     return ", ".join(run_variant(res))
 
 
-def runs_on_test_split(runs: Iterable[dict[str, Any]], preset_name: str) -> list[dict[str, Any]]:
-    """The runs of a preset evaluated on the test split (what the results document reports)."""
+def runs_on_split(runs: Iterable[dict[str, Any]], preset_name: str,
+                  split: str = "test") -> list[dict[str, Any]]:
+    """The runs of a preset evaluated on one split ("test": what the results document
+    reports; "val": where settings are chosen)."""
     return [r for r in runs if r.get("preset") == preset_name
-            and r.get("eval_split", "test") == "test"]
+            and r.get("eval_split", "test") == split]
 
 
 def results_table(results: Iterable[dict[str, Any]]):

@@ -3,7 +3,8 @@ of the page's table (:func:`page_table`), so that the page only draws and its nu
 without Streamlit.
 
 The page's table is the report's long table with the digit column called ``digit``, the preset
-column naming a run's variant (custom settings are never averaged with the preset's own runs)
+column naming a run's variant (custom settings are never averaged with the preset's own runs),
+``base_preset`` the preset it started from (what the settings comparison groups by)
 and a ``threads`` column (the torch thread count the run computed with: two runs of one config
 at different thread counts may differ in the last digits).
 
@@ -33,6 +34,7 @@ def page_table(runs: Iterable[dict[str, Any]]):
     runs = list(runs)
     df = results_table(runs)
     groups = {r["run_key"]: config_group(r) for r in runs}
+    df["base_preset"] = df["preset"]
     df["preset"] = df["run_key"].map(groups)
     df["threads"] = df["device"].map(thread_count)
     return df.rename(columns={"ood_digit": DIGIT})
