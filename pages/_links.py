@@ -109,6 +109,41 @@ def restore(params: Iterable[Param], saved: str) -> list[str]:
     return problems
 
 
+_INITIAL = "_link_initial"
+
+
+def initial(key: str, name: str, options: Sequence[Any], problems: list[str],
+            label: Callable[[Any], str] = str, many: bool = False) -> Any:
+    """For a widget whose options depend on the data (a page that reads the cache): the value
+    the link gives it, to pass as the widget's index/default, or None (the page's default).
+
+    The link is read when the widget ``key`` is drawn fresh (no state yet: a first visit, or a
+    return to the page); the text read then is kept, so the argument the page passes stays
+    the same on every rerun while the widget holds a state of its own.  A value that names no
+    option adds one sentence to ``problems`` (on the fresh draw only).  ``many``: a
+    comma-separated list, every item an option (a list back)."""
+    kept = st.session_state.setdefault(_INITIAL, {})
+    fresh = key not in st.session_state
+    if fresh:
+        kept[key] = get(name)
+    text = kept.get(key)
+    if text is None:
+        return None
+    by_text = {label(o): o for o in options}
+    if many:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in items if t not in by_text]
+        value = None if bad or not items else list(dict.fromkeys(by_text[t] for t in items))
+    else:
+        value = by_text.get(text.strip())
+    if value is None and fresh:
+        shown = ", ".join(by_text) if len(by_text) <= 12 else \
+            ", ".join(list(by_text)[:12]) + ", …"
+        problems.append(f"`{name}={_short(text)}`: not available here; accepted: "
+                        f"{_short(shown, 160)}")
+    return value
+
+
 def stale(names: Iterable[str], known: Iterable[str]) -> list[str]:
     """One sentence per query parameter among ``names`` that the page no longer knows."""
     known = set(known)

@@ -20,6 +20,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from pages import _links as links
 from pages import _selection as selection
 from pages._charts import digit_rows, legend_row, show, styled
 from pages._common import DIGIT_COLORS, OOD_COLOR, require_router
@@ -138,33 +139,39 @@ def runs_with_maps() -> list[dict[str, Any]]:
     return runs
 
 
-def pick_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def pick_run(runs: list[dict[str, Any]], problems: list[str]) -> dict[str, Any]:
     """The run picker: the run named in the address bar (``?run=<key>``, as the Method page
-    links to it), else the newest; its config and thread count named."""
+    links to it), else the newest; its config and thread count named.  The pick goes back to
+    the address bar."""
     runs = sorted(runs, key=lambda r: (r.get("preset", ""), r.get("ood_digit", 0),
                                        r.get("shots", 0), r.get("seed", 0)))
     by_key = {r["run_key"]: r for r in runs}
     labels = {k: dict(r, preset=config_group(r)) for k, r in by_key.items()}
-    wanted = st.query_params.get("run")
-    first = wanted if wanted in by_key else max(runs, key=lambda r: r.get("started") or 0)[
-        "run_key"]
+    newest = max(runs, key=lambda r: r.get("started") or 0)["run_key"]
     keys = list(by_key)
-    pick = st.selectbox("Run", keys, index=keys.index(first), key="emb-run",
+    wanted = links.initial("emb-run", "run", keys, problems)
+    pick = st.selectbox("Run", keys, index=keys.index(wanted or newest), key="emb-run",
                         format_func=lambda k: f"{describe_config(labels[k])} · "
                                               f"{threads_note(by_key[k].get('device'))} · run {k}")
+    links.write({"run": None if pick == newest and wanted is None else pick})
     return by_key[pick]
 
 
-def controls(run: RunMaps, sides: list[tuple[str, str]], available: list[str]) -> Controls:
+def controls(run: RunMaps, sides: list[tuple[str, str]], available: list[str],
+             problems: list[str]) -> Controls:
+    """Projection, colouring (both in the address bar), point size, labeled markers."""
+    score_refs = [r for r in REFERENCES if any(run_scores(run.scores, r, e) is not None
+                                               for e, _ in sides)]
+    colourings = ["digit"] + [f"score:{r}" for r in score_refs]
+    link_proj = links.initial("emb-proj", "projection", available, problems)
+    link_col = links.initial("emb-color", "colour", colourings, problems)
     # One row that wraps when the page is narrow: nothing is cut off at any width.
     with st.container(horizontal=True, gap="small", vertical_alignment="bottom"):
         projection = st.segmented_control(
-            "Projection", available, default=available[0], required=True,
+            "Projection", available, default=link_proj or available[0], required=True,
             format_func=lambda p: PROJ_LABELS[p], key="emb-proj")
-        score_refs = [r for r in REFERENCES if any(run_scores(run.scores, r, e) is not None
-                                                   for e, _ in sides)]
         color_by = st.segmented_control(
-            "Colour by", ["digit"] + [f"score:{r}" for r in score_refs], default="digit",
+            "Colour by", colourings, default=link_col or "digit",
             required=True, key="emb-color",
             format_func=lambda c: "digit" if c == "digit" else f"score, {c.split(':')[1]} ref.",
             help="Anomaly score under the labeled reference (the paper: KDE over the labeled "
@@ -174,6 +181,8 @@ def controls(run: RunMaps, sides: list[tuple[str, str]], available: list[str]) -
         show_lab = st.toggle("Labeled examples", value=True, key="emb-lab",
                              help="The labeled training images used for retraining and for "
                                   "the KDE, drawn as black markers.")
+    links.write({"projection": None if projection == available[0] else projection,
+                 "colour": None if color_by == "digit" else color_by})
     return Controls(projection, color_by, size, show_lab)
 
 
@@ -412,7 +421,9 @@ def render() -> None:
     runs = runs_with_maps()
     if not runs:
         return
-    res = pick_run(runs)
+    problems: list[str] = []
+    slot = st.empty()  # the link's message, above the controls it concerns
+    res = pick_run(runs, problems)
     key = res["run_key"]
     proj, scores = run_arrays(key, "projections.npz"), run_arrays(key, "scores.npz")
     if proj is None or scores is None:
@@ -424,7 +435,9 @@ def render() -> None:
     if not sides or not available:
         st.error("This run's projection file holds no before/after maps.")
         return
-    ctrl = controls(run, sides, available)
+    ctrl = controls(run, sides, available, problems)
+    with slot:
+        links.warn(problems)
     maps(run, ctrl, sides)
     selection_bar(run)
     moved_most(run, ctrl)

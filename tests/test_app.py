@@ -50,9 +50,13 @@ def no_worker(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def open_page(page: str | None = None, **query: str | list[str]) -> AppTest:
     """Run app.py (optionally on another page, with URL query parameters); no exception."""
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params.update(query)
+    if page is None:
+        at.query_params.update(query)
     at.run()
     if page is not None:
+        # The link is the page's own: another page drawn first would read (and tidy) the
+        # parameters it shares with it (``preset``, ``shots``).
+        at.query_params.update(query)
         at.switch_page(f"pages/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -91,6 +95,7 @@ def clone_run(key: str, new_key: str, **changes: Any) -> None:
         res["references"]["labeled"][m].update(metrics)
     res.update(run_key=new_key, **changes)
     res["config"].update({k: v for k, v in changes.items() if k in ("shots", "seed")})
+    res["results_sha256"] = store.results_digest(res)  # a sound run, as the store writes it
     store.atomic_write_json(dst / "results.json", res)
 
 
@@ -458,6 +463,124 @@ def test_results_page_numbers_equal_the_report(tiny_run) -> None:
     assert f"{_arr(xdd['error_y']['array'])[0]:.3f}" == sd
 
 
+def _variant_run(src: Path, new_key: str, seed: int, setting: dict[str, Any],
+                 auprc: dict[str, float]) -> None:
+    """A copy of a run folder as a sweep would have made it: GAN seed = labeled draw =
+    ``seed``, ``setting`` (field -> value) recorded as its variant, XDD's AUPRC per reference."""
+    dst = store.run_dir(new_key)
+    shutil.copytree(src, dst)
+    res = json.loads((dst / "results.json").read_text())
+    res.update(run_key=new_key, seed=seed,
+               variant=[f"{k}={v}" for k, v in sorted(setting.items())])
+    res["config"]["seed"] = seed
+    res["config"]["pretrain"]["seed"] = seed
+    for k, v in setting.items():
+        head, name = k.split(".")
+        res["config"][head][name] = v
+    for ref, a in auprc.items():
+        res["references"][ref]["xdd"]["auprc"] = a
+        if ref == "labeled":
+            res["methods"]["xdd"]["auprc"] = a
+    res["pretrain_key"] = f"gan{seed}"
+    res["results_sha256"] = store.results_digest(res)
+    store.atomic_write_json(dst / "results.json", res)
+
+
+def test_compare_settings_points_equal_the_reports_aggregation(tiny_run) -> None:
+    """A β sweep over two GAN seeds: the chart's points and error bars are xdd.report's, the
+    paired table counts the pairs, and the results document writes the same numbers."""
+    from xdd.report import compare
+    from xdd.report.document import cache_report
+    from xdd.report.tables import results_table
+
+    src = tiny_run.cache / "master"
+    shutil.move(store.run_dir(tiny_run.key), src)
+    aups = {(1.0, 0): (0.30, 0.50), (1.0, 1): (0.20, 0.60),
+            (3, 0): (0.35, 0.58), (3, 1): (0.26, 0.62), (0.1, 0): (0.10, 0.40)}
+    for i, ((beta, seed), (lab, unl)) in enumerate(aups.items()):
+        setting = {} if beta == 1.0 else {"retrain.beta": beta}
+        _variant_run(src, f"{i:016d}", seed, setting,
+                          {"labeled": lab, "unlabeled": unl})
+    at = open_page("results")
+    fig = next(f for f in figures(at) if f["layout"].get("meta") == "compare")
+    assert at.selectbox(key="res-cmp-field").value == "retrain.beta"
+    df = results_table(store.list_runs())
+    pts = compare.field_points(df, "retrain.beta", "tiny", "xdd")
+    lines = [t for t in fig["data"] if t["name"] == "XDD"]
+    assert len(lines) == 2  # one panel per reference
+    for t, ref in zip(lines, ("labeled", "unlabeled")):
+        p = pts[pts.reference == ref]
+        assert _arr(t["y"]) == pytest.approx(p.auprc.to_numpy())
+        assert _arr(t["error_y"]["array"]) == pytest.approx(p.sd_gan.to_numpy())
+    # β = 0.1 covers GAN seed 0 only: every point stands on that one draw.
+    unl = pts[pts.reference == "unlabeled"].set_index("value")
+    assert unl.loc[3, "auprc"] == pytest.approx(0.58) and unl.loc[3, "keys"] == 1
+    star = next(t for t in fig["data"] if t["name"] == "the preset's value")
+    assert list(_arr(star["x"])) == [1.0]
+    table = next(m.value for m in at.markdown if "| variant | reference | pairs |" in m.value)
+    row = next(r for r in table.splitlines() if r.startswith("| retrain.beta=3 | unlabeled |"))
+    cells = [c.strip() for c in row.split("|")]
+    assert cells[3] == "2" and cells[8] == f"{np.mean([0.08, 0.02]):+.3f}"
+    assert cells[10] == "2 of 2"
+    md = cache_report("tiny")
+    assert f"| 3 | {0.35:.3f} ± 0.000 | {0.58:.3f} ± 0.000 | 1 | 1 |" in md
+    assert "| retrain.beta=3 | unlabeled | 2 | 1 | 2 | 0.600 | 0.550 | +0.050 ± 0.030 | 2 of 2 |" in md
+
+
+def _link(at: AppTest) -> dict[str, str]:
+    return {k: at.query_params[k] for k in at.query_params}
+
+
+def _warnings(at: AppTest) -> list[str]:
+    return [str(e.value) for e in at.warning]
+
+
+def test_a_copied_results_link_restores_the_view(tiny_run) -> None:
+    key = tiny_run.key
+    clone_run(key, "b" * 16, shots=3, methods={"xdd": {"auprc": 0.05}})
+    at = open_page("results")
+    assert _link(at) == {}  # the defaults leave the address bar clean
+    at.selectbox(key="res-shots").set_value(3).run()
+    at.segmented_control(key="res-ref").set_value("unlabeled").run()
+    at.pills(key="res-methods").set_value(["before", "xdd"]).run()
+    link = _link(at)
+    assert link == {"shots": "3", "ref": "unlabeled", "methods": "before,xdd"}
+    other = open_page("results", **link)  # someone else opens the link
+    assert not _warnings(other)
+    for get, k in ((other.selectbox, "res-shots"), (other.segmented_control, "res-ref"),
+                   (other.pills, "res-methods")):
+        assert get(key=k).value == (at.selectbox(key=k).value if get == other.selectbox else
+                                    at.segmented_control(key=k).value
+                                    if get == other.segmented_control else
+                                    at.pills(key=k).value)
+    assert figures(other)[0] == figures(at)[0]  # the same Fig. 1
+    other.run()  # a rerun keeps the view the link opened
+    assert other.selectbox(key="res-shots").value == 3
+    # A run named in the link opens its preset and shots, and stays named.
+    third = open_page("results", run="b" * 16)
+    assert third.selectbox(key="res-shots").value == 3
+    assert third.selectbox(key="res-run").value == "b" * 16 and _link(third)["run"] == "b" * 16
+
+
+@pytest.mark.parametrize("query,named", [
+    ({"shots": "7"}, "`shots=7`"), ({"ref": "moon"}, "`ref=moon`"),
+    ({"methods": "xdd,magic"}, "`methods=xdd,magic`"), ({"run": "nope"}, "`run=nope`"),
+    ({"shots": "7", "ref": "moon", "preset": "huge"}, "`preset=huge`")])
+def test_a_malformed_results_link_is_one_message_and_the_defaults(tiny_run, query,
+                                                                 named) -> None:
+    at = open_page("results", **query)
+    (warn,) = _warnings(at)
+    assert warn.startswith("This link has settings that cannot be used here") and named in warn
+    assert warn.count("\n- ") == len(query)
+    plain = open_page("results")
+    for k in ("res-preset", "res-shots", "res-run"):
+        assert at.selectbox(key=k).value == plain.selectbox(key=k).value
+    assert at.segmented_control(key="res-ref").value == "labeled"
+    assert not [k for k in query if k in at.query_params]  # gone from the link
+    at.run()  # said once
+    assert not _warnings(at)
+
+
 def test_results_with_only_a_failed_job(tmp_path: Path) -> None:
     failed_job(tmp_path)
     at = open_page("results")
@@ -524,6 +647,24 @@ def test_embeddings_seeded_maps(tiny_run) -> None:
             assert np.allclose(_arr(fig["data"][1]["marker"]["color"]), pct[ood_rows])
     at.toggle(key="emb-lab").set_value(False).run()
     assert all("labeled" not in [t["name"] for t in f["data"]] for f in figures(at))
+
+
+def test_a_copied_embeddings_link_restores_the_view(tiny_run) -> None:
+    at = open_page("embeddings")
+    at.segmented_control(key="emb-proj").set_value("pca").run()
+    at.segmented_control(key="emb-color").set_value("score:unlabeled").run()
+    link = _link(at)
+    assert link == {"projection": "pca", "colour": "score:unlabeled"}
+    other = open_page("embeddings", **link, run=tiny_run.key)
+    assert not _warnings(other)
+    assert other.segmented_control(key="emb-proj").value == "pca"
+    assert other.segmented_control(key="emb-color").value == "score:unlabeled"
+    assert figures(other) == figures(at)
+    bad = open_page("embeddings", projection="umap3d", colour="mood", run="zz")
+    (warn,) = _warnings(bad)
+    assert warn.count("\n- ") == 3 and "`projection=umap3d`" in warn
+    assert bad.segmented_control(key="emb-proj").value == "tsne"
+    assert bad.segmented_control(key="emb-color").value == "digit"
 
 
 def test_embeddings_with_only_a_failed_job(tmp_path: Path) -> None:
