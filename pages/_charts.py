@@ -49,3 +49,28 @@ def digit_rows(test_digit, ood_digit: int):
         if len(rows):
             ood = d == ood_digit
             yield d, rows, ood, f"{d} (OOD)" if ood else str(d)
+
+
+class Frozen(go.Figure):
+    """A finished figure that every session shares (built once per cache state by a page's
+    ``st.cache_resource`` function): it keeps the dict st.plotly_chart encodes, so a render
+    neither rebuilds nor deep-copies it.  Never modified after it is made."""
+
+    def __init__(self, fig: go.Figure):
+        super().__init__()
+        self._spec = fig.to_dict()
+
+    def to_dict(self) -> dict[str, Any]:  # what st.plotly_chart encodes
+        return self._spec
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self._spec
+
+
+def shared(max_entries: int = 64):
+    """``st.cache_resource`` for what is the same for every visitor (tables, figures of the
+    cache): computed once per argument values and handed to every session as the same object.
+    Key it by the cache's signature (pages._data.cache_signature) so that a new run is
+    seen; parameters starting with ``_`` are not hashed (pass them with a key that is)."""
+    return st.cache_resource(show_spinner=False, max_entries=max_entries)

@@ -2,12 +2,16 @@
 retraining curves, and the MNIST images their indices point into.
 
 Nothing here trains, projects or imports torch: pages read what the worker wrote.  Reads of
-the cache go through ``st.cache_data`` keyed by a signature of the cache folder (run names and
-results.json modification times), so a new or recomputed run is picked up on the next rerun
-without re-reading everything else.
+the cache go through ``st.cache_resource`` keyed by a signature of the cache folder (run names
+and results.json modification times), so a new or recomputed run is picked up on the next rerun
+without re-reading everything else.  What they return is shared by every session as the same
+object (no copy per render, which a class of thirty would pay thirty times): callers never
+modify it, and its arrays are read-only, so a slip raises instead of changing another
+visitor's view.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -16,22 +20,32 @@ import streamlit as st
 from xdd.storage import store
 
 
-def cache_signature() -> tuple:
-    """Changes whenever a run is added, removed or rewritten; cheap (a listdir and stats)."""
+def cache_signature() -> tuple[str, str]:
+    """(cache root, digest of the run names and their results.json modification times):
+    changes whenever a run is added, removed or rewritten; cheap (a listdir and stats), and
+    short, so that the shared computations keyed by it hash it fast."""
     root = store.runs_dir()
-    sig: list[tuple[str, int]] = []
+    h = hashlib.blake2b(digest_size=16)
     if root.is_dir():
         for d in sorted(root.iterdir()):
             if d.name.startswith("."):
                 continue
             try:
-                sig.append((d.name, (d / "results.json").stat().st_mtime_ns))
+                h.update(f"{d.name}:{(d / 'results.json').stat().st_mtime_ns};".encode())
             except OSError:
                 continue
-    return (str(store.cache_root().resolve()), tuple(sig))
+    return (str(store.cache_root().resolve()), h.hexdigest())
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+def _read_only(arrays: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
+    if arrays is not None:
+        for a in arrays.values():
+            if isinstance(a, np.ndarray):
+                a.setflags(write=False)
+    return arrays
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
 def _runs_for(signature: tuple) -> list[dict[str, Any]]:
     return store.list_runs()
 
@@ -41,14 +55,14 @@ def cached_runs() -> list[dict[str, Any]]:
     return _runs_for(cache_signature())
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_resource(show_spinner=False, max_entries=64)
 def _verified(root: str, key: str, mtime: int) -> dict[str, Any] | None:
     return store.load_results(key)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_resource(show_spinner=False, max_entries=64)
 def _npz(root: str, key: str, name: str, mtime: int) -> dict[str, np.ndarray] | None:
-    return store.load_npz(key, name)
+    return _read_only(store.load_npz(key, name))
 
 
 def run_mtime(key: str) -> int:
@@ -71,11 +85,14 @@ def run_arrays(key: str, name: str) -> dict[str, np.ndarray] | None:
     return _npz(str(store.cache_root().resolve()), key, name, run_mtime(key))
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_resource(show_spinner=False, max_entries=32)
 def _curves(root: str, key: str, mtime: int) -> dict[str, dict[str, np.ndarray]] | None:
     from xdd.pipeline.curves import load_curves
 
-    return load_curves(key)
+    curves = load_curves(key)
+    for fields in (curves or {}).values():
+        _read_only(fields)
+    return curves
 
 
 def run_curves(key: str) -> dict[str, dict[str, np.ndarray]] | None:

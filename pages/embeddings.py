@@ -12,106 +12,34 @@ numbers they show in xdd.report.views.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
 from pages import _links as links
 from pages import _selection as selection
-from pages._charts import digit_rows, legend_row, show, styled
+from pages._charts import show
 from pages._common import DIGIT_COLORS, OOD_COLOR, require_router
-from pages._data import cached_runs, run_arrays, run_images
-from pages._frames import DIMMED, animation_figure
+from pages._data import cached_runs, run_arrays, run_images, run_mtime
+from pages._frames import animation_figure
 from pages._jobs import bad_run_panel, first_visit_panel
+from pages._maps import Controls, RunMaps, shared_map
 from xdd.core.fmt import PROJ_LABELS, config_group, describe_config, threads_note
-from xdd.core.methods import AFTER, BEFORE, BY_NAME, REFERENCE_SHORT, REFERENCES, \
-    display_order, label, short
+from xdd.core.methods import AFTER, BEFORE, REFERENCE_SHORT, REFERENCES, short
 from xdd.report.tables import run_metrics, run_scores
-from xdd.report.views import highlight_points, positions_of, rank_moves, selection_counts, \
-    top_moved
+from xdd.report.views import rank_moves, selection_counts, top_moved
+from xdd.storage import store
+
 
 MAX_IMAGES = 120
+
+
 PROJECTIONS = ("tsne", "umap", "pca")
+
+
 MOVED_DEFAULT = 20  # how many images the "moved most" button selects, unless changed
-# The map titles of the paper's pair; any other projected method is titled by its label.
-SIDE_TITLES = {BEFORE: "Before: pretrained GAN discriminator", AFTER: "After: XDD retraining"}
-
-
-@dataclass(frozen=True)
-class RunMaps:
-    """One run's projections and scores, as the maps read them."""
-    key: str
-    res: dict[str, Any]
-    proj: dict[str, np.ndarray]
-    scores: dict[str, np.ndarray]
-
-    @property
-    def ood_digit(self) -> int:
-        return int(self.res.get("ood_digit", -1))
-
-    @property
-    def n_test(self) -> int:
-        """The projected test subsample (the rows after it are the labeled examples)."""
-        return len(self.proj["index"])
-
-    @property
-    def test_digit(self) -> np.ndarray:
-        return self.proj["label"].astype(int)
-
-    @property
-    def lab_digit(self) -> np.ndarray:
-        return self.proj["labeled_label"].astype(int)
-
-    def sides(self) -> list[tuple[str, str]]:
-        """(method, title) of the maps this run has: the projected methods, display order."""
-        return [(m, SIDE_TITLES.get(m, label(m))) for m in display_order()
-                if BY_NAME[m].projected and any(k.startswith(m + "_") for k in self.proj)]
-
-    def positions(self) -> np.ndarray:
-        """Where each map row's test image sits in scores.npz."""
-        return positions_of(self.scores["test_index"], self.proj["index"])
-
-    def subsample_scores(self, name: str, reference: str) -> np.ndarray:
-        """The method's scores under a reference for the projected test subsample (NaN when
-        the run lacks them)."""
-        s = run_scores(self.scores, reference, name)
-        if s is None:
-            return np.full(self.n_test, np.nan)
-        return s[self.positions()].astype(float)
-
-    def frames(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """The method's retraining frames (F, M + L, 2) and their steps (F,), or None (a run
-        made before runs kept them)."""
-        xy, steps = self.proj.get(f"{name}_frames"), self.proj.get(f"{name}_frame_steps")
-        if xy is None or steps is None or len(xy) != len(steps) or not len(steps):
-            return None
-        return xy, steps
-
-
-@dataclass(frozen=True)
-class Controls:
-    projection: str
-    color_by: str  # "digit" or "score:<reference>"
-    size: int
-    show_labeled: bool
-
-    @property
-    def reference(self) -> str:
-        """The reference the page shows: the one the maps are coloured by, else the paper's."""
-        return self.color_by.split(":")[1] if self.color_by != "digit" else REFERENCES[0]
-
-
-def rank_pct(s: np.ndarray) -> np.ndarray:
-    """Percentile rank of each score (0 = most typical, 100 = most unusual)."""
-    r = np.argsort(np.argsort(s, kind="stable"), kind="stable")
-    return 100.0 * r / max(1, len(s) - 1)
-
-
-# ---------------------------------------------------------------- sections
 
 
 def header() -> None:
@@ -186,42 +114,6 @@ def controls(run: RunMaps, sides: list[tuple[str, str]], available: list[str],
     return Controls(projection, color_by, size, show_lab)
 
 
-def _marker(ood: bool, size: int, **style: Any) -> dict[str, Any]:
-    """The held-out digit: larger black-edged diamonds; the rest: plain circles."""
-    return dict(size=size + 3 if ood else size, symbol="diamond" if ood else "circle",
-                line=dict(width=0.8, color="black") if ood else dict(width=0), **style)
-
-
-def _digit_traces(run: RunMaps, xy, custom, hover: str, size: int) -> list[tuple[Any, Any]]:
-    """One trace per digit (the held-out digit last, on top), with its rows."""
-    ood_digit, test_digit = run.ood_digit, run.test_digit
-    out = []
-    for d, idx, ood, name in digit_rows(test_digit, ood_digit):
-        out.append((go.Scattergl(
-            x=xy[idx, 0], y=xy[idx, 1], mode="markers", name=name,
-            customdata=custom[idx], hovertemplate=hover,
-            marker=_marker(ood, size, color=OOD_COLOR if ood else DIGIT_COLORS[d],
-                           opacity=0.95 if ood else 0.6)), idx))
-    return out
-
-
-def _score_traces(run: RunMaps, xy, custom, hover: str, size: int,
-                  sc: np.ndarray) -> list[tuple[Any, Any]]:
-    """In-distribution and held-out images coloured by the rank of their anomaly score."""
-    pct = rank_pct(np.nan_to_num(sc, nan=0.0))
-    is_ood = run.test_digit == run.ood_digit
-    out = []
-    for ood in (False, True):
-        idx = np.flatnonzero(is_ood == ood)
-        out.append((go.Scattergl(
-            x=xy[idx, 0], y=xy[idx, 1], mode="markers",
-            name=f"{run.ood_digit} (OOD)" if ood else "in-distribution",
-            customdata=custom[idx], hovertemplate=hover,
-            marker=_marker(ood, size, color=pct[idx], coloraxis="coloraxis", opacity=0.85)),
-            idx))
-    return out
-
-
 def auprc_line(run: RunMaps, emb: str) -> str:
     """The map's AUPRC under every reference the run has, for its heading."""
     by_metrics = run_metrics(run.res)
@@ -229,59 +121,13 @@ def auprc_line(run: RunMaps, emb: str) -> str:
                       for r in REFERENCES if emb in by_metrics.get(r, {}))
 
 
-def build_figure(run: RunMaps, ctrl: Controls, emb: str,
-                 selected: tuple[int, ...] | None = None
-                 ) -> tuple[go.Figure, list[np.ndarray]]:
-    """The map of one embedding; also, per trace, the projection rows it draws (for
-    selection).  ``selected``: rows drawn at full opacity, the others dimmed."""
-    xy = run.proj[f"{emb}_{ctrl.projection}"]
-    m = run.n_test
-    by_ref = {r: run.subsample_scores(emb, r) for r in REFERENCES}
-    is_ood = run.test_digit == run.ood_digit
-    kind = np.where(is_ood, f"OOD (digit {run.ood_digit})", "in-distribution")
-    custom = np.c_[run.test_digit, kind, np.round(by_ref["labeled"], 3),
-                   np.round(by_ref["unlabeled"], 3), run.proj["index"]]
-    hover = ("digit %{customdata[0]}<br>%{customdata[1]}<br>anomaly score, labeled ref. "
-             "%{customdata[2]}<br>anomaly score, unlabeled ref. %{customdata[3]}"
-             "<br>test image #%{customdata[4]}<extra></extra>")
-    fig = go.Figure()
-    if ctrl.color_by == "digit":
-        traces = _digit_traces(run, xy, custom, hover, ctrl.size)
-    else:
-        traces = _score_traces(run, xy, custom, hover, ctrl.size,
-                               by_ref[ctrl.color_by.split(":")[1]])
-        fig.update_layout(coloraxis=dict(
-            colorscale="Viridis", cmin=0, cmax=100,
-            colorbar=dict(title="score<br>rank %", thickness=12, len=0.8)))
-    if ctrl.show_labeled and len(xy) > m:
-        lab = np.arange(m, len(xy))
-        traces.append((go.Scattergl(
-            x=xy[lab, 0], y=xy[lab, 1], mode="markers", name="labeled",
-            customdata=np.c_[run.lab_digit, np.full(len(lab), "labeled example")],
-            hovertemplate="digit %{customdata[0]}<br>%{customdata[1]}<extra></extra>",
-            marker=dict(size=ctrl.size + 2, color="black", symbol="x")), lab))
-    rows = [r for _, r in traces]
-    marks = highlight_points(rows, selected) if selected else None
-    for i, (trace, _) in enumerate(traces):
-        if marks is not None:
-            trace.update(selectedpoints=marks[i], selected=dict(marker=dict(opacity=1.0)),
-                         unselected=dict(marker=dict(opacity=DIMMED)))
-        fig.add_trace(trace)
-    # The title and AUPRCs are a heading above the chart (pages wrap text, plotly cuts it).
-    styled(fig, 460, margin=(5, 5, 10, 5), meta=f"map:{emb}",
-           legend=legend_row(-0.02, yanchor="top", itemsizing="constant", font=dict(size=12)),
-           dragmode="lasso", uirevision=f"{run.key}-{ctrl.projection}")
-    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, title=None)
-    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, title=None,
-                     scaleanchor="x", scaleratio=1)
-    return fig, rows
-
-
 def maps(run: RunMaps, ctrl: Controls, sides: list[tuple[str, str]]) -> None:
     """The maps side by side, the current selection highlighted on every one of them."""
     sel = selection.current(run.key)
+    root, mtime = str(store.cache_root().resolve()), run_mtime(run.key)
     for col, (emb, title) in zip(st.columns(len(sides)), sides):
-        fig, rows = build_figure(run, ctrl, emb, sel.rows if sel else None)
+        fig, rows = shared_map(root, run.key, mtime, run, ctrl, emb,
+                               tuple(sel.rows) if sel else None)
         key = f"map-{emb}-{run.key}-{ctrl.projection}-{ctrl.color_by}-{ctrl.show_labeled}"
         selection.remember_rows(key, rows)
         with col:
@@ -408,9 +254,6 @@ def selected_images(run: RunMaps) -> None:
                    "score's rank moved (+: more unusual after retraining).")
     if len(rows) > MAX_IMAGES:
         st.caption(f"Showing the first {MAX_IMAGES} of {len(rows)}.")
-
-
-# ---------------------------------------------------------------- the page
 
 
 def render() -> None:

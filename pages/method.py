@@ -16,6 +16,7 @@ from pages._charts import MAIN_WIDTH, legend_row, show, styled
 from pages._common import DIGIT_COLORS, require_router
 from pages._data import cached_runs
 from pages._jobs import DEMO_DIGIT, demo_config
+from pages._sketches import reference_picture
 from xdd.core.config import preset, run_key
 from xdd.core.methods import color, short
 from xdd.core.toy import N_CLASSES, TOY_STEPS, toy_claims
@@ -24,35 +25,6 @@ from xdd.core.toy import N_CLASSES, TOY_STEPS, toy_claims
 # term alone, then the XDD loss (train_toy's default pair weight).
 TOY_LAMBDAS = (0, 1)
 PAIR_MODES = ["sphere", "ratio"]
-
-
-def reference_picture() -> go.Figure:
-    """A fixed 2-D sketch: an unlabeled cloud, a few labeled points, one ordinary test point
-    and its distance to each reference (no training, no data)."""
-    rng = np.random.default_rng(0)
-    centers = np.array([[0.0, 0.0], [3.0, 0.5], [1.4, 2.6]])
-    unl = np.concatenate([c + rng.normal(scale=0.75, size=(220, 2)) for c in centers])
-    lab = np.concatenate([c + rng.normal(scale=0.75, size=(3, 2)) for c in centers])
-    test = np.array([1.0, 1.0])
-    nu = unl[np.argmin(((unl - test) ** 2).sum(1))]
-    nl = lab[np.argmin(((lab - test) ** 2).sum(1))]
-    fig = go.Figure([
-        go.Scatter(x=unl[:, 0], y=unl[:, 1], mode="markers", name="unlabeled reference",
-                   marker=dict(size=4, color="#bbbbbb")),
-        go.Scatter(x=lab[:, 0], y=lab[:, 1], mode="markers", name="labeled reference",
-                   marker=dict(size=10, color="black", symbol="x")),
-        go.Scatter(x=[test[0], nl[0]], y=[test[1], nl[1]], mode="lines",
-                   name=f"distance to the labeled set: {np.hypot(*(test - nl)):.2f}",
-                   line=dict(color="black", dash="dot")),
-        go.Scatter(x=[test[0], nu[0]], y=[test[1], nu[1]], mode="lines",
-                   name=f"distance to the unlabeled set: {np.hypot(*(test - nu)):.2f}",
-                   line=dict(color="#d62728", width=3)),
-        go.Scatter(x=[test[0]], y=[test[1]], mode="markers", name="an ordinary test image",
-                   marker=dict(size=14, color="#d62728", symbol="star")),
-    ])
-    return styled(fig, 360, margin=(5, 5, 10, 5), xaxis=dict(visible=False),
-                  yaxis=dict(visible=False, scaleanchor="x"),
-                  legend=dict(x=1.0, xanchor="left"))
 
 
 # ---------------------------------------------------------------- the loss, step by step

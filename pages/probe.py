@@ -8,8 +8,9 @@ its nearest training images, the class posterior after retraining and a marker o
 maps.
 
 What is the same for every visitor (the networks, the fitted scorers, the maps' embeddings) is
-built once per run and kept with ``st.cache_resource``; a probe then takes milliseconds.  The
-page trains nothing and writes nothing; torch is loaded when this page is first opened.
+built once per run and kept with ``st.cache_resource`` (pages/_probe_shared.py); a probe then
+takes milliseconds.  The page trains nothing and writes nothing; torch is loaded when this page
+is first opened.
 """
 from __future__ import annotations
 
@@ -23,12 +24,11 @@ from pages._charts import legend_row, show, styled
 from pages._common import DIGIT_COLORS, OOD_COLOR, require_router
 from pages._data import cached_runs, run_mtime, verified_results
 from pages._jobs import bad_run_panel, first_visit_panel
+from pages._probe_shared import examples_for, prober_for
 from xdd.core.fmt import PROJ_LABELS, config_group, describe_config, threads_note
 from xdd.core.methods import AFTER, BEFORE, REFERENCE_LABELS, label
 from xdd.probe.image import ProbeInputError, decode, to_mnist
-from xdd.probe.prober import MAP_K, N_NEIGHBOURS, PCA_TOLERANCE, ProbeUnavailable, sentence, \
-    why_not
-from xdd.storage import store
+from xdd.probe.prober import MAP_K, N_NEIGHBOURS, PCA_TOLERANCE, sentence, why_not
 
 CANVAS_PX = 280  # the drawing canvas (10 x the model's 28 px)
 STROKE_PX = 20  # the pen: ~2 px once the digit is scaled into its 20 px box, as MNIST's strokes
@@ -75,33 +75,7 @@ def pick_run() -> dict[str, Any] | None:
     return by_key[pick]
 
 
-@st.cache_resource(show_spinner="Loading the run's networks and scorers, once per run (seconds; "
-                                "up to a minute when the pretrained network's reference "
-                                "features must be computed)…", max_entries=4)
-def _prober(root: str, key: str, mtime: int) -> tuple[Any, str | None]:
-    """(Prober, None) or (None, why it cannot be probed), shared by every visitor.  Keyed by
-    the cache folder, the run key and its results.json's time, so a recomputed run is rebuilt."""
-    from xdd.probe.loading import load
-
-    try:
-        return load(key), None
-    except ProbeUnavailable as exc:
-        return None, str(exc)
-
-
-def prober_for(key: str):
-    return _prober(str(store.cache_root().resolve()), key, run_mtime(key))
-
-
 # ---------------------------------------------------------------- the input
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def _examples(key: str, mtime: int, _pr) -> list:
-    from xdd.probe.examples import examples
-
-    return examples(_pr.eval_images, _pr.scores["test_index"], _pr.scores["label"],
-                    _pr.ood_digit)
 
 
 def read_input(pr) -> tuple[np.ndarray | None, str]:
@@ -137,7 +111,7 @@ def read_input(pr) -> tuple[np.ndarray | None, str]:
         except ProbeInputError as exc:
             st.error(f"Cannot probe this file: {exc}.")
             return None, ""
-    exs = _examples(pr.key, run_mtime(pr.key), pr)
+    exs = examples_for(pr.key, run_mtime(pr.key), pr)
     names = [e.name for e in exs]
     default = next((n for n in names if "held out" in n), names[0])
     pick = st.pills("Built-in probes", names, default=default, key="probe-example",

@@ -524,7 +524,8 @@ def test_compare_settings_points_equal_the_reports_aggregation(tiny_run) -> None
     assert cells[10] == "2 of 2"
     md = cache_report("tiny")
     assert f"| 3 | {0.35:.3f} ± 0.000 | {0.58:.3f} ± 0.000 | 1 | 1 |" in md
-    assert "| retrain.beta=3 | unlabeled | 2 | 1 | 2 | 0.600 | 0.550 | +0.050 ± 0.030 | 2 of 2 |" in md
+    assert ("| retrain.beta=3 | unlabeled | 2 | 1 | 2 | 0.600 | 0.550 | +0.050 ± 0.030 | "
+            "2 of 2 |") in md
 
 
 def _link(at: AppTest) -> dict[str, str]:
@@ -579,6 +580,47 @@ def test_a_malformed_results_link_is_one_message_and_the_defaults(tiny_run, quer
     assert not [k for k in query if k in at.query_params]  # gone from the link
     at.run()  # said once
     assert not _warnings(at)
+
+
+def test_sessions_share_one_computation_equal_to_their_own(tiny_run, monkeypatch) -> None:
+    """Two visitors of the Results page: the second is served what the first computed (the
+    per-digit aggregation runs once), and it is what a session computing alone would get."""
+    import streamlit as st
+
+    from pages import _results_shared as shared
+
+    calls = []
+    real = shared.per_digit_table
+    monkeypatch.setattr(shared, "per_digit_table",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    st.cache_resource.clear()
+    first = open_page("results")
+    n_first = len(calls)
+    assert n_first >= 1
+    second = open_page("results")
+    assert len(calls) == n_first  # shared: not computed again for the second visitor
+    assert figures(second) == figures(first)
+    assert [m.value for m in second.markdown] == [m.value for m in first.markdown]
+    st.cache_resource.clear()  # a session alone, computing everything itself
+    alone = open_page("results")
+    assert len(calls) > n_first
+    assert figures(alone) == figures(first)
+    assert [m.value for m in alone.markdown] == [m.value for m in first.markdown]
+
+
+def test_a_new_run_invalidates_what_the_sessions_shared(tiny_run) -> None:
+    key = tiny_run.key
+    x = tiny_run.results["methods"]["xdd"]["auprc"]
+    at = open_page("results")
+    xdd = next(t for t in figures(at)[0]["data"] if t["name"] == "After XDD retraining")
+    assert _arr(xdd["y"])[0] == pytest.approx(x)
+    clone_run(key, "a" * 16, seed=1, methods={"xdd": {"auprc": x + 0.2}})
+    at.run()  # the same session, next render
+    xdd = next(t for t in figures(at)[0]["data"] if t["name"] == "After XDD retraining")
+    assert _arr(xdd["y"])[0] == pytest.approx(x + 0.1)
+    assert at.metric[3].value == "2"
+    other = open_page("results")  # and a new visitor
+    assert figures(other)[0] == figures(at)[0]
 
 
 def test_results_with_only_a_failed_job(tmp_path: Path) -> None:

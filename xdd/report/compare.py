@@ -174,7 +174,10 @@ def paired(df, method: str):
     key = [dcol, "gan_seed", "seed", "shots", "reference"]
     base = df[df["setting"] == ""].groupby(key).auprc.mean().rename("preset")
     rows = []
-    for s in sorted(x for x in df["setting"].unique() if x):
+    def order(setting: str) -> list[tuple]:
+        return [(k, _sort_key(v)) for k, v in sorted(settings_of(setting).items())]
+
+    for s in sorted((x for x in df["setting"].unique() if x), key=order):
         var = df[df["setting"] == s].groupby(key).auprc.mean().rename("variant")
         both = pd.concat([var, base], axis=1, join="inner").reset_index()
         for ref in sorted(both["reference"].unique()):
