@@ -28,17 +28,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_app(env: dict[str, str], log: Path, address: str = "127.0.0.1"
-              ) -> tuple[subprocess.Popen, str]:
-    """``streamlit run app.py`` on a free port in its own session, output to ``log``; returns
-    the process and its local URL."""
+def serve_app(env: dict[str, str], log: Path, address: str = "127.0.0.1",
+              script: str = "app.py", cwd: Path = REPO) -> tuple[subprocess.Popen, str]:
+    """``streamlit run app.py`` (or ``script`` in ``cwd``) on a free port in its own session,
+    output to ``log``; returns the process and its local URL."""
     port = free_port()
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+            [sys.executable, "-m", "streamlit", "run", script, "--server.port", str(port),
              "--server.headless", "true", "--server.address", address,
              "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return proc, f"http://127.0.0.1:{port}"
 
 
