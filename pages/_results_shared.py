@@ -349,7 +349,7 @@ def compare_figure(points: pd.DataFrame, levels: dict[tuple[str, str], float], f
     error bars, the preset's value starred, the unchanged baselines as level lines."""
     refs = [r for r in REFERENCES if r in set(points["reference"])]
     fig = make_subplots(rows=1, cols=len(refs), shared_yaxes=True, horizontal_spacing=0.05,
-                        subplot_titles=[REFERENCE_SHORT[r] + " reference" for r in refs])
+                        subplot_titles=[f"{r} reference" for r in refs])
     values = list(points["value"].drop_duplicates())
     numeric = _numeric(values)
     for col, ref in enumerate(refs, start=1):

@@ -143,8 +143,11 @@ def _cost_pixels(stage: Stage, r: RunRates) -> list[Part]:
     return []
 
 
+# A first guess starts no timing of its own (a calibration beside the first demo would slow
+# it): this machine's runs replace it stage by stage as they finish.
 FIRST_GUESS = ("a first guess: this CPU's one-second probe against the machine that made the "
-               "shipped figures (this machine is being timed)")
+               "shipped figures (this machine's own runs replace it as they finish; "
+               "`python -m xdd calibrate` times it now)")
 FIRST_GUESS_AND_RUNS = "from this machine's earlier runs and a first guess for the rest"
 
 
