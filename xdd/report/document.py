@@ -18,10 +18,14 @@ from xdd.storage import store
 
 # What the document supersedes (printed under the targets of docs/RESULTS.md).
 HISTORY_NOTE = (
-    "These tables supersede the earlier version of this document, whose three repetitions of "
-    "a digit shared one GAN (pretraining seed 0) and which had the labeled reference only "
-    "(XDD 0.398 vs before 0.287 there): one GAN per digit hid most of the variance. Here every "
-    "repetition has a GAN of its own.")
+    "Every run here was computed on one machine with the current code: the GANs of GAN seed 0 "
+    "ship with the app (made on another machine), those of seeds 1 and 2 were pretrained with "
+    "the runs. The previous version of these tables came from the same code on "
+    "another CPU (XDD 0.610, pretrained D 0.584, pixels 0.573 under the unlabeled reference): "
+    "the same seed gives another float trajectory on another CPU, so a GAN pretrained there "
+    "differs from one pretrained here, and so do the runs on it (docs/METHOD.md section 9). "
+    "Older still, one GAN per digit and the labeled reference only (XDD 0.398 vs before 0.287) "
+    "hid most of the GAN-to-GAN variance.")
 
 
 def fmt_cell(mean: float, sd: float, auroc: float | None = None) -> str:
