@@ -413,8 +413,8 @@ def _s(x: float | None, digits: int = 2) -> str:
 
 def table(raw: dict[str, Any]) -> str:
     rows = []
-    extra = [k for k in raw["results"] if k not in raw["pages"]]  # server alone, floor
-    for name in raw["pages"] + extra:
+    names = list(raw["results"])  # in the order measured
+    for name in names:
         res = raw["results"][name]
         for n, b in res["runs"].items():
             fail = f" ({len(b['failed'])} failed)" if b["failed"] else ""
@@ -513,7 +513,7 @@ def measure_floor(env: dict[str, str], logdir: Path, ns: list[int],
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache", required=True, help="XDD_CACHE holding at least one finished run")
-    ap.add_argument("--pages", default=",".join(PAGES),
+    ap.add_argument("--pages", default="results,embeddings,run,method,probe",
                     help=f"comma-separated, of {', '.join(PAGES)} (default: all)")
     ap.add_argument("--sessions", default="1,10,30", help="the N, comma-separated")
     ap.add_argument("--port", type=int, default=None, help="serve on this port (default: a free one)")
@@ -524,10 +524,13 @@ def main() -> None:
     ap.add_argument("--floor", action="store_true",
                     help="also serve a one-line Streamlit app (st.write) the same way: what a "
                          "session costs the server before any page of ours runs")
+    ap.add_argument("--no-browser", action="store_true",
+                    help="only the protocol sessions (implies --protocol)")
     ap.add_argument("--protocol", action="store_true",
                     help="also open each page with N protocol-level sessions (no browser): the "
                          "server alone, with no browser drawing on the same cores")
     args = ap.parse_args()
+    args.protocol = args.protocol or args.no_browser
     pages = [p.strip() for p in args.pages.split(",") if p.strip()]
     bad = [p for p in pages if p not in PAGES]
     if bad:
@@ -565,11 +568,24 @@ def main() -> None:
         up = wait_http(f"{url}/_stcore/health", proc, logfile, timeout=120)
         log(f"streamlit (pid {proc.pid}) up in {up:.1f} s at {url}")
         chromium = [""]
-        raw["results"] = asyncio.run(measure(url, proc.pid, pages, ns, args.max_wait, chromium))
+        # Page by page, the server alone first, then the browsers: what one page leaves in the
+        # server (the Probe page loads torch, after which every render costs more: section 10)
+        # reaches only the pages measured after it, so list the probe page last.
+        # A page named twice is measured twice (e.g. results,probe,results: before and after
+        # the Probe page), its second rows named "<page>, again".
+        raw["results"] = {}
+        for i, page in enumerate(pages):
+            got: dict[str, Any] = {}
+            if args.protocol:
+                got.update(asyncio.run(measure_protocol(url, proc.pid, [page], ns,
+                                                        args.max_wait)))
+            if not args.no_browser:
+                got.update(asyncio.run(measure(url, proc.pid, [page], ns, args.max_wait,
+                                               chromium)))
+            again = page in pages[:i]
+            raw["results"].update({(k.replace(page, f"{page}, again", 1) if again else k): v
+                                   for k, v in got.items()})
         raw["chromium"] = chromium[0]
-        if args.protocol:
-            raw["results"].update(asyncio.run(measure_protocol(url, proc.pid, pages, ns,
-                                                               args.max_wait)))
         if args.floor:
             raw["results"].update(measure_floor(env, logdir, ns, args.max_wait))
         raw["load_after"] = loadavg()
