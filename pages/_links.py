@@ -129,19 +129,18 @@ def initial(key: str, name: str, options: Sequence[Any], problems: list[str],
     text = kept.get(key)
     if text is None:
         return None
-    by_text = {label(o): o for o in options}
-    if many:
-        items = [t.strip() for t in text.split(",") if t.strip()]
-        bad = [t for t in items if t not in by_text]
-        value = None if bad or not items else list(dict.fromkeys(by_text[t] for t in items))
-    else:
-        value = by_text.get(text.strip())
-    if value is None and fresh:
-        shown = ", ".join(by_text) if len(by_text) <= 12 else \
-            ", ".join(list(by_text)[:12]) + ", …"
-        problems.append(f"`{name}={_short(text)}`: not available here; accepted: "
-                        f"{_short(shown, 160)}")
-    return value
+    parse = one_of(options, label)
+    try:
+        if not many:
+            return parse(text)
+        value = list_of(parse)(text)
+        if not value:
+            raise ValueError("an empty list; accepted: " + ", ".join(label(o) for o in options))
+        return value
+    except ValueError as exc:
+        if fresh:
+            problems.append(f"`{name}={_short(text)}`: not available here; {_short(str(exc), 160)}")
+        return None
 
 
 def stale(names: Iterable[str], known: Iterable[str]) -> list[str]:

@@ -300,14 +300,13 @@ def compare_data(signature: tuple, base: str, split: str, shots: int, field: str
     fields = compare.swept_fields(df)
     parallel = (compare.parallel_table(df, method, reference, base)
                 if len(fields) >= compare.PARALLEL_MIN_FIELDS else pd.DataFrame())
-    return {"points": points, "paired": paired, "fields": fields,
+    return {"paired": paired,
             "figure": (Frozen(compare_figure(points, levels, field, method))
                        if not points.empty and points["value"].nunique() >= 2 else None),
             "paired_md": md_table([{**r, "leads": f"{r['leads']} of {r['gans']}"}
                                    for r in paired.to_dict("records")], PAIRED_COLUMNS),
             "parallel": (Frozen(parallel_figure(parallel, fields))
-                         if not parallel.empty else None),
-}
+                         if not parallel.empty else None)}
 
 
 @shared(8)

@@ -185,13 +185,13 @@ def pr_figure(view: View, key: str) -> None:
     show(fig, "fig-pr")
 
 
-def gan_check(key: str) -> None:
+def gan_check(root: str, key: str) -> None:
     """What the run's GAN learned to draw, and how its pretraining ended."""
     with st.expander("What the GAN of this run learned to draw"):
         # The pretrained D is the embedding before retraining; a GAN whose D won outright (its
         # loss near 0) only learned to tell digits from noise, and its features are those of a
         # noise detector.
-        png = gan_grid_png(cache_signature()[0], key, run_mtime(key))
+        png = gan_grid_png(root, key, run_mtime(key))
         res = verified_results(key) or {}
         if png is None:
             st.caption("This run has no generator samples (it was computed before they were "
@@ -267,14 +267,15 @@ def compare_section(view: View, problems: list[str]) -> None:
     link_k = links.initial("res-cmp-shots", "compare_shots", shot_counts, problems)
     shots = c3.selectbox("Shots", shot_counts, key="res-cmp-shots",
                          index=shot_counts.index(default_k if link_k is None else link_k))
-    fields = list(compare_options(view.signature, base, split, shots)["fields"])
+    per_field = compare_options(view.signature, base, split, shots)["fields"]
+    fields = list(per_field)
     if not fields:
         st.caption(f"No run with {shots} shots changes a setting here.")
         return
     link_field = links.initial("res-cmp-field", "field", fields, problems)
     field = c2.selectbox("Setting on the x axis", fields, key="res-cmp-field",
                          index=fields.index(link_field) if link_field else 0)
-    retrained = compare_options(view.signature, base, split, shots)["fields"][field]
+    retrained = per_field[field]
     if not retrained:
         st.caption("No retrained network was scored in these runs.")
         return
@@ -366,7 +367,7 @@ def score_distributions(view: View, key: str) -> None:
 PANEL_WIDTH = 300  # px: three training-curve panels in a row on a 1400 px wide page, one at 1024
 
 
-def training_curves(key: str) -> None:
+def training_curves(root: str, key: str) -> None:
     """How the run's retraining went, step by step: the loss's two sides and their sum, the
     classes' spread and separation, and the information plane."""
     st.subheader("How the retraining went")
@@ -384,7 +385,7 @@ def training_curves(key: str) -> None:
         "Retrained network", methods, default=AFTER if AFTER in methods else methods[0],
         required=True, format_func=short, key="res-curve-method",
         help="Every network this run retrained; each records its own curves.")
-    figs = curve_figures(cache_signature()[0], key, run_mtime(key), pick)
+    figs = curve_figures(root, key, run_mtime(key), pick)
     cv = figs["cv"]
     lr = (f" The learning rate stayed at {cv['lr'][0]:.3g} throughout."
           if cv["constant_lr"] else "")
@@ -447,7 +448,7 @@ def render() -> None:
     st.subheader(f"Precision–recall curves of one run ({view.ref_note})")
     key = pick_run(view)
     pr_figure(view, key)
-    gan_check(key)
+    gan_check(signature[0], key)
     shots_section(view)
     compare_section(view, problems)
     with slot:
@@ -455,7 +456,7 @@ def render() -> None:
     # One run up close: below the shots curve, whose chart the page has always drawn third.
     one_run_heading(view, key)
     score_distributions(view, key)
-    training_curves(key)
+    training_curves(signature[0], key)
 
 
 render()
