@@ -16,6 +16,7 @@ import threading
 
 import streamlit as st
 
+from pages import _heap
 from pages._access import MAX_JOBS_PER_VISITOR, can_submit, claim_admin, is_admin, \
     jobs_readable, read_only_setting
 from pages._data import cached_runs
@@ -53,6 +54,7 @@ def run_app() -> None:
         page.run()
     finally:
         _ROUTER.active = False
+        _heap.settle()
 
 
 def require_router() -> None:

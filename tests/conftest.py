@@ -20,12 +20,21 @@ os.environ.setdefault("XDD_ESTIMATE_REFERENCE", "")
 
 import xdd  # noqa: E402,F401  (picks numpy's BLAS kernels for this CPU before numpy loads)
 
+import gc
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze_heap():
+    """A page render freezes what is alive (pages/_heap.py); in the test process that would keep
+    one test's garbage cycles from being collected in the next, so every test ends unfrozen."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture(scope="session")

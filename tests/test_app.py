@@ -623,6 +623,36 @@ def test_a_new_run_invalidates_what_the_sessions_shared(tiny_run) -> None:
     assert figures(other)[0] == figures(at)[0]
 
 
+def test_a_render_freezes_what_the_server_keeps_and_only_when_modules_were_added(
+        tiny_run, monkeypatch) -> None:
+    """After a render, what was alive (the imports, the shared computations) sits in the
+    collector's permanent generation, so full collections no longer walk it; the next render
+    with no new module leaves it be, and a newly imported module settles again."""
+    import gc
+    import sys
+    import types
+
+    from pages import _heap
+
+    monkeypatch.setitem(_heap._SETTLED_AT, "modules", -1)
+    gc.unfreeze()
+    kept = [object()]  # alive before the render, like an imported module's objects
+    assert any(o is kept for o in gc.get_objects())
+    at = open_page("results")
+    assert gc.get_freeze_count() > 0
+    assert not any(o is kept for o in gc.get_objects())  # generations 0-2: not walked
+    freezes = []
+    real_freeze = gc.freeze
+    monkeypatch.setattr(gc, "freeze", lambda: freezes.append(1) or real_freeze())
+    assert _heap.settle() is False  # nothing imported since
+    at.run()
+    assert not at.exception
+    assert freezes == []
+    monkeypatch.setitem(sys.modules, "xdd_test_new_module", types.ModuleType("x"))
+    assert _heap.settle() is True
+    assert freezes == [1]
+
+
 def test_results_with_only_a_failed_job(tmp_path: Path) -> None:
     failed_job(tmp_path)
     at = open_page("results")
