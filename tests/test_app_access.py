@@ -8,32 +8,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from xdd.jobs import api as jobs
 from xdd.jobs import workerproc
+
+from _apptest import alerts, open_run
 from xdd.storage import store
 from xdd.core.config import preset
 
-REPO = Path(__file__).resolve().parent.parent
-APP = str(REPO / "app.py")
 
 
 @pytest.fixture(autouse=True)
 def no_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(workerproc, "ensure_worker", lambda *a, **k: False)
-
-
-def open_run(**query: Any) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.query_params.update(query)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def alerts(at: AppTest) -> dict[str, list[str]]:
-    return {k: [str(e.value) for e in getattr(at, k)] for k in ("error", "warning", "info")}
 
 
 def cache_files(root: Path) -> list[str]:

@@ -7,7 +7,6 @@ metadata the panel and ``sweep --vary`` share (xdd/core/fields.py)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +18,8 @@ from xdd.core.fmt import fmt_duration
 from xdd.jobs import api as jobs
 from xdd.jobs import workerproc
 
-REPO = Path(__file__).resolve().parent.parent
-APP = str(REPO / "app.py")
+from _apptest import REPO, alerts, open_run
+
 ADMIN = "t0ken"
 
 
@@ -29,21 +28,9 @@ def no_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(workerproc, "ensure_worker", lambda *a, **k: False)
 
 
-def open_run(**query: Any) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.query_params.update(query)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
 def as_admin(monkeypatch: pytest.MonkeyPatch, **query: Any) -> AppTest:
     monkeypatch.setenv("XDD_ADMIN_TOKEN", ADMIN)
     return open_run(admin=ADMIN, **query)
-
-
-def alerts(at: AppTest) -> dict[str, list[str]]:
-    return {k: [str(e.value) for e in getattr(at, k)] for k in ("error", "warning", "info")}
 
 
 def texts(at: AppTest) -> str:
