@@ -30,7 +30,6 @@ from xdd.core.config import ConfigError, preset
 from xdd.core.fields import parse_value, value_of
 
 SPLIT_FIELD = "data.eval_split"
-KEY = ["ood_digit", "gan_seed", "seed"]  # one draw: digit, GAN seed, labeled draw
 _ITEM = re.compile(r",\s+(?=[A-Za-z_][\w]*(?:\.[\w]+)*=)")
 PARALLEL_MIN_FIELDS = 2  # the parallel-coordinates view shows when this many fields vary
 
@@ -202,10 +201,11 @@ def parallel_table(df, method: str, reference: str, preset_name: str):
 
     fields = swept_fields(df)
     sub = with_settings(df[(df["method"] == method) & (df["reference"] == reference)])
+    own = {f: preset_value(preset_name, f) for f in fields}
     rows = []
     for _, r in sub.iterrows():
         st = settings_of(r["setting"])
-        rows.append({**{f: st.get(f, preset_value(preset_name, f)) for f in fields},
+        rows.append({**{f: st.get(f, own[f]) for f in fields},
                      "auprc": float(r["auprc"]), "run_key": r["run_key"]})
     return pd.DataFrame(rows, columns=[*fields, "auprc", "run_key"])
 
